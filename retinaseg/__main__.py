@@ -1,0 +1,3 @@
+from retinaseg.cli import cli
+
+cli()

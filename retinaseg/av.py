@@ -1,0 +1,35 @@
+"""Artery/vein label codes and their colour maps.
+
+Codes (DRIVE_AV, LES-AV, HRF-AV as distributed): 0 background, 1 artery, 2 vein, 3 uncertain/crossing.
+Colours (the seed's raw_pre output): artery red, vein blue, uncertain green, background black.
+"""
+import numpy as np
+
+BACKGROUND, ARTERY, VEIN, UNCERTAIN = 0, 1, 2, 3
+CLASS_NAMES = ("background", "artery", "vein", "uncertain")
+COLOURS = np.array([(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)], dtype=np.uint8)
+
+
+def encode_colours(labels: np.ndarray) -> np.ndarray:
+    """HxW codes 0..3 -> HxWx3 uint8 colour map."""
+    return COLOURS[np.clip(labels, 0, 3).astype(np.intp)]
+
+
+def decode_colours(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 colour map -> HxW codes. Red alone is artery, blue alone vein; green, and mixtures such as the
+    purple or white some annotators use for crossings, are uncertain."""
+    red, green, blue = (rgb[..., i] > 127 for i in range(3))
+    labels = np.zeros(rgb.shape[:2], dtype=np.uint8)
+    labels[red & ~green & ~blue] = ARTERY
+    labels[blue & ~red & ~green] = VEIN
+    labels[(green | (red & blue)) & (red | green | blue)] = UNCERTAIN
+    return labels
+
+
+def decode_label(array: np.ndarray) -> np.ndarray:
+    """A stored AV label (0..3 codes or a colour map) -> HxW codes."""
+    if array.ndim == 3:
+        return decode_colours(array)
+    if array.max() > 3:
+        raise ValueError(f"AV label codes must be 0..3, found values up to {int(array.max())}")
+    return array.astype(np.uint8)

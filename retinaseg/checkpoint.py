@@ -1,0 +1,48 @@
+"""Checkpoints: a model's weights together with everything needed to use them (architecture options, classes,
+working scale, normalisation). Loaded with torch.load(weights_only=True), which refuses pickled code."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from retinaseg.errors import CheckpointError
+from retinaseg.io.atomic import write_bytes_via
+
+FORMAT = "retinaseg-checkpoint/1"
+WEIGHTS_DIR_ENV = "RETINASEG_WEIGHTS_DIR"
+
+
+def weights_dir() -> Path:
+    """The shipped weights: $RETINASEG_WEIGHTS_DIR, else weights/ beside the package."""
+    return Path(os.environ.get(WEIGHTS_DIR_ENV) or Path(__file__).resolve().parent.parent / "weights")
+
+
+def sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path, state_dict: dict, config: dict, **extra) -> None:
+    payload = {"format": FORMAT, "config": dict(config), "state_dict": state_dict, **extra}
+    write_bytes_via(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: refused to load: not a safe retinaseg checkpoint ({first_line[:160]})") \
+            from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a retinaseg checkpoint (expected format {FORMAT})")
+    return payload

@@ -1,0 +1,286 @@
+"""The retinaseg command line: run, train, eval, plugins."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from retinaseg import __version__
+from retinaseg.errors import RetinasegError
+
+
+class _Command(click.Command):
+    """Turns domain errors into `Error: ...` with exit status 1, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RetinasegError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+def _parse_options(pairs, what: str) -> dict:
+    """KEY=VALUE pairs -> dict, values parsed as int, float, bool or left as text."""
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=what)
+        key, value = pair.split("=", 1)
+        options[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return options
+
+
+def _parse_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="retinaseg")
+def cli():
+    """Segment retinal vessels (binary and artery/vein) in colour fundus photographs, and train and evaluate
+    the models that do it.
+
+    \b
+    Quick start:
+      retinaseg run photos/ out/                    # default model, every image in photos/
+      retinaseg run --model av-fusion photos/ out/  # artery/vein maps
+      retinaseg plugins                             # models, losses and datasets available
+      retinaseg eval --dataset drive --data-root ../shared/data --model vesselnet
+    """
+
+
+@cli.command()
+def plugins():
+    """List every model, loss and dataset, with the plugin and package that provides it.
+
+    Third-party packages add entries by declaring a `retinaseg` entry point; set
+    RETINASEG_LOAD_PLUGINS=name,name to load only some plugins.
+    """
+    from retinaseg.registry import all_datasets, all_losses, all_models
+
+    tables = [("models", all_models(), lambda s: f"{s.task}, {s.classes} class(es)"),
+              ("losses", all_losses(), lambda s: s.task),
+              ("datasets", all_datasets(), lambda s: s.task)]
+    for title, table, kind in tables:
+        click.echo(f"{title}:")
+        for name, spec in sorted(table.items()):
+            click.echo(f"  {name:<22} {kind(spec):<20} {spec.plugin} ({spec.package})")
+            click.echo(f"  {'':<22} {spec.description}")
+        click.echo()
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, help="Model to train (see `retinaseg plugins`).")
+@click.option("--loss", "-l", default=None, help="Loss plugin. Default: bce-dice for vessel models, ce for A/V.")
+@click.option("--dataset", "-d", "datasets", required=True,
+              help="Dataset name, or several joined by commas (e.g. drive,les,hrf). Only training splits are used.")
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Folder holding the datasets (e.g. ../shared/data) or the dataset itself.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+              help="Run folder: best.pt, last.pt, metrics.csv, config.json.")
+@click.option("--epochs", default=50, show_default=True)
+@click.option("--iterations", default=200, show_default=True, help="Optimiser steps per epoch.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--patch-size", default=128, show_default=True, help="Patch side in working-scale pixels.")
+@click.option("--sampling", type=click.Choice(["patch", "whole"]), default="patch", show_default=True,
+              help="patch: vessel-aware random patches (fast on CPU); whole: whole images.")
+@click.option("--lr", default=2e-3, show_default=True, help="Peak learning rate (warm-up, then cosine decay).")
+@click.option("--val-fraction", default=0.15, show_default=True,
+              help="Share of training images held out for validation (best.pt is chosen on them).")
+@click.option("--patience", default=0, show_default=True, help="Stop after this many epochs without "
+              "validation gain (0: never).")
+@click.option("--fov-diameter", type=int, default=None,
+              help="Working scale: FOV width in pixels the photos are resized to. Default: the model's.")
+@click.option("--no-augment", is_flag=True, help="Turn off augmentation.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
+              help="Architecture option, e.g. width=16. Repeatable.")
+@click.option("--loss-option", "loss_options", multiple=True, metavar="KEY=VALUE",
+              help="Loss option, e.g. alpha=0.25. Repeatable.")
+@click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
+              help="Dataset option (the folder dataset: images=, labels=, fov=, label_suffix=). Repeatable.")
+@click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from these weights (fine-tuning).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size, patch_size, sampling, lr,
+          val_fraction, patience, fov_diameter, no_augment, seed, device, model_options, loss_options,
+          dataset_options, init_weights, resume):
+    """Train a model on one or more datasets' training splits.
+
+    \b
+    Examples:
+      retinaseg train -m unet -d drive --data-root ../shared/data -o runs/unet
+      retinaseg train -m vesselnet -d drive,les,hrf --data-root ../shared/data -o runs/v --epochs 80
+      retinaseg train -m unet -d drive --data-root ../shared/data -o runs/unet --resume
+    """
+    from retinaseg.registry import get_model
+    from retinaseg.training.engine import TrainConfig, train as run_training
+
+    spec = get_model(model)
+    config = TrainConfig(
+        model=spec.name, loss=loss or ("bce-dice" if spec.task == "vessel" else "ce"),
+        datasets=[d.strip() for d in datasets.split(",") if d.strip()], data_root=data_root, out=out,
+        model_options=_parse_options(model_options, "--model-option"),
+        loss_options=_parse_options(loss_options, "--loss-option"),
+        dataset_options=_parse_options(dataset_options, "--dataset-option"),
+        epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
+        lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, fov_diameter=fov_diameter,
+        augment=not no_augment, device=device, init_weights=init_weights)
+    summary = run_training(config, resume=resume, progress=sys.stderr.isatty() or True)
+    click.echo(f"done: {summary['epochs']} epochs, best validation F1 {summary['best_val_f1']:.4f}; "
+               f"weights in {Path(out) / 'best.pt'}")
+
+
+def _parse_size(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+        if width < 16 or height < 16:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT of at least 16x16, e.g. 512x512; got {value!r}")
+    return width, height
+
+
+def _device_options(f):
+    f = click.option("--tta", is_flag=True, help="Average over horizontal/vertical flips (4x slower, "
+                     "slightly better).")(f)
+    f = click.option("--batch-size", "-b", default=4, show_default=True,
+                     help="Tiles (or whole small images) per forward pass; tiles of several photos share a batch.")(f)
+    f = click.option("--device", default="auto", show_default=True,
+                     help="auto (CUDA when present), cpu, cuda or cuda:N.")(f)
+    f = click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
+                     help="Checkpoint to use instead of the model's shipped weights.")(f)
+    return f
+
+
+def _runner(model, weights, device, batch_size, tta, notify, **settings):
+    from retinaseg.inference.runner import RunConfig, Runner
+    from retinaseg.models import DEFAULT_MODEL, load_model
+
+    loaded = load_model(model or DEFAULT_MODEL, weights)
+    return Runner(loaded, RunConfig(device=device, batch_size=batch_size, tta=tta, **settings), notify=notify)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.option("--model", "-m", default=None, help="Model name (see `retinaseg plugins`). Default: vesselnet.")
+@_device_options
+@click.option("--recursive", "-r", is_flag=True, help="Search folders (and ** globs) recursively.")
+@click.option("--save-prob", is_flag=True, help="Also write prob/<stem>.tif: float32 probabilities at raw size "
+              "(HxW vessel, or CxHxW background/artery/vein/uncertain).")
+@click.option("--overlay", is_flag=True, help="Also write overlay/<stem>.png: the prediction drawn over the photo.")
+@click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs already exist (default: skip them, "
+              "so an interrupted run resumes).")
+@click.option("--fov-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of FOV masks named <stem>, <stem>_mask or <stem>_fov (default: estimated).")
+@click.option("--tile-size", default=512, show_default=True, help="Sliding-window tile side (working pixels).")
+@click.option("--overlap", default=0.25, show_default=True, help="Tile overlap fraction, in [0, 1).")
+@click.option("--resize", callback=_parse_size, default=None, metavar="WxH",
+              help="Force a fixed working size (the seeds' behaviour) instead of scaling by the FOV.")
+@click.option("--workers", default=2, show_default=True, help="Threads decoding photos ahead of the network.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def run(inputs, output_dir, model, weights, device, batch_size, tta, recursive, save_prob, overlay, overwrite,
+        fov_dir, tile_size, overlap, resize, workers, quiet):
+    """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
+
+    \b
+    Writes, for each input <stem>:
+      raw_pre/<stem>.png     prediction at the photo's own size (0/255 vessels, or
+                             A/V colours: artery red, vein blue, uncertain green)
+      small_pre/<stem>.png   the same at the model's working size
+      prob/<stem>.tif        probabilities (--save-prob)
+      overlay/<stem>.png     prediction over the photo (--overlay)
+      run.json               model, weights sha256, settings, versions, per-image status
+    Photos are rescaled so their field of view matches the model's training scale,
+    so any camera resolution works. Inputs already done are skipped, so re-running
+    an interrupted command resumes it. Bad files are reported and skipped; the exit
+    status is 0 only if every input succeeded.
+
+    \b
+    Examples:
+      retinaseg run photos/ out/
+      retinaseg run --model av-fusion --save-prob --overlay photos/ out/
+      retinaseg run -r "study/**/*.jpg" out/ --device cuda --batch-size 16
+    """
+    from retinaseg.io.inputs import find_inputs
+
+    paths = find_inputs(inputs, recursive=recursive)
+    runner = _runner(model, weights, device, batch_size, tta, notify=lambda m: click.echo(m, err=True),
+                     save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir,
+                     tile_size=tile_size, overlap=overlap, resize=resize, workers=workers)
+    summary = runner.run(paths, output_dir, progress=not quiet)
+    click.echo(f"{summary.line()}; outputs in {output_dir}")
+    sys.exit(0 if summary.success else 1)
+
+
+@cli.command(name="eval")
+@click.option("--dataset", "-d", required=True, help="Dataset name (see `retinaseg plugins`).")
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Folder holding the dataset (e.g. ../shared/data) or the dataset itself.")
+@click.option("--split", default="test", show_default=True, help="Dataset split to score.")
+@click.option("--pred", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A `retinaseg run` output folder to score (uses prob/ for AUCs when present).")
+@click.option("--model", "-m", default=None, help="Model to run and score (instead of --pred).")
+@_device_options
+@click.option("--no-fov", is_flag=True, help="Score every pixel instead of only the FOV.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write per-image rows.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write means, stds, second observer and per-image rows.")
+@click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE")
+@click.option("--summary-only", is_flag=True, help="Print only the mean ± std rows.")
+def evaluate_command(dataset, data_root, split, pred, model, weights, device, batch_size, tta, no_fov, csv_path,
+                     json_path, dataset_options, summary_only):
+    """Score predictions against manual labels, the literature's way.
+
+    Inside the FOV, threshold 0.5 (arg-max for A/V), 1st manual, mean ± std over
+    images: Se, Sp, Acc, Precision, F1, IoU, MCC, MSE, and exact AUC-ROC/AUC-PR when
+    probabilities are available. A/V datasets add per-class and class-weighted
+    scores (seed 002) and A/V accuracy. Where a second human observer exists
+    (DRIVE test), it is scored as a reference row.
+
+    \b
+    Examples:
+      retinaseg eval -d drive --data-root ../shared/data --model vesselnet
+      retinaseg eval -d hrf --data-root ../shared/data --pred out/ --json hrf.json
+      retinaseg eval -d drive-av --data-root ../shared/data -m av-fusion --csv av.csv
+    """
+    import csv
+    import json
+
+    from retinaseg.evaluation.evaluate import evaluate, format_table, to_json
+    from retinaseg.io.atomic import atomic_path
+
+    if (pred is None) == (model is None):
+        raise click.UsageError("give either --pred OUTPUT_DIR or --model NAME")
+    runner, source = None, f"predictions in {pred}"
+    if model:
+        runner = _runner(model, weights, device, batch_size, tta, notify=lambda m: click.echo(m, err=True))
+        source = f"model {runner.model.spec.name}" + (f" ({runner.model.weights.name})" if runner.model.weights else "")
+    result = evaluate(dataset, data_root, split, runner=runner, pred_dir=pred, use_fov=not no_fov, source=source,
+                      dataset_options=_parse_options(dataset_options, "--dataset-option"), progress=True)
+    click.echo(format_table(result, per_image=not summary_only))
+    if csv_path:
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(result.rows[0]))
+            writer.writeheader()
+            writer.writerows(result.rows)
+    if json_path:
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(to_json(result), indent=2) + "\n")

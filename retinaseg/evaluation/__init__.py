@@ -1,0 +1,1 @@
+"""Scoring predictions against manual labels by the literature's protocol."""

@@ -1,0 +1,142 @@
+"""`retinaseg eval`: score a model, or a folder of `retinaseg run` outputs, on a dataset split.
+
+Protocol: inside the FOV mask (the dataset's own, else estimated), threshold 0.5 (arg-max for A/V), against
+the 1st manual; mean and standard deviation over images. A second human observer, where the dataset has one,
+is scored the same way as a reference row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import tifffile
+
+from retinaseg import av
+from retinaseg.datasets import Sample, check_same_size, load_samples, read_fov, read_label
+from retinaseg.errors import RetinasegError
+from retinaseg.evaluation.metrics import av_metrics, binary_metrics, summarize
+from retinaseg.inference.runner import OUTPUT_FOLDERS, Runner
+from retinaseg.io.images import read_binary_mask, read_mask, read_photo
+
+VESSEL_COLUMNS = ("se", "sp", "acc", "precision", "f1", "iou", "mcc", "mse", "auc_roc", "auc_pr")
+AV_COLUMNS = ("weighted_se", "weighted_sp", "weighted_f1", "weighted_auc_roc", "weighted_auc_pr", "weighted_mse",
+              "av_accuracy", "artery_f1", "vein_f1", "uncertain_f1", "vessel_f1")
+
+
+@dataclass
+class Evaluation:
+    dataset: str
+    split: str
+    task: str  # "vessel" or "av"
+    source: str  # model name + weights, or prediction folder
+    rows: list = field(default_factory=list)  # per image: {"id": ..., metric: value}
+    summary: dict = field(default_factory=dict)  # metric -> (mean, std)
+    reference: Optional[dict] = None  # second observer summary
+    reference_rows: list = field(default_factory=list)
+
+    @property
+    def columns(self):
+        return VESSEL_COLUMNS if self.task == "vessel" else AV_COLUMNS
+
+
+def _score(task: str, truth: np.ndarray, mask, labels=None, prob=None) -> dict:
+    if task == "vessel":
+        return binary_metrics(truth, pred=labels, prob=None if prob is None else prob[0], mask=mask)
+    if labels is None:
+        labels = prob.argmax(axis=0)
+    return av_metrics(truth, labels, prob, mask)
+
+
+def _read_prediction(folder: Path, sample: Sample, task: str):
+    """(labels, prob or None) from a `retinaseg run` output folder."""
+    png = folder / OUTPUT_FOLDERS["raw"] / f"{sample.id}.png"
+    if not png.is_file():
+        raise RetinasegError(f"{png}: no prediction for {sample.image.name} (run `retinaseg run` on the "
+                             f"dataset's images into {folder} first)")
+    tif = folder / OUTPUT_FOLDERS["prob"] / f"{sample.id}.tif"
+    prob = tifffile.imread(tif).astype(np.float32) if tif.is_file() else None
+    if prob is not None and prob.ndim == 2:
+        prob = prob[None]
+    stored = read_mask(png)
+    if stored.ndim == 3:  # A/V colour map
+        labels = av.decode_colours(stored)
+        if task == "vessel":
+            labels, prob = labels > 0, (None if prob is None else 1 - prob[:1])
+    else:
+        if task == "av":
+            raise RetinasegError(f"{png}: a binary prediction cannot be scored against A/V labels; "
+                                 f"use the dataset's binary view")
+        labels = read_binary_mask(png)
+    return labels, prob
+
+
+def evaluate(dataset: str, data_root, split: str = "test", runner: Optional[Runner] = None,
+             pred_dir=None, use_fov: bool = True, source: str = "", dataset_options: Optional[dict] = None,
+             on_image: Callable[[dict], None] = lambda row: None, progress: bool = False) -> Evaluation:
+    from tqdm import tqdm
+
+    if (runner is None) == (pred_dir is None):
+        raise RetinasegError("evaluate needs exactly one of a model or a prediction folder")
+    spec, samples = load_samples(dataset, data_root, split, **(dataset_options or {}))
+    task = spec.task
+    if runner is not None and runner.model.classes == 1:
+        task = "vessel"  # a binary model on an A/V dataset is scored on the vessel tree (label > 0)
+    result = Evaluation(dataset, split, task, source)
+    for sample in tqdm(samples, desc=f"evaluating {dataset} {split}", unit="img", disable=not progress):
+        photo = read_photo(sample.image)
+        truth = read_label(sample.label, task)
+        check_same_size(sample, photo, truth)
+        fov = read_fov(sample, photo)
+        mask = fov if use_fov else None
+        if runner is not None:
+            prob = runner.predict(photo, fov)
+            if task == "vessel" and prob.shape[0] > 1:
+                prob = 1 - prob[av.BACKGROUND:av.BACKGROUND + 1]
+            row = _score(task, truth, mask, prob=prob)
+        else:
+            labels, prob = _read_prediction(Path(pred_dir), sample, task)
+            if labels.shape != truth.shape:
+                raise RetinasegError(f"prediction for {sample.id} is {labels.shape[1]}x{labels.shape[0]} but its "
+                                     f"label is {truth.shape[1]}x{truth.shape[0]}")
+            row = _score(task, truth, mask, labels=labels, prob=prob)
+        row = {"id": sample.id, **row}
+        result.rows.append(row)
+        on_image(row)
+        if sample.second_label is not None and task == "vessel":
+            second = read_label(sample.second_label, "vessel")
+            result.reference_rows.append({"id": sample.id, **binary_metrics(truth, pred=second, mask=mask)})
+    result.summary = summarize(result.rows)
+    if result.reference_rows:
+        result.reference = summarize(result.reference_rows)
+    return result
+
+
+def format_table(evaluation: Evaluation, per_image: bool = True) -> str:
+    columns = [c for c in evaluation.columns if c in evaluation.summary or any(c in r for r in evaluation.rows)]
+    width = max(12, max((len(str(r["id"])) for r in evaluation.rows), default=0) + 2)
+    header = f"{'image':<{width}}" + "".join(f"{c:>17}" for c in columns)
+    lines = [f"{evaluation.dataset} ({evaluation.split}, {len(evaluation.rows)} images) - {evaluation.source}",
+             header]
+    if per_image:
+        for row in evaluation.rows:
+            lines.append(f"{row['id']:<{width}}" + "".join(f"{row.get(c, float('nan')):>17.4f}" for c in columns))
+    def summary_line(label, summary):
+        return f"{label:<{width}}" + "".join(
+            f"{summary[c][0]:>9.4f} ±{summary[c][1]:.4f}" if c in summary else f"{'-':>17}" for c in columns)
+    lines.append(summary_line("mean ± std", evaluation.summary))
+    if evaluation.reference:
+        lines.append(summary_line("2nd observer", evaluation.reference))
+    return "\n".join(lines)
+
+
+def to_json(evaluation: Evaluation) -> dict:
+    return {
+        "dataset": evaluation.dataset, "split": evaluation.split, "task": evaluation.task,
+        "source": evaluation.source,
+        "mean": {k: v[0] for k, v in evaluation.summary.items()},
+        "std": {k: v[1] for k, v in evaluation.summary.items()},
+        "second_observer": ({k: v[0] for k, v in evaluation.reference.items()} if evaluation.reference else None),
+        "images": evaluation.rows,
+    }

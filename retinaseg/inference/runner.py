@@ -1,0 +1,388 @@
+"""The batch runner shared by every model: read -> working scale -> sliding window -> raw size -> write.
+
+Reading runs in worker threads ahead of the network, and writing in a writer thread behind it, so decoding
+and encoding overlap with compute. Each photo is resized so its FOV has the model's working diameter (or to a
+fixed --resize), predicted by tiles or in one pass, and its probabilities are resized back to the raw size
+before thresholding. Pixels outside the FOV are background.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from retinaseg import __version__, av
+from retinaseg.errors import ImageReadError, RetinasegError
+from retinaseg.fov import estimate_fov, fov_diameter
+from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
+from retinaseg.io.atomic import write_float_tiff, write_json, write_png
+from retinaseg.io.images import read_binary_mask, read_photo
+from retinaseg.models import LoadedModel, resolve_device, to_probabilities
+from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize, working_size
+
+OUTPUT_FOLDERS = {"raw": "raw_pre", "small": "small_pre", "prob": "prob", "overlay": "overlay"}
+VESSEL_OVERLAY_COLOUR = np.array([255, 255, 0], dtype=np.float32)  # yellow shows on red-orange fundus
+OVERLAY_ALPHA = 0.6
+
+
+@dataclass
+class RunConfig:
+    device: str = "auto"
+    batch_size: int = 4
+    tile_size: int = 512
+    overlap: float = 0.25
+    whole_image_pixels: int = 1280 * 1280
+    tta: bool = False
+    resize: Optional[tuple] = None  # (width, height): fixed working size instead of the FOV scale
+    save_prob: bool = False
+    overlay: bool = False
+    overwrite: bool = False
+    fov_dir: Optional[str] = None
+    workers: int = 2
+
+
+@dataclass
+class Prepared:
+    """A photo ready for the network, and what is needed to bring its prediction back."""
+
+    index: int
+    raw_size: tuple  # (height, width)
+    work_size: tuple
+    fov_raw: np.ndarray
+    fov_work: torch.Tensor
+    image: torch.Tensor  # 3 x work_size, standardised
+    photo: Optional[np.ndarray] = None  # kept only for overlays
+    seconds: float = 0.0
+
+
+def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
+            fixed_size: Optional[tuple] = None, index: int = 0, keep_photo: bool = False) -> Prepared:
+    """Bring a float HxWx3 photo to the model's working scale and normalisation."""
+    if fov is None:
+        fov = estimate_fov(photo)
+    elif fov.shape != photo.shape[:2]:
+        raise RetinasegError(f"FOV mask is {fov.shape[1]}x{fov.shape[0]} but the photo is "
+                             f"{photo.shape[1]}x{photo.shape[0]}")
+    size = (fixed_size[1], fixed_size[0]) if fixed_size else working_size(photo.shape[:2], fov_diameter(fov),
+                                                                          fov_diameter_px)
+    fov_work = resize_mask(fov, size)
+    image = standardize(resize(photo_tensor(photo), size), fov_work)
+    return Prepared(index, photo.shape[:2], size, fov, fov_work, image, photo if keep_photo else None)
+
+
+def to_raw_size(prob: torch.Tensor, prepared: Prepared) -> np.ndarray:
+    """Working-size probabilities -> raw size, with everything outside the raw FOV set to background."""
+    raw = resize(prob, tuple(prepared.raw_size)).clamp_(0, 1).numpy()
+    outside = ~prepared.fov_raw
+    raw[:, outside] = 0.0
+    if raw.shape[0] > 1:
+        raw[av.BACKGROUND, outside] = 1.0
+    return raw
+
+
+def labels_of(prob: np.ndarray) -> np.ndarray:
+    """Thresholded vessel mask (bool) or A/V codes (arg-max)."""
+    return prob[0] >= 0.5 if prob.shape[0] == 1 else prob.argmax(axis=0).astype(np.uint8)
+
+
+def render(labels: np.ndarray) -> np.ndarray:
+    """The PNG form of a prediction: 0/255 mask, or the A/V colour map."""
+    return (labels.astype(np.uint8) * 255) if labels.dtype == bool else av.encode_colours(labels)
+
+
+def overlay(photo: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    base = photo.astype(np.float32) * 255
+    if labels.dtype == bool:
+        colour, where = VESSEL_OVERLAY_COLOUR, labels
+        base[where] = (1 - OVERLAY_ALPHA) * base[where] + OVERLAY_ALPHA * colour
+    else:
+        where = labels > 0
+        base[where] = (1 - OVERLAY_ALPHA) * base[where] + OVERLAY_ALPHA * av.COLOURS[labels[where]]
+    return np.clip(base + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_predictor(model: LoadedModel, device: torch.device, tta: bool,
+                   notify: Callable[[str], None] = print) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Batch -> probabilities on CPU. inference_mode, channels_last, bf16 autocast on CUDA, optional flip TTA.
+    A CUDA out-of-memory error splits the batch in half and retries, and says so once."""
+    module = model.module.to(device).eval()
+    module = module.to(memory_format=torch.channels_last)
+    cuda = device.type == "cuda"
+    state = {"chunk": None, "warned": False}
+
+    @torch.inference_mode()
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            if not tta:
+                return to_probabilities(module(x).float())
+            total = 0
+            for dims in ((), (3,), (2,), (2, 3)):
+                flipped = torch.flip(x, dims) if dims else x
+                prob = to_probabilities(module(flipped).float())
+                total = total + (torch.flip(prob, dims) if dims else prob)
+            return total / 4
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        chunk = state["chunk"] or len(batch)
+        while True:
+            try:
+                return torch.cat([forward(batch[i:i + chunk]).cpu() for i in range(0, len(batch), chunk)])
+            except torch.cuda.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                torch.cuda.empty_cache()
+                chunk = max(1, chunk // 2)
+                state["chunk"] = chunk
+                if not state["warned"]:
+                    notify(f"warning: GPU out of memory; retrying with batches of {chunk}")
+                    state["warned"] = True
+
+    return predict
+
+
+@dataclass
+class ImageRecord:
+    input: str
+    stem: str
+    status: str = "pending"  # ok, skipped, failed
+    message: str = ""
+    seconds: float = 0.0
+    raw_size: Optional[list] = None  # [width, height]
+    working_size: Optional[list] = None
+    fov_diameter: Optional[int] = None
+
+
+@dataclass
+class RunSummary:
+    ok: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    records: list = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.failed == 0
+
+    def line(self) -> str:
+        processed = self.ok / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.ok} ok, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s "
+                f"({processed:.2f} images/s)")
+
+
+class Runner:
+    """Runs one loaded model over many photos."""
+
+    def __init__(self, model: LoadedModel, config: RunConfig = RunConfig(), notify: Callable[[str], None] = print):
+        self.model, self.config, self.notify = model, config, notify
+        self.device = resolve_device(config.device)
+        divisor = model.config["size_divisor"]
+        tile = max(divisor, config.tile_size // divisor * divisor)
+        self.window = SlidingWindow(tile_size=tile, overlap=config.overlap, size_divisor=divisor,
+                                    whole_image_pixels=config.whole_image_pixels)
+        self.predictor = make_predictor(model, self.device, config.tta, notify)
+
+    # -- in memory (used by `retinaseg eval` and tests) -----------------------------------------------------
+    def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
+                keep_photo: bool = False) -> Prepared:
+        return prepare(photo, fov, self.model.fov_diameter, self.config.resize, index, keep_photo)
+
+    def predict_prepared(self, items: Iterable[Prepared]) -> Iterator[tuple[Prepared, torch.Tensor]]:
+        """Yield (prepared, working-size probabilities KxHxW) in input order."""
+        pending: dict = {}
+
+        def stream():
+            for item in items:
+                pending[item.index] = item
+                yield item.index, item.image
+
+        for index, prob in predict_stream(stream(), self.predictor, self.window, self.config.batch_size):
+            item = pending.pop(index)
+            prob = prob * item.fov_work.to(prob.dtype)
+            if prob.shape[0] > 1:
+                prob[av.BACKGROUND][~item.fov_work] = 1.0
+            yield item, prob
+
+    def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None) -> np.ndarray:
+        """Raw-size probabilities (KxHxW) for one photo."""
+        prepared = self.prepare(photo, fov)
+        _, prob = next(self.predict_prepared([prepared]))
+        return to_raw_size(prob, prepared)
+
+    # -- on files -------------------------------------------------------------------------------------------
+    def outputs(self, out_dir: Path, stem: str) -> dict:
+        paths = {"small": out_dir / OUTPUT_FOLDERS["small"] / f"{stem}.png",
+                 "raw": out_dir / OUTPUT_FOLDERS["raw"] / f"{stem}.png"}
+        if self.config.save_prob:
+            paths["prob"] = out_dir / OUTPUT_FOLDERS["prob"] / f"{stem}.tif"
+        if self.config.overlay:
+            paths["overlay"] = out_dir / OUTPUT_FOLDERS["overlay"] / f"{stem}.png"
+        return paths
+
+    def _read(self, path: Path, index: int) -> Prepared:
+        started = time.perf_counter()
+        photo = read_photo(path)
+        fov = None
+        if self.config.fov_dir:
+            fov_path = _find_fov(Path(self.config.fov_dir), path.stem)
+            fov = read_binary_mask(fov_path)
+            if fov.shape != photo.shape[:2]:
+                raise ImageReadError(f"{fov_path}: FOV mask is {fov.shape[1]}x{fov.shape[0]} but {path.name} is "
+                                     f"{photo.shape[1]}x{photo.shape[0]}")
+        prepared = self.prepare(photo, fov, index, keep_photo=self.config.overlay)
+        prepared.seconds = time.perf_counter() - started
+        return prepared
+
+    def _write(self, paths: dict, prepared: Prepared, prob_work: torch.Tensor) -> None:
+        small = labels_of(prob_work.numpy())
+        write_png(paths["small"], render(small))
+        prob = to_raw_size(prob_work, prepared)
+        labels = labels_of(prob)
+        if "prob" in paths:
+            write_float_tiff(paths["prob"], prob[0] if prob.shape[0] == 1 else prob)
+        if "overlay" in paths:
+            write_png(paths["overlay"], overlay(prepared.photo, labels))
+        write_png(paths["raw"], render(labels))  # last: its presence marks the image as done
+
+    def run(self, inputs: list[Path], out_dir, progress: bool = True) -> RunSummary:
+        from tqdm import tqdm
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        records = [ImageRecord(str(p), p.stem) for p in inputs]
+        todo = self._select(records, out_dir)
+        bar = tqdm(total=len(records), unit="img", desc="segmenting", disable=not progress, dynamic_ncols=True)
+        bar.update(len(records) - len(todo))
+
+        def fail(record: ImageRecord, message: str):
+            record.status, record.message = "failed", message
+            self.notify(f"failed: {message}")
+
+        readers = ThreadPoolExecutor(max(1, self.config.workers), thread_name_prefix="retinaseg-read")
+        writer = ThreadPoolExecutor(1, thread_name_prefix="retinaseg-write")
+        writes: deque = deque()
+        lookahead = max(2, self.config.batch_size + 1)
+
+        def prepared_items() -> Iterator[Prepared]:
+            queue: deque = deque()
+            paths = iter(todo)
+            while True:
+                while len(queue) < lookahead:
+                    index = next(paths, None)
+                    if index is None:
+                        break
+                    queue.append((index, readers.submit(self._read, Path(records[index].input), index)))
+                if not queue:
+                    return
+                index, future = queue.popleft()
+                try:
+                    yield future.result()
+                except ImageReadError as exc:
+                    fail(records[index], str(exc))
+                    bar.update(1)
+                except Exception as exc:  # a bad file must not stop the batch
+                    fail(records[index], f"{records[index].input}: {type(exc).__name__}: {exc}")
+                    bar.update(1)
+
+        def finish(future: Future, record: ImageRecord, compute_started: float):
+            try:
+                future.result()
+                record.status = "ok"
+            except Exception as exc:
+                fail(record, f"{record.input}: could not write outputs ({type(exc).__name__}: {exc})")
+            bar.update(1)
+
+        try:
+            last = time.perf_counter()
+            for prepared, prob in self.predict_prepared(prepared_items()):
+                record = records[prepared.index]
+                now = time.perf_counter()
+                record.seconds = round(prepared.seconds + now - last, 3)
+                last = now
+                record.raw_size = [int(prepared.raw_size[1]), int(prepared.raw_size[0])]
+                record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
+                record.fov_diameter = fov_diameter(prepared.fov_raw)
+                paths = self.outputs(out_dir, record.stem)
+                writes.append((writer.submit(self._write, paths, prepared, prob), record, now))
+                while len(writes) > lookahead or (writes and writes[0][0].done()):
+                    finish(*writes.popleft())
+            while writes:
+                finish(*writes.popleft())
+        finally:
+            readers.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True)
+            bar.close()
+            summary = RunSummary(
+                ok=sum(r.status == "ok" for r in records), skipped=sum(r.status == "skipped" for r in records),
+                failed=sum(r.status in ("failed", "pending") for r in records),
+                seconds=time.perf_counter() - started, records=records)
+            for r in records:
+                if r.status == "pending":
+                    r.status, r.message = "failed", "interrupted before it was processed"
+            write_json(out_dir / "run.json", self._report(records, summary, started_at))
+        return summary
+
+    def _select(self, records: list[ImageRecord], out_dir: Path) -> list[int]:
+        """Indices to process: not already done (unless overwrite), and not clashing with another input's
+        output name."""
+        todo, owners = [], {}
+        for i, record in enumerate(records):
+            if record.stem in owners:
+                record.status = "failed"
+                record.message = (f"{record.input}: output name {record.stem!r} is already used by "
+                                  f"{records[owners[record.stem]].input}; rename one of them")
+                self.notify(f"failed: {record.message}")
+                continue
+            owners[record.stem] = i
+            if not self.config.overwrite and all(p.exists() for p in self.outputs(out_dir, record.stem).values()):
+                record.status, record.message = "skipped", "outputs exist (use --overwrite to redo)"
+                continue
+            todo.append(i)
+        return todo
+
+    def _report(self, records, summary: RunSummary, started_at: str) -> dict:
+        import segmentation_models_pytorch
+        import torchvision
+
+        device = str(self.device)
+        if self.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
+        settings = asdict(self.config)
+        settings.update(tile_size=self.window.tile_size, size_divisor=self.window.size_divisor)
+        return {
+            "model": self.model.spec.name,
+            "model_config": self.model.config,
+            "weights": str(self.model.weights) if self.model.weights else None,
+            "weights_sha256": self.model.weights_sha256,
+            "settings": settings,
+            "device": device,
+            "versions": {"retinaseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                         "torchvision": torchvision.__version__, "numpy": np.__version__,
+                         "segmentation_models_pytorch": segmentation_models_pytorch.__version__},
+            "started": started_at,
+            "seconds": round(summary.seconds, 3),
+            "summary": {"ok": summary.ok, "skipped": summary.skipped, "failed": summary.failed},
+            "images": [asdict(r) for r in records],
+        }
+
+
+def _find_fov(folder: Path, stem: str) -> Path:
+    from retinaseg.io.images import is_image_name
+
+    candidates = sorted(p for p in folder.glob(f"{stem}*") if is_image_name(p.name))
+    exact = [p for p in candidates if p.stem in (stem, f"{stem}_mask", f"{stem}_fov")]
+    if not exact:
+        raise ImageReadError(f"{folder}: no FOV mask for {stem} (looked for {stem}, {stem}_mask, {stem}_fov "
+                             f"with an image extension)")
+    return exact[0]

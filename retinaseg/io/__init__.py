@@ -1,0 +1,1 @@
+"""Reading photos and masks, finding inputs, writing outputs atomically."""

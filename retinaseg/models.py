@@ -1,0 +1,88 @@
+"""Building a registered model and loading it with its weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from retinaseg.checkpoint import load_checkpoint, sha256, weights_dir
+from retinaseg.errors import CheckpointError, RetinasegError
+from retinaseg.preprocess import NORMALIZATION
+from retinaseg.registry import ModelSpec, get_model
+
+DEFAULT_MODEL = "vesselnet"
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    module: torch.nn.Module
+    config: dict  # classes, options, fov_diameter, size_divisor, normalization
+    weights: Optional[Path]
+    weights_sha256: Optional[str]
+
+    @property
+    def classes(self) -> int:
+        return self.config["classes"]
+
+    @property
+    def fov_diameter(self) -> int:
+        return self.config["fov_diameter"]
+
+
+def model_config(spec: ModelSpec, options: Optional[dict] = None, fov_diameter: Optional[int] = None) -> dict:
+    return {
+        "model": spec.name,
+        "classes": spec.classes,
+        "options": {**spec.options, **(options or {})},
+        "fov_diameter": int(fov_diameter or spec.fov_diameter),
+        "size_divisor": spec.size_divisor,
+        "normalization": NORMALIZATION,
+    }
+
+
+def build_module(spec: ModelSpec, config: dict) -> torch.nn.Module:
+    return spec.build(in_channels=3, classes=config["classes"], **config["options"])
+
+
+def default_weights(spec: ModelSpec) -> Optional[Path]:
+    return weights_dir() / spec.weights if spec.weights else None
+
+
+def load_model(name: str, weights=None) -> LoadedModel:
+    """The model `name` with `weights` (a checkpoint path), or its shipped weights when none is given.
+    Models that need no training (classical filters) load without weights."""
+    spec = get_model(name)
+    path = Path(weights) if weights else default_weights(spec)
+    if path is None:
+        config = model_config(spec)
+        return LoadedModel(spec, build_module(spec, config).eval(), config, None, None)
+    if not path.is_file():
+        hint = "pass --weights FILE, or train some with `retinaseg train`" if not weights else "check the path"
+        raise CheckpointError(f"model {name!r}: weights file {path} not found; {hint}")
+    payload = load_checkpoint(path)
+    config = payload["config"]
+    if config.get("model") != spec.name:
+        raise CheckpointError(f"{path}: weights are for model {config.get('model')!r}, not {spec.name!r}")
+    module = build_module(spec, config)
+    try:
+        module.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit model {spec.name!r} "
+                              f"({str(exc).splitlines()[0][:160]})") from None
+    return LoadedModel(spec, module.eval(), config, path, sha256(path))
+
+
+def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Sigmoid for one-channel vessel models, softmax over classes otherwise."""
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RetinasegError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(device)

@@ -1,0 +1,51 @@
+"""What every model sees: the photo at its working scale, standardised inside the FOV.
+
+The runner and the training engine both go through here, so a model meets new photos exactly as it met its
+training data. The working scale makes the FOV `fov_diameter` pixels across, which brings a 3504x2336 HRF
+photo and a 565x584 DRIVE photo to the same vessel widths.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NORMALIZATION = "fov-standardize"
+
+
+def working_size(raw_size: tuple[int, int], measured_diameter: int, fov_diameter: int) -> tuple[int, int]:
+    scale = fov_diameter / max(1, measured_diameter)
+    return max(1, round(raw_size[0] * scale)), max(1, round(raw_size[1] * scale))
+
+
+def resize(tensor: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize a CxHxW float tensor; antialiased when shrinking so thin vessels average rather than alias."""
+    if tuple(tensor.shape[-2:]) == tuple(size):
+        return tensor
+    if mode == "area":
+        return F.interpolate(tensor[None], size=size, mode="area")[0]
+    shrinking = size[0] < tensor.shape[-2] or size[1] < tensor.shape[-1]
+    return F.interpolate(tensor[None], size=size, mode=mode, align_corners=False, antialias=shrinking)[0]
+
+
+def photo_tensor(photo: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1).float()
+
+
+def resize_mask(mask: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    m = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None]
+    return resize(m, size, mode="area" if size[0] <= m.shape[-2] else "bilinear")[0] > 0.5
+
+
+def fov_statistics(image: torch.Tensor, fov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over FOV pixels of a CxHxW image."""
+    pixels = image[:, fov] if fov.any() else image.flatten(1)
+    return pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-3)
+
+
+def standardize(image: torch.Tensor, fov: torch.Tensor, mean=None, std=None) -> torch.Tensor:
+    """(x - mean) / std per channel using FOV statistics; pixels outside the FOV become 0."""
+    if mean is None:
+        mean, std = fov_statistics(image, fov)
+    out = (image - mean[:, None, None]) / std[:, None, None]
+    return out * fov.to(out.dtype)

@@ -1,0 +1,1 @@
+"""The training engine: data preparation, augmentation, sampling, the loop, checkpoints."""

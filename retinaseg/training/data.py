@@ -1,0 +1,155 @@
+"""Training images at the model's working scale, and the patch sampler that augments them."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from retinaseg.datasets import Sample, check_same_size, read_fov, read_label
+from retinaseg.fov import fov_diameter
+from retinaseg.io.images import read_photo
+from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize, working_size
+
+STATISTICS_PIXELS = 4096  # FOV pixels kept per image to renormalise after photometric augmentation
+
+
+@dataclass
+class TrainingImage:
+    id: str
+    image: torch.Tensor  # 3xhxw in [0, 1], working scale
+    target: torch.Tensor  # Kxhxw soft target: vessel probability (K=1) or class probabilities (K=4)
+    fov: torch.Tensor  # hxw bool
+    vessel_pixels: torch.Tensor  # flat indices of vessel pixels, for vessel-aware sampling
+    fov_pixels: torch.Tensor  # flat indices of FOV pixels
+    statistics_sample: torch.Tensor  # 3xN FOV pixel values
+
+
+def prepare(sample: Sample, task: str, fov_diameter_px: int, classes: int) -> TrainingImage:
+    photo = read_photo(sample.image)
+    label = read_label(sample.label, task)
+    check_same_size(sample, photo, label)
+    fov = read_fov(sample, photo)
+    size = working_size(photo.shape[:2], fov_diameter(fov), fov_diameter_px)
+    image = resize(photo_tensor(photo), size)
+    if task == "vessel":
+        target = torch.from_numpy(label.astype(np.float32))[None]
+    else:
+        target = F.one_hot(torch.from_numpy(label.astype(np.int64)), classes).permute(2, 0, 1).float()
+    # area averaging keeps thin vessels as partial-vessel pixels instead of dropping them
+    target = resize(target, size, mode="area" if size[0] <= label.shape[0] else "bilinear")
+    fov_small = resize_mask(fov, size)
+    vessel = (target[0] > 0.5) if task == "vessel" else (target[0] < 0.5)
+    fov_idx = torch.nonzero(fov_small.flatten()).flatten()
+    generator = torch.Generator().manual_seed(len(fov_idx))
+    pick = fov_idx[torch.randint(len(fov_idx), (STATISTICS_PIXELS,), generator=generator)]
+    return TrainingImage(sample.id, image.contiguous(), target.contiguous(), fov_small,
+                         torch.nonzero((vessel & fov_small).flatten()).flatten(), fov_idx,
+                         image.flatten(1)[:, pick].contiguous())
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    rotate: bool = True  # free rotation (covers the 90-degree ones)
+    flip: bool = True
+    scale: tuple = (0.8, 1.25)
+    gamma: tuple = (0.7, 1.4)
+    brightness: float = 0.1
+    contrast: tuple = (0.75, 1.3)
+    colour: float = 0.1  # per-channel gain jitter
+    blur_probability: float = 0.2  # simulates softer optics
+
+    @classmethod
+    def none(cls):
+        return cls(False, False, (1.0, 1.0), (1.0, 1.0), 0.0, (1.0, 1.0), 0.0, 0.0)
+
+
+def _uniform(low, high, generator):
+    return low + (high - low) * torch.rand((), generator=generator).item()
+
+
+def photometric(pixels: torch.Tensor, params: dict) -> torch.Tensor:
+    """Apply gamma, contrast, brightness and per-channel gain to 3x... values in [0, 1]."""
+    shape = (3,) + (1,) * (pixels.dim() - 1)
+    out = pixels.clamp(0, 1) ** params["gamma"]
+    out = (out - 0.5) * params["contrast"] + 0.5 + params["brightness"]
+    return (out * params["gain"].view(shape)).clamp(0, 1)
+
+
+class PatchSampler:
+    """Draws augmented, normalised training patches. Half the patches (by default) are centred on a vessel
+    pixel, so the thin-vessel signal is not drowned by background."""
+
+    def __init__(self, images: list[TrainingImage], patch_size: int, augmentation: Augmentation,
+                 vessel_fraction: float = 0.5, whole_image: bool = False):
+        self.images, self.patch_size = images, patch_size
+        self.augmentation, self.vessel_fraction, self.whole_image = augmentation, vessel_fraction, whole_image
+
+    def _params(self, g: torch.Generator) -> dict:
+        a = self.augmentation
+        return {
+            "angle": _uniform(0, 2 * math.pi, g) if a.rotate else 0.0,
+            "flip": a.flip and torch.rand((), generator=g).item() < 0.5,
+            "scale": math.exp(_uniform(math.log(a.scale[0]), math.log(a.scale[1]), g)),
+            "gamma": math.exp(_uniform(math.log(a.gamma[0]), math.log(a.gamma[1]), g)),
+            "contrast": _uniform(*a.contrast, g),
+            "brightness": _uniform(-a.brightness, a.brightness, g),
+            "gain": 1 + (torch.rand(3, generator=g) * 2 - 1) * a.colour,
+            "blur": torch.rand((), generator=g).item() < a.blur_probability,
+        }
+
+    def _centre(self, item: TrainingImage, g: torch.Generator) -> tuple[float, float]:
+        height, width = item.fov.shape
+        if self.whole_image:
+            return (height - 1) / 2, (width - 1) / 2
+        pool = item.vessel_pixels if (len(item.vessel_pixels) and
+                                      torch.rand((), generator=g).item() < self.vessel_fraction) else item.fov_pixels
+        flat = pool[torch.randint(len(pool), (), generator=g)].item()
+        return float(flat // width), float(flat % width)
+
+    def _grid(self, item, centre, params, size) -> torch.Tensor:
+        height, width = item.fov.shape
+        offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+        yy, xx = torch.meshgrid(offsets, offsets, indexing="ij")
+        if params["flip"]:
+            xx = -xx
+        cos, sin, s = math.cos(params["angle"]), math.sin(params["angle"]), params["scale"]
+        y = centre[0] + s * (cos * yy - sin * xx)
+        x = centre[1] + s * (sin * yy + cos * xx)
+        # pixel centres -> grid_sample's [-1, 1] (align_corners=False)
+        return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)[None]
+
+    def sample(self, batch_size: int, g: torch.Generator):
+        """(images Bx3xPxP normalised, targets BxKxPxP, fov Bx1xPxP)."""
+        images, targets, fovs = [], [], []
+        size = self.patch_size
+        if self.whole_image:
+            size = max(max(item.fov.shape) for item in self.images)
+            size = int(math.ceil(size / 32) * 32)
+        for _ in range(batch_size):
+            item = self.images[torch.randint(len(self.images), (), generator=g).item()]
+            params = self._params(g)
+            grid = self._grid(item, self._centre(item, g), params, size)
+            stacked = torch.cat([item.image, item.target, item.fov[None].float()])[None]
+            patch = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+            image, target, fov = patch[:3], patch[3:-1], patch[-1:] > 0.5
+            image = photometric(image, params)
+            if params["blur"]:
+                image = _blur(image)
+            mean, std = (v for v in _stats(photometric(item.statistics_sample, params)))
+            images.append(standardize(image, fov[0], mean, std))
+            targets.append(target)
+            fovs.append(fov.float())
+        return torch.stack(images), torch.stack(targets), torch.stack(fovs)
+
+
+def _stats(pixels: torch.Tensor):
+    return pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-3)
+
+
+def _blur(image: torch.Tensor) -> torch.Tensor:
+    kernel = torch.tensor([0.25, 0.5, 0.25])
+    kernel2d = (kernel[:, None] * kernel[None, :]).expand(3, 1, 3, 3)
+    return F.conv2d(image[None], kernel2d, padding=1, groups=3)[0]

@@ -1,0 +1,252 @@
+"""The training loop shared by every model: patches or whole images, augmentation, validation F1 inside the
+FOV, best/last checkpoints, resume, LR schedule, early stopping, AMP on CUDA.
+
+A model whose training differs (the A/V fusion GAN) brings its own step through ModelSpec.training_step:
+a factory called as factory(model=..., loss=..., lr=..., weight_decay=..., device=...) that returns an object
+with the TrainingStep interface below; the engine does everything else.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from retinaseg import __version__
+from retinaseg.checkpoint import load_checkpoint, save_checkpoint
+from retinaseg.datasets import load_samples
+from retinaseg.errors import RetinasegError
+from retinaseg.evaluation.metrics import confusion, scores_from_confusion
+from retinaseg.inference.sliding_window import SlidingWindow, sliding_window_inference
+from retinaseg.models import build_module, load_model, model_config, resolve_device, to_probabilities
+from retinaseg.preprocess import standardize
+from retinaseg.registry import get_loss, get_model
+from retinaseg.training.data import Augmentation, PatchSampler, prepare
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    loss: str
+    datasets: list
+    data_root: str
+    out: str
+    model_options: dict = field(default_factory=dict)
+    loss_options: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+    epochs: int = 50
+    iterations: int = 200  # optimiser steps per epoch
+    batch_size: int = 8
+    patch_size: int = 128
+    sampling: str = "patch"  # or "whole"
+    vessel_fraction: float = 0.5
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    val_fraction: float = 0.15
+    patience: int = 0  # epochs without improvement before stopping; 0 never stops early
+    seed: int = 0
+    fov_diameter: Optional[int] = None
+    augment: bool = True
+    device: str = "auto"
+    init_weights: Optional[str] = None  # start from these weights (fine-tuning)
+
+
+class SupervisedStep:
+    """One optimiser step on (images, targets, fov): the loss plugin's value, AdamW, AMP on CUDA."""
+
+    def __init__(self, model, loss, lr, weight_decay, device):
+        self.model, self.loss, self.device = model, loss, device
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizers = [self.optimizer]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+
+    def __call__(self, images, targets, fov) -> dict:
+        self.model.train()
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            logits = self.model(images)
+        loss = self.loss(logits.float(), targets, fov)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": float(loss.detach())}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 2% of the base rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+    if fraction <= 0 or len(samples) < 2:
+        return samples, []
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    count = max(1, round(len(samples) * fraction))
+    val = sorted(order[:count])
+    return [s for i, s in enumerate(samples) if i not in val], [samples[i] for i in val]
+
+
+def validate(model, images, device, size_divisor) -> float:
+    """Mean F1 inside the FOV at threshold 0.5 (vessel) or mean artery/vein F1 on the arg-max (A/V)."""
+    model.eval()
+    window = SlidingWindow(size_divisor=size_divisor, tile_size=max(size_divisor, 512 // size_divisor * size_divisor))
+    scores = []
+
+    @torch.inference_mode()
+    def predictor(batch):
+        return to_probabilities(model(batch.to(device)).float())
+
+    for item in images:
+        prob = sliding_window_inference(standardize(item.image, item.fov), predictor, window)
+        fov = item.fov.numpy()
+        if prob.shape[0] == 1:
+            tp_fp_fn_tn = confusion((prob[0] >= 0.5).numpy()[fov], (item.target[0] >= 0.5).numpy()[fov])
+            scores.append(scores_from_confusion(*tp_fp_fn_tn)["f1"])
+        else:
+            pred, truth = prob.argmax(0).numpy()[fov], item.target.argmax(0).numpy()[fov]
+            per_class = [scores_from_confusion(*confusion(pred == c, truth == c))["f1"] for c in (1, 2)]
+            scores.append(float(np.nanmean(per_class)))
+    return float(np.nanmean(scores))
+
+
+def _load_images(config: TrainConfig, task: str, fov_diameter: int, classes: int, progress: bool):
+    train, val = [], []
+    for name in config.datasets:
+        spec, samples = load_samples(name, config.data_root, "training", **config.dataset_options)
+        if spec.task != task and not (spec.task == "av" and task == "vessel"):
+            raise RetinasegError(f"dataset {name} has {spec.task} labels but model {config.model} is a {task} "
+                                 f"model")
+        fit, held = _split(samples, config.val_fraction, config.seed)
+        train += [(s, spec.task) for s in fit]
+        val += [(s, spec.task) for s in held]
+    prepared = []
+    for part in (train, val):
+        items = []
+        for sample, _ in tqdm(part, desc="reading images", unit="img", disable=not progress, leave=False):
+            items.append(prepare(sample, task, fov_diameter, classes))
+        prepared.append(items)
+    return prepared
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train; returns a summary dict. Writes best.pt, last.pt, metrics.csv and config.json to config.out."""
+    out = Path(config.out)
+    spec = get_model(config.model)
+    loss_spec = get_loss(config.loss)
+    if loss_spec.task != spec.task:
+        raise RetinasegError(f"loss {loss_spec.name} is for {loss_spec.task} targets but model {spec.name} "
+                             f"predicts {spec.task}")
+    if config.sampling not in ("patch", "whole"):
+        raise RetinasegError(f"sampling must be 'patch' or 'whole'; got {config.sampling!r}")
+    if resume and not (out / "last.pt").is_file():
+        raise RetinasegError(f"--resume: no {out / 'last.pt'} to resume from")
+    if not resume and (out / "last.pt").exists():
+        raise RetinasegError(f"{out} already holds a training run; use --resume to continue it or choose "
+                             f"another --out")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model_cfg = model_config(spec, config.model_options, config.fov_diameter)
+    model = build_module(spec, model_cfg)
+    if config.init_weights:
+        model.load_state_dict(load_model(spec.name, config.init_weights).module.state_dict())
+    model.to(device)
+    loss_fn = loss_spec.build(**config.loss_options)
+    factory = spec.training_step or SupervisedStep
+    step = factory(model=model, loss=loss_fn, lr=config.lr, weight_decay=config.weight_decay, device=device)
+    generator = torch.Generator().manual_seed(config.seed)
+    start_epoch, best, history = 1, -1.0, []
+    if resume:
+        state = load_checkpoint(out / "last.pt")
+        if state["config"]["model"] != spec.name:
+            raise RetinasegError(f"{out / 'last.pt'} is a {state['config']['model']} run, not {spec.name}")
+        model_cfg = state["config"]
+        model.load_state_dict(state["state_dict"])
+        step.load_state_dict(state["training"]["step"])
+        generator.set_state(state["training"]["generator"])
+        start_epoch, best = state["training"]["epoch"] + 1, state["training"]["best"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+    train_images, val_images = _load_images(config, spec.task, model_cfg["fov_diameter"], spec.classes, progress)
+    if not train_images:
+        raise RetinasegError("no training images")
+    sampler = PatchSampler(train_images, config.patch_size,
+                           Augmentation() if config.augment else Augmentation.none(),
+                           config.vessel_fraction, whole_image=config.sampling == "whole")
+    base_lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers]
+    total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
+    metrics_path = out / "metrics.csv"
+    started = time.time()
+    epochs_without_gain = 0
+    summary = {"best_val_f1": best, "epochs": start_epoch - 1}
+    for epoch in range(start_epoch, config.epochs + 1):
+        epoch_start, sums = time.time(), {}
+        bar = tqdm(range(config.iterations), desc=f"epoch {epoch}/{config.epochs}", unit="it",
+                   disable=not progress, leave=False)
+        for i in bar:
+            factor = lr_factor((epoch - 1) * config.iterations + i, total, warmup)
+            for opt, lrs in zip(step.optimizers, base_lrs):
+                for group, lr in zip(opt.param_groups, lrs):
+                    group["lr"] = lr * factor
+            images, targets, fov = (t.to(device) for t in sampler.sample(config.batch_size, generator))
+            stats = step(images, targets, fov)
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}")
+        row = {"epoch": epoch, **{k: v / config.iterations for k, v in sums.items()},
+               "lr": base_lrs[0][0] * factor}
+        score = validate(model, val_images, device, model_cfg["size_divisor"]) if val_images else float("nan")
+        row.update(val_f1=score, seconds=round(time.time() - epoch_start, 1))
+        improved = val_images and score > best
+        if improved:
+            best, epochs_without_gain = score, 0
+        else:
+            epochs_without_gain += 1
+        info = {"epoch": epoch, "best_val_f1": best, "datasets": config.datasets, "loss": config.loss,
+                "retinaseg": __version__}
+        if improved or not val_images:
+            save_checkpoint(out / "best.pt", model.state_dict(), model_cfg, info=info)
+        save_checkpoint(out / "last.pt", model.state_dict(), model_cfg, info=info,
+                        training={"step": step.state_dict(), "generator": generator.get_state(),
+                                  "epoch": epoch, "best": best})
+        _append_row(metrics_path, row)
+        history.append(row)
+        if progress:
+            tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                                      for k, v in row.items() if k != "epoch"))
+        summary = {"best_val_f1": best, "epochs": epoch}
+        if config.patience and epochs_without_gain >= config.patience:
+            if progress:
+                tqdm.write(f"early stop: no validation gain in {config.patience} epochs")
+            break
+    summary["seconds"] = round(time.time() - started, 1)
+    return summary
+
+
+def _append_row(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
