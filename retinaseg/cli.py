@@ -221,10 +221,10 @@ def run(inputs, output_dir, model, weights, device, batch_size, tta, recursive, 
     """
     from retinaseg.io.inputs import find_inputs
 
-    paths = find_inputs(inputs, recursive=recursive)
     runner = _runner(model, weights, device, batch_size, tta, notify=lambda m: click.echo(m, err=True),
                      save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir,
                      tile_size=tile_size, overlap=overlap, resize=resize, workers=workers)
+    paths = find_inputs(inputs, recursive=recursive)
     summary = runner.run(paths, output_dir, progress=not quiet)
     click.echo(f"{summary.line()}; outputs in {output_dir}")
     sys.exit(0 if summary.success else 1)

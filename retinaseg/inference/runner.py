@@ -51,16 +51,29 @@ class RunConfig:
 
 @dataclass
 class Prepared:
-    """A photo ready for the network, and what is needed to bring its prediction back."""
+    """A photo ready for the network, and what is needed to bring its prediction back.
+
+    The network sees only the FOV's bounding box (everything outside is background by definition);
+    raw_box and work_box place that crop in the raw photo and in the full working-size frame."""
 
     index: int
     raw_size: tuple  # (height, width)
-    work_size: tuple
+    work_size: tuple  # the whole photo at working scale
+    raw_box: tuple  # (top, bottom, left, right) of the crop in raw pixels
+    work_box: tuple  # the same in working pixels
     fov_raw: np.ndarray
-    fov_work: torch.Tensor
-    image: torch.Tensor  # 3 x work_size, standardised
+    fov_work: torch.Tensor  # inside the crop, working scale
+    image: torch.Tensor  # 3 x crop at working scale, standardised
     photo: Optional[np.ndarray] = None  # kept only for overlays
     seconds: float = 0.0
+
+
+def _fov_box(fov: np.ndarray, margin: int) -> tuple:
+    rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
+    if rows.size == 0:
+        return 0, fov.shape[0], 0, fov.shape[1]
+    return (max(0, rows[0] - margin), min(fov.shape[0], rows[-1] + 1 + margin),
+            max(0, cols[0] - margin), min(fov.shape[1], cols[-1] + 1 + margin))
 
 
 def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
@@ -71,21 +84,51 @@ def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
     elif fov.shape != photo.shape[:2]:
         raise RetinasegError(f"FOV mask is {fov.shape[1]}x{fov.shape[0]} but the photo is "
                              f"{photo.shape[1]}x{photo.shape[0]}")
-    size = (fixed_size[1], fixed_size[0]) if fixed_size else working_size(photo.shape[:2], fov_diameter(fov),
-                                                                          fov_diameter_px)
-    fov_work = resize_mask(fov, size)
-    image = standardize(resize(photo_tensor(photo), size), fov_work)
-    return Prepared(index, photo.shape[:2], size, fov, fov_work, image, photo if keep_photo else None)
+    height, width = photo.shape[:2]
+    if fixed_size:  # the seeds' fixed-size behaviour: the whole photo, stretched to WxH
+        work_size = (fixed_size[1], fixed_size[0])
+        raw_box, work_box = (0, height, 0, width), (0, work_size[0], 0, work_size[1])
+    else:
+        diameter = fov_diameter(fov)
+        work_size = working_size((height, width), diameter, fov_diameter_px)
+        raw_box = _fov_box(fov, margin=max(2, diameter // 50))
+        sy, sx = work_size[0] / height, work_size[1] / width
+        top, left = round(raw_box[0] * sy), round(raw_box[2] * sx)
+        work_box = (top, max(top + 1, round(raw_box[1] * sy)), left, max(left + 1, round(raw_box[3] * sx)))
+    top, bottom, left, right = raw_box
+    crop_size = (work_box[1] - work_box[0], work_box[3] - work_box[2])
+    fov_work = resize_mask(fov[top:bottom, left:right], crop_size)
+    image = standardize(resize(photo_tensor(photo[top:bottom, left:right]), crop_size), fov_work)
+    return Prepared(index, (height, width), work_size, raw_box, work_box, fov, fov_work, image,
+                    photo if keep_photo else None)
+
+
+def _canvas(classes: int, size: tuple) -> torch.Tensor:
+    """An all-background prediction."""
+    canvas = torch.zeros((classes,) + tuple(size))
+    if classes > 1:
+        canvas[av.BACKGROUND] = 1.0
+    return canvas
+
+
+def to_work_size(prob: torch.Tensor, prepared: Prepared) -> torch.Tensor:
+    """Crop probabilities -> the whole photo at working scale."""
+    canvas = _canvas(prob.shape[0], prepared.work_size)
+    top, bottom, left, right = prepared.work_box
+    canvas[:, top:bottom, left:right] = prob
+    return canvas
 
 
 def to_raw_size(prob: torch.Tensor, prepared: Prepared) -> np.ndarray:
-    """Working-size probabilities -> raw size, with everything outside the raw FOV set to background."""
-    raw = resize(prob, tuple(prepared.raw_size)).clamp_(0, 1).numpy()
+    """Crop probabilities -> raw size, with everything outside the raw FOV set to background."""
+    top, bottom, left, right = prepared.raw_box
+    canvas = _canvas(prob.shape[0], prepared.raw_size).numpy()
+    canvas[:, top:bottom, left:right] = resize(prob, (bottom - top, right - left)).clamp_(0, 1).numpy()
     outside = ~prepared.fov_raw
-    raw[:, outside] = 0.0
-    if raw.shape[0] > 1:
-        raw[av.BACKGROUND, outside] = 1.0
-    return raw
+    canvas[:, outside] = 0.0
+    if canvas.shape[0] > 1:
+        canvas[av.BACKGROUND, outside] = 1.0
+    return canvas
 
 
 def labels_of(prob: np.ndarray) -> np.ndarray:
@@ -243,7 +286,7 @@ class Runner:
         return prepared
 
     def _write(self, paths: dict, prepared: Prepared, prob_work: torch.Tensor) -> None:
-        small = labels_of(prob_work.numpy())
+        small = labels_of(to_work_size(prob_work, prepared).numpy())
         write_png(paths["small"], render(small))
         prob = to_raw_size(prob_work, prepared)
         labels = labels_of(prob)

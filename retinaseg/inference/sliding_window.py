@@ -65,14 +65,15 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
 @lru_cache(maxsize=8)
 def gaussian_weights(height: int, width: int, sigma_scale: float) -> torch.Tensor:
     """Blending weights peaking at the tile centre; never zero, so border pixels covered by one tile keep
-    that tile's prediction exactly."""
+    that tile's prediction exactly. Each axis is floored separately: along an image border, where every tile
+    is at its edge in one axis, the other axis still decides which tile is trusted."""
 
     def axis(n):
         x = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
-        return torch.exp(-0.5 * (x / (sigma_scale * n)) ** 2)
+        return torch.exp(-0.5 * (x / (sigma_scale * n)) ** 2).clamp_min(1e-3)
 
     weights = axis(height)[:, None] * axis(width)[None, :]
-    return (weights / weights.max()).clamp_min(1e-3)
+    return weights / weights.max()
 
 
 class _Canvas:

@@ -39,7 +39,7 @@ def write_png(path, image: np.ndarray) -> None:
 def write_float_tiff(path, array: np.ndarray) -> None:
     """float32 TIFF (HxW, or CxHxW for class probabilities), deflate-compressed."""
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, np.asarray(array, dtype=np.float32), compression="zlib")
+        tifffile.imwrite(tmp, np.asarray(array, dtype=np.float32), compression="zlib", photometric="minisblack")
 
 
 def write_json(path, data) -> None:

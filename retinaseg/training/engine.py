@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from retinaseg import __version__
 from retinaseg.checkpoint import load_checkpoint, save_checkpoint
+from retinaseg.io.atomic import atomic_path
 from retinaseg.datasets import load_samples
 from retinaseg.errors import RetinasegError
 from retinaseg.evaluation.metrics import confusion, scores_from_confusion
@@ -174,7 +175,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     factory = spec.training_step or SupervisedStep
     step = factory(model=model, loss=loss_fn, lr=config.lr, weight_decay=config.weight_decay, device=device)
     generator = torch.Generator().manual_seed(config.seed)
-    start_epoch, best, history = 1, -1.0, []
+    start_epoch, best = 1, -1.0
     if resume:
         state = load_checkpoint(out / "last.pt")
         if state["config"]["model"] != spec.name:
@@ -185,6 +186,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         generator.set_state(state["training"]["generator"])
         start_epoch, best = state["training"]["epoch"] + 1, state["training"]["best"]
     out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.csv"
+    _keep_rows_up_to(metrics_path, start_epoch - 1)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
     train_images, val_images = _load_images(config, spec.task, model_cfg["fov_diameter"], spec.classes, progress)
@@ -195,7 +198,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                            config.vessel_fraction, whole_image=config.sampling == "whole")
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers]
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
-    metrics_path = out / "metrics.csv"
     started = time.time()
     epochs_without_gain = 0
     summary = {"best_val_f1": best, "epochs": start_epoch - 1}
@@ -226,11 +228,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 "retinaseg": __version__}
         if improved or not val_images:
             save_checkpoint(out / "best.pt", model.state_dict(), model_cfg, info=info)
+        # the row goes first: a kill between the two leaves a row that resume drops, never a missing one
+        _append_row(metrics_path, row)
         save_checkpoint(out / "last.pt", model.state_dict(), model_cfg, info=info,
                         training={"step": step.state_dict(), "generator": generator.get_state(),
                                   "epoch": epoch, "best": best})
-        _append_row(metrics_path, row)
-        history.append(row)
         if progress:
             tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                       for k, v in row.items() if k != "epoch"))
@@ -241,6 +243,21 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             break
     summary["seconds"] = round(time.time() - started, 1)
     return summary
+
+
+def _keep_rows_up_to(path: Path, epoch: int) -> None:
+    """Drop metric rows of epochs after the checkpoint being resumed (written just before a kill)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r["epoch"]) <= epoch]
+    if len(kept) == len(rows):
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
 
 
 def _append_row(path: Path, row: dict) -> None:

@@ -1,0 +1,134 @@
+"""Runner speed and peak memory on CPU, against the seeds' naive loop, in the same run.
+
+    python benchmarks/runner_speed.py [--data-root ../shared/data] [--model vesselnet] [--images 10]
+
+DRIVE-size (565x584) and HRF-size (3504x2336) photos come from --data-root (DRIVE/test/images,
+HRF-AV/test/images); without it, synthetic photos of those sizes are used and the table says so. Each
+configuration runs in a fresh process, which reports its own wall time and peak resident memory.
+
+naive   the seeds' way: one photo at a time, resize to 512x512, one forward pass under no_grad, resize the
+        probabilities back, threshold, write the PNG. Same model, same weights, same reader.
+runner  `retinaseg run`'s Runner end to end (read, FOV, working scale, forward, raw size, write raw_pre and
+        small_pre), with the batch size given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _photos(data_root, kind: str, count: int, scratch: Path) -> tuple[list, str]:
+    if data_root:
+        folder = Path(data_root) / ("DRIVE/test/images" if kind == "drive" else "HRF-AV/test/images")
+        if folder.is_dir():
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            return (files * count)[:count] if len(files) < count else files[:count], "real"
+    import imageio.v3 as iio
+
+    from retinaseg.synthetic import synthetic_fundus
+
+    size = (584, 565) if kind == "drive" else (2336, 3504)
+    fraction = 0.92 if kind == "drive" else 1.4
+    files = []
+    for i in range(min(count, 3)):
+        path = scratch / f"{kind}_{i}.png"
+        iio.imwrite(path, synthetic_fundus(size, seed=i, fov_fraction=fraction).image_uint8())
+        files.append(path)
+    return (files * count)[:count], "synthetic"
+
+
+def _worker(args) -> None:
+    """Runs one configuration and prints {seconds, images, peak_mb}."""
+    import numpy as np
+    import torch
+
+    from retinaseg.inference.runner import RunConfig, Runner
+    from retinaseg.io.atomic import write_png
+    from retinaseg.io.images import read_photo
+    from retinaseg.models import load_model, to_probabilities
+
+    torch.set_num_threads(args.threads)
+    files = [Path(p) for p in json.loads(args.files)]
+    model = load_model(args.model)
+    out = Path(args.out)
+    warm = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model.module(warm)
+    started = time.perf_counter()
+    if args.mode == "naive":
+        module = model.module.eval()
+        for i, path in enumerate(files):
+            photo = read_photo(path)
+            x = torch.from_numpy(photo).permute(2, 0, 1)[None]
+            x = torch.nn.functional.interpolate(x, size=(512, 512), mode="bilinear", align_corners=False)
+            x = (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True)
+            with torch.no_grad():
+                prob = to_probabilities(module(x))
+            prob = torch.nn.functional.interpolate(prob, size=photo.shape[:2], mode="bilinear", align_corners=False)
+            write_png(out / f"{i}_{path.stem}.png", ((prob[0, 0] >= 0.5).numpy() * 255).astype(np.uint8))
+    else:
+        links = out / "in"
+        links.mkdir(parents=True, exist_ok=True)
+        inputs = []
+        for i, path in enumerate(files):  # distinct names so repeated photos are all processed
+            link = links / f"{i}_{path.name}"
+            link.symlink_to(path.resolve())
+            inputs.append(link)
+        runner = Runner(model, RunConfig(device="cpu", batch_size=args.batch_size))
+        summary = runner.run(inputs, out / "run", progress=False)
+        assert summary.failed == 0, summary.line()
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb}))
+
+
+def _measure(mode, files, model, batch_size, threads) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, __file__, "--worker", mode, "--files", json.dumps([str(f) for f in files]),
+                   "--model", model, "--batch-size", str(batch_size), "--out", out, "--threads", str(threads)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode:
+            raise SystemExit(result.stderr)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
+    parser.add_argument("--model", default="vesselnet")
+    parser.add_argument("--images", type=int, default=10, help="photos per configuration")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--worker", choices=["naive", "runner"], help=argparse.SUPPRESS)
+    parser.add_argument("--files", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, default=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        args.mode = args.worker
+        return _worker(args)
+
+    print(f"model {args.model}, {args.threads} CPU threads, {args.images} photos per row; "
+          f"each row is a fresh process (peak RSS includes torch itself)")
+    print(f"{'photos':<28}{'method':<20}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}")
+    with tempfile.TemporaryDirectory() as scratch:
+        for kind, label in (("drive", "DRIVE-size 565x584"), ("hrf", "HRF-size 3504x2336")):
+            count = args.images if kind == "drive" else max(2, args.images // 2)
+            files, source = _photos(args.data_root, kind, count, Path(scratch))
+            rows = [("naive", 1)] + [("runner", b) for b in ((1, 4) if kind == "drive" else (1, 4, 8))]
+            for mode, batch in rows:
+                r = _measure(mode, files, args.model, batch, args.threads)
+                name = "naive 512x512 loop" if mode == "naive" else f"runner, batch {batch}"
+                per = r["seconds"] / r["images"]
+                print(f"{label + f' ({source})':<28}{name:<20}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

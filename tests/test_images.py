@@ -1,0 +1,167 @@
+"""The one image reader: formats, conversions, orientation, and bad input with one-line messages."""
+import struct
+import zlib
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from retinaseg.cli import cli as retinaseg_cli
+from retinaseg.errors import ImageReadError
+from retinaseg.io.atomic import write_float_tiff, write_png
+from retinaseg.io.images import read_binary_mask, read_mask, read_photo
+
+
+@pytest.fixture
+def rgb(fundus):
+    return fundus.image_uint8()
+
+
+@pytest.mark.parametrize("name", ["x.png", "x.jpg", "x.JPG", "x.jpeg", "x.JPEG", "x.Jpeg", "x.bmp", "x.ppm",
+                                  "x.tif", "x.tiff", "x.TIF"])
+def test_colour_formats_read_as_float_rgb(tmp_path, rgb, name):
+    path = tmp_path / name
+    if name.lower().endswith((".tif", ".tiff")):
+        tifffile.imwrite(path, rgb)
+    else:
+        Image.fromarray(rgb).save(path, format={"jpg": "JPEG", "jpeg": "JPEG"}.get(path.suffix[1:].lower()))
+    photo = read_photo(path)
+    assert photo.shape == rgb.shape and photo.dtype == np.float32
+    assert 0 <= photo.min() and photo.max() <= 1
+    tolerance = 0.08 if "jp" in name.lower() else 1e-6
+    assert np.abs(photo - rgb / 255.0).mean() < tolerance
+
+
+def test_rgba_tiff_drops_alpha(tmp_path, rgb):
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba)
+    photo = read_photo(tmp_path / "rgba.tif")
+    assert photo.shape == rgb.shape
+    assert np.allclose(photo, rgb / 255.0)
+
+
+def test_16bit_tiff_scales_to_unit_range(tmp_path, rgb):
+    tifffile.imwrite(tmp_path / "deep.tif", rgb.astype(np.uint16) * 257)
+    photo = read_photo(tmp_path / "deep.tif")
+    assert photo.dtype == np.float32 and np.allclose(photo, rgb / 255.0, atol=1e-4)
+
+
+def test_lzw_tiff_mask_reads(tmp_path):
+    mask = np.zeros((40, 50, 3), np.uint8)
+    mask[5:30, 10:40] = 255
+    tifffile.imwrite(tmp_path / "mask.tif", mask, compression="lzw")
+    assert read_binary_mask(tmp_path / "mask.tif").sum() == 25 * 30
+
+
+def test_grey_images_become_three_channels(tmp_path, rgb):
+    grey = rgb[..., 1]
+    iio.imwrite(tmp_path / "g.png", grey)
+    Image.fromarray(grey).save(tmp_path / "g.pgm")
+    Image.fromarray((grey.astype(np.uint16) * 257)).save(tmp_path / "g16.png")
+    for name in ("g.png", "g.pgm", "g16.png"):
+        photo = read_photo(tmp_path / name)
+        assert photo.shape == grey.shape + (3,)
+        assert np.allclose(photo[..., 0], photo[..., 2]) and np.allclose(photo[..., 0], grey / 255.0, atol=1e-3)
+
+
+def test_gif_mask_and_palette_gif(tmp_path):
+    mask = np.zeros((40, 30), np.uint8)
+    mask[10:20, 5:25] = 255
+    Image.fromarray(mask).save(tmp_path / "m.gif")
+    Image.fromarray(mask).convert("P").save(tmp_path / "p.gif")
+    for name in ("m.gif", "p.gif"):
+        assert read_binary_mask(tmp_path / name).sum() == 200
+        assert read_mask(tmp_path / name).ndim == 2
+
+
+def test_exif_orientation_is_respected(tmp_path):
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:10, :10] = 255  # white block top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored image must be rotated 90 degrees clockwise for display
+    Image.fromarray(image).save(tmp_path / "o.jpg", exif=exif, quality=95)
+    photo = read_photo(tmp_path / "o.jpg")
+    assert photo.shape == (60, 40, 3)
+    assert photo[:10, -10:].mean() > 0.8  # the block is now top-right
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_header_only(width, height) -> bytes:
+    """A PNG whose header claims width x height but that carries almost no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + _chunk(b"IEND", b""))
+
+
+def make_bad_inputs(folder, good_image):
+    """Every kind of bad input, beside one good photo. Returns {file name: expected message fragment}."""
+    (folder / "not_an_image.jpg").write_text("this is text, not a JPEG")
+    full = folder / "full.jpg"
+    Image.fromarray(good_image).save(full, quality=95)
+    (folder / "truncated.jpg").write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    full.unlink()
+    (folder / "zero.png").write_bytes(b"")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / "tiny.png")
+    (folder / "huge.png").write_bytes(_png_header_only(100_000, 100_000))
+    (folder / "folder.tif").mkdir()
+    Image.fromarray(np.full((20, 20, 3), 77, np.uint8)).save(folder / "blank.png")
+    Image.fromarray(good_image).save(folder / "good.png")
+    return {
+        "not_an_image.jpg": "not a readable image",
+        "truncated.jpg": "truncated or corrupt image data",
+        "zero.png": "empty file (0 bytes)",
+        "tiny.png": "image too small (1x1",
+        "huge.png": "too large",
+        "folder.tif": "is a folder, not an image",
+        "blank.png": "image is blank",
+    }
+
+
+def test_each_bad_input_has_a_one_line_message_naming_the_file(tmp_path, rgb):
+    expected = make_bad_inputs(tmp_path, rgb)
+    for name, fragment in expected.items():
+        with pytest.raises(ImageReadError) as error:
+            read_photo(tmp_path / name)
+        message = str(error.value)
+        assert message.startswith(str(tmp_path / name) + ": ") and fragment in message, message
+        assert "\n" not in message
+    assert read_photo(tmp_path / "good.png").shape == rgb.shape
+
+
+def test_absurd_size_is_refused_before_decoding(tmp_path, monkeypatch):
+    (tmp_path / "huge.png").write_bytes(_png_header_only(30_000, 20_000))  # 600 MP, no pixel data at all
+    with pytest.raises(ImageReadError, match="too large"):
+        read_photo(tmp_path / "huge.png")
+
+
+def test_a_batch_with_bad_inputs_processes_the_rest(cli, tmp_path, rgb, fake_models):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    expected = make_bad_inputs(inputs, rgb)
+    out = tmp_path / "out"
+    result = cli.invoke(retinaseg_cli, ["run", "-m", "dark-vessels", "-q", str(inputs), str(out)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    for name, fragment in expected.items():
+        assert sum(name in line and fragment in line for line in lines) == 1, (name, result.output)
+    assert (out / "raw_pre" / "good.png").is_file()
+    assert "1 ok, 0 skipped, 7 failed" in result.output
+
+
+def test_writers_produce_8bit_png_and_float32_tiff(tmp_path):
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:10] = 255
+    write_png(tmp_path / "m.png", mask)
+    back = iio.imread(tmp_path / "m.png")
+    assert back.dtype == np.uint8 and np.array_equal(back, mask)
+    prob = np.random.default_rng(0).random((4, 30, 40)).astype(np.float32)
+    write_float_tiff(tmp_path / "p.tif", prob)
+    back = tifffile.imread(tmp_path / "p.tif")
+    assert back.dtype == np.float32 and np.array_equal(back, prob)
+    with pytest.raises(TypeError):
+        write_png(tmp_path / "bad.png", prob[0])

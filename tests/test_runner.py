@@ -1,0 +1,187 @@
+"""`retinaseg run`: outputs at raw and working size, A/V colours, run.json, resume, atomic writes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+import retinaseg.io.atomic as atomic
+from retinaseg import av
+from retinaseg.cli import cli as retinaseg_cli
+from retinaseg.inference.runner import Runner, RunConfig
+from retinaseg.models import load_model
+from retinaseg.synthetic import synthetic_fundus
+
+from conftest import f1
+
+SIZES = {"a": (192, 192), "b": (151, 173), "c": (97, 133)}  # (height, width) in photo_folder
+
+
+def run(cli, *args):
+    return cli.invoke(retinaseg_cli, ["run", "-q", *map(str, args)])
+
+
+def test_outputs_have_the_raw_size_for_odd_sizes(cli, tmp_path, photo_folder, fake_models):
+    out = tmp_path / "out"
+    result = run(cli, "-m", "dark-vessels", "--save-prob", "--overlay", photo_folder, out)
+    assert result.exit_code == 0, result.output
+    assert "3 ok, 0 skipped, 0 failed" in result.output
+    report = json.loads((out / "run.json").read_text())
+    for stem, (h, w) in SIZES.items():
+        mask = iio.imread(out / "raw_pre" / f"{stem}.png")
+        assert mask.shape == (h, w) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        prob = tifffile.imread(out / "prob" / f"{stem}.tif")
+        assert prob.shape == (h, w) and prob.dtype == np.float32
+        assert np.array_equal(prob >= 0.5, mask == 255)
+        assert iio.imread(out / "overlay" / f"{stem}.png").shape == (h, w, 3)
+        record = next(r for r in report["images"] if r["stem"] == stem)
+        small = iio.imread(out / "small_pre" / f"{stem}.png")
+        assert list(small.shape[::-1]) == record["working_size"]
+        assert record["raw_size"] == [w, h]
+
+
+def test_fov_scale_brings_photos_to_the_model_working_diameter(cli, tmp_path, photo_folder, fake_models):
+    out = tmp_path / "out"
+    run(cli, "-m", "dark-vessels", photo_folder, out)
+    report = json.loads((out / "run.json").read_text())
+    for record in report["images"]:
+        scale = record["working_size"][0] / record["raw_size"][0]
+        assert abs(record["fov_diameter"] * scale - 150) < 4  # the fake model declares fov_diameter=150
+
+
+def test_prediction_is_sensible_on_a_synthetic_photo(fake_models):
+    sample = synthetic_fundus(256, seed=11)
+    runner = Runner(load_model("dark-vessels"), RunConfig(device="cpu"))
+    prob = runner.predict(sample.image)
+    assert prob.shape == (1, 256, 256)
+    assert f1(prob[0] >= 0.5, sample.vessels, sample.fov) > 0.5
+    assert not (prob[0][~sample.fov] > 0).any()  # outside the FOV is background
+
+
+def test_resize_forces_a_fixed_working_size(cli, tmp_path, photo_folder, fake_models):
+    out = tmp_path / "out"
+    assert run(cli, "-m", "dark-vessels", "--resize", "64x48", photo_folder, out).exit_code == 0
+    for stem, (h, w) in SIZES.items():
+        assert iio.imread(out / "small_pre" / f"{stem}.png").shape == (48, 64)
+        assert iio.imread(out / "raw_pre" / f"{stem}.png").shape == (h, w)
+
+
+def test_av_models_write_colour_maps_and_class_probabilities(cli, tmp_path, photo_folder, fake_models):
+    out = tmp_path / "out"
+    assert run(cli, "-m", "halves-av", "--save-prob", photo_folder, out).exit_code == 0
+    colours = {tuple(c) for c in av.COLOURS}
+    for stem, (h, w) in SIZES.items():
+        rgb = iio.imread(out / "raw_pre" / f"{stem}.png")
+        assert rgb.shape == (h, w, 3)
+        assert {tuple(c) for c in rgb.reshape(-1, 3)} <= colours
+        labels = av.decode_colours(rgb)
+        assert (labels[:, : w // 3] != av.VEIN).all() and (labels[:, -w // 3:] != av.ARTERY).all()
+        assert (labels == av.ARTERY).any() and (labels == av.VEIN).any()
+        prob = tifffile.imread(out / "prob" / f"{stem}.tif")
+        assert prob.shape == (4, h, w) and np.allclose(prob.sum(0), 1, atol=1e-4)
+        assert np.array_equal(prob.argmax(0), labels)
+
+
+def test_run_json_records_model_settings_versions_and_each_input(cli, tmp_path, photo_folder, fake_models):
+    (photo_folder / "broken.png").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    result = run(cli, "-m", "dark-vessels", "--tile-size", "64", "--overlap", "0.5", photo_folder, out)
+    assert result.exit_code == 1
+    report = json.loads((out / "run.json").read_text())
+    assert report["model"] == "dark-vessels" and report["weights"] is None and report["weights_sha256"] is None
+    assert report["settings"]["tile_size"] == 64 and report["settings"]["overlap"] == 0.5
+    assert report["device"] == "cpu"
+    assert {"retinaseg", "torch", "torchvision", "numpy", "python"} <= set(report["versions"])
+    assert report["summary"] == {"ok": 3, "skipped": 0, "failed": 1}
+    by_stem = {r["stem"]: r for r in report["images"]}
+    assert by_stem["broken"]["status"] == "failed" and "not a readable image" in by_stem["broken"]["message"]
+    for stem in SIZES:
+        assert by_stem[stem]["status"] == "ok" and by_stem[stem]["seconds"] > 0
+
+
+def test_shipped_weights_are_recorded_with_their_sha256(tmp_path, photo_folder):
+    from retinaseg.checkpoint import sha256
+
+    model = load_model("vesselnet")
+    summary = Runner(model, RunConfig(device="cpu")).run(sorted(photo_folder.iterdir())[:1], tmp_path, progress=False)
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert summary.ok == 1 and report["weights_sha256"] == sha256(model.weights)
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(cli, tmp_path, photo_folder, fake_models):
+    out = tmp_path / "out"
+    run(cli, "-m", "dark-vessels", photo_folder, out)
+    (out / "raw_pre" / "b.png").unlink()
+    result = run(cli, "-m", "dark-vessels", photo_folder, out)
+    assert result.exit_code == 0 and "1 ok, 2 skipped, 0 failed" in result.output
+    result = run(cli, "-m", "dark-vessels", "--overwrite", photo_folder, out)
+    assert "3 ok, 0 skipped, 0 failed" in result.output
+
+
+def test_same_stem_twice_is_reported_not_overwritten(cli, tmp_path, photo_folder, fake_models):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.jpg").write_bytes((photo_folder / "b.jpg").read_bytes())
+    result = run(cli, "-m", "dark-vessels", photo_folder, other, tmp_path / "out")
+    assert result.exit_code == 1 and "already used by" in result.output
+
+
+def test_atomic_write_leaves_nothing_behind_when_writing_fails(tmp_path, monkeypatch):
+    def exploding_imwrite(path, image, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.iio, "imwrite", exploding_imwrite)
+    with pytest.raises(OSError):
+        atomic.write_png(tmp_path / "x.png", np.zeros((4, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_writes_are_reported_per_image(cli, tmp_path, photo_folder, fake_models, monkeypatch):
+    real = atomic.iio.imwrite
+
+    def fail_for_b(path, image, **kwargs):
+        if ".b.png" in str(path):
+            raise OSError("disk full")
+        return real(path, image, **kwargs)
+
+    monkeypatch.setattr(atomic.iio, "imwrite", fail_for_b)
+    out = tmp_path / "out"
+    result = run(cli, "-m", "dark-vessels", photo_folder, out)
+    assert result.exit_code == 1 and "could not write outputs" in result.output and "disk full" in result.output
+    assert not (out / "raw_pre" / "b.png").exists() and (out / "raw_pre" / "a.png").exists()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]
+
+
+def test_resume_after_a_kill(tmp_path):
+    """Kill a real run with SIGKILL part-way; every output present is complete, and re-running finishes the
+    rest without redoing what was done."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(10):
+        iio.imwrite(photos / f"p{i}.png", synthetic_fundus(320, seed=i).image_uint8())
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "retinaseg", "run", "-q", "-m", "vesselnet", "--batch-size", "1",
+               "--workers", "1", "--tta", str(photos), str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out / "raw_pre").glob("*.png"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = sorted(p.name for p in (out / "raw_pre").glob("*.png"))
+    assert 2 <= len(done) < 10, "the run was not killed part-way"
+    for name in done:  # complete, decodable files only
+        assert iio.imread(out / "raw_pre" / name).shape == (320, 320)
+        assert (out / "small_pre" / name).is_file()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{10 - len(done)} ok, {len(done)} skipped, 0 failed" in result.stdout
+    assert len(list((out / "raw_pre").glob("*.png"))) == 10

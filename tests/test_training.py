@@ -1,0 +1,142 @@
+"""`retinaseg train` and `retinaseg eval` through the CLI on synthetic datasets; resume; safe loading."""
+import csv
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import layouts
+from retinaseg.checkpoint import load_checkpoint, save_checkpoint
+from retinaseg.cli import cli as retinaseg_cli
+from retinaseg.errors import CheckpointError
+from retinaseg.models import load_model
+from retinaseg.training.engine import lr_factor
+
+TINY = ["--epochs", "2", "--iterations", "3", "--batch-size", "2", "--patch-size", "32", "--val-fraction", "0.34",
+        "--device", "cpu", "--fov-diameter", "60"]
+
+
+@pytest.fixture
+def folder_dataset(tmp_path):
+    root = tmp_path / "data"
+    layouts.folder(root)
+    layouts.folder(root / "extra")
+    for p in (root / "extra" / "images").iterdir():  # a third image so there is a validation split
+        p.rename(root / "images" / ("x" + p.name))
+    for kind in ("labels", "fov"):
+        for p in (root / "extra" / kind).iterdir():
+            p.rename(root / kind / ("x" + p.name))
+    return root
+
+
+def train(cli, out, data, *extra):
+    return cli.invoke(retinaseg_cli, ["train", "-m", "unet", "-d", "folder", "--data-root", str(data), "-o", str(out),
+                                      "--dataset-option", "label_suffix=_gt", "--model-option", "width=4", *TINY,
+                                      *extra])
+
+
+def test_train_writes_checkpoints_and_metrics_that_run_and_eval_use(cli, tmp_path, folder_dataset):
+    out = tmp_path / "run"
+    result = train(cli, out, folder_dataset)
+    assert result.exit_code == 0, result.output
+    assert {"best.pt", "last.pt", "metrics.csv", "config.json"} <= {p.name for p in out.iterdir()}
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(0 <= float(r["val_f1"]) <= 1 for r in rows)
+    checkpoint = load_checkpoint(out / "best.pt")
+    assert checkpoint["config"]["fov_diameter"] == 60 and checkpoint["config"]["options"]["width"] == 4
+    model = load_model("unet", out / "best.pt")
+    assert model.fov_diameter == 60
+    # run uses it, eval scores it
+    pred = tmp_path / "pred"
+    result = cli.invoke(retinaseg_cli, ["run", "-q", "-m", "unet", "-w", str(out / "best.pt"), "--save-prob",
+                                        str(folder_dataset / "images"), str(pred)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((pred / "run.json").read_text())
+    record = report["images"][0]
+    assert abs(record["working_size"][0] - record["raw_size"][0] * 60 / record["fov_diameter"]) <= 1
+    result = cli.invoke(retinaseg_cli, ["eval", "-d", "folder", "--data-root", str(folder_dataset), "--split",
+                                        "training", "--dataset-option", "label_suffix=_gt", "--pred", str(pred),
+                                        "--json", str(tmp_path / "e.json"), "--csv", str(tmp_path / "e.csv")])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "e.json").read_text())
+    assert len(scores["images"]) == 4 and 0 <= scores["mean"]["f1"] <= 1 and "auc_roc" in scores["mean"]
+    assert "mean ± std" in result.output
+
+
+def test_resume_continues_from_last_checkpoint(cli, tmp_path, folder_dataset):
+    out = tmp_path / "run"
+    assert train(cli, out, folder_dataset).exit_code == 0
+    again = train(cli, out, folder_dataset)
+    assert again.exit_code == 1 and "--resume" in again.output
+    result = train(cli, out, folder_dataset, "--epochs", "3", "--resume")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+
+
+def test_a_killed_run_resumes_to_the_same_weights(cli, tmp_path, folder_dataset, monkeypatch):
+    import retinaseg.training.engine as engine
+
+    straight = tmp_path / "straight"
+    assert train(cli, straight, folder_dataset).exit_code == 0
+
+    killed = tmp_path / "killed"
+    real_save = engine.save_checkpoint
+
+    def die_at_second_last_save(path, *args, **kwargs):
+        if path.name == "last.pt" and (killed / "last.pt").exists():
+            raise KeyboardInterrupt  # killed after epoch 2's metrics row, before its checkpoint
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "save_checkpoint", die_at_second_last_save)
+    assert train(cli, killed, folder_dataset).exit_code != 0
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    assert len(list(csv.DictReader(open(killed / "metrics.csv")))) == 2
+    assert train(cli, killed, folder_dataset, "--resume").exit_code == 0
+    assert [r["epoch"] for r in csv.DictReader(open(killed / "metrics.csv"))] == ["1", "2"]
+    a = load_checkpoint(straight / "last.pt")["state_dict"]
+    b = load_checkpoint(killed / "last.pt")["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_eval_with_a_model_reports_the_second_observer(cli, tmp_path):
+    layouts.drive(tmp_path / "DRIVE")
+    result = cli.invoke(retinaseg_cli, ["eval", "-d", "drive", "--data-root", str(tmp_path), "-m", "vesselnet",
+                                        "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "e.json").read_text())
+    assert scores["second_observer"]["f1"] == 1.0  # the synthetic 2nd manual is a copy of the 1st
+    assert "2nd observer" in result.output
+
+
+def test_lr_schedule_warms_up_then_decays():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(99, 100, 10) < 0.05
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/retinaseg-pwned",))
+
+
+def test_loading_refuses_a_malicious_checkpoint(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "retinaseg-checkpoint/1", "config": {}, "state_dict": {}, "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError):
+        load_model("unet", path)
+    assert not os.path.exists("/tmp/retinaseg-pwned")
+    (tmp_path / "junk.pt").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_weights_for_another_model_are_refused(tmp_path):
+    save_checkpoint(tmp_path / "w.pt", {}, {"model": "linkseg"})
+    with pytest.raises(CheckpointError, match="for model 'linkseg'"):
+        load_model("unet", tmp_path / "w.pt")
