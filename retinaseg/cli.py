@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -22,6 +23,13 @@ class _Command(click.Command):
 
 class _Group(click.Group):
     command_class = _Command
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"Warning: {message}", err=True)
+
+
+warnings.showwarning = _one_line_warning  # e.g. a plugin that failed to import: one line, no source dump
 
 
 def _parse_options(pairs, what: str) -> dict:
@@ -116,9 +124,10 @@ def plugins():
 @click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from these weights (fine-tuning).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars (epoch lines are still printed).")
 def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size, patch_size, sampling, lr,
           val_fraction, patience, fov_diameter, no_augment, seed, device, model_options, loss_options,
-          dataset_options, init_weights, resume):
+          dataset_options, init_weights, resume, quiet):
     """Train a model on one or more datasets' training splits.
 
     \b
@@ -140,7 +149,7 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
         epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
         lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, fov_diameter=fov_diameter,
         augment=not no_augment, device=device, init_weights=init_weights)
-    summary = run_training(config, resume=resume, progress=sys.stderr.isatty() or True)
+    summary = run_training(config, resume=resume, progress=not quiet)
     click.echo(f"done: {summary['epochs']} epochs, best validation F1 {summary['best_val_f1']:.4f}; "
                f"weights in {Path(out) / 'best.pt'}")
 

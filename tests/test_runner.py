@@ -1,6 +1,5 @@
 """`retinaseg run`: outputs at raw and working size, A/V colours, run.json, resume, atomic writes."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -338,7 +338,7 @@ class Runner:
                     fail(records[index], f"{records[index].input}: {type(exc).__name__}: {exc}")
                     bar.update(1)
 
-        def finish(future: Future, record: ImageRecord, compute_started: float):
+        def finish(future: Future, record: ImageRecord):
             try:
                 future.result()
                 record.status = "ok"
@@ -357,7 +357,7 @@ class Runner:
                 record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
                 record.fov_diameter = fov_diameter(prepared.fov_raw)
                 paths = self.outputs(out_dir, record.stem)
-                writes.append((writer.submit(self._write, paths, prepared, prob), record, now))
+                writes.append((writer.submit(self._write, paths, prepared, prob), record))
                 while len(writes) > lookahead or (writes and writes[0][0].done()):
                     finish(*writes.popleft())
             while writes:

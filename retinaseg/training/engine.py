@@ -233,13 +233,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         save_checkpoint(out / "last.pt", model.state_dict(), model_cfg, info=info,
                         training={"step": step.state_dict(), "generator": generator.get_state(),
                                   "epoch": epoch, "best": best})
-        if progress:
-            tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                                      for k, v in row.items() if k != "epoch"))
+        # one line per epoch, with or without progress bars
+        tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in row.items() if k != "epoch"))
         summary = {"best_val_f1": best, "epochs": epoch}
         if config.patience and epochs_without_gain >= config.patience:
-            if progress:
-                tqdm.write(f"early stop: no validation gain in {config.patience} epochs")
+            tqdm.write(f"early stop: no validation gain in {config.patience} epochs")
             break
     summary["seconds"] = round(time.time() - started, 1)
     return summary
