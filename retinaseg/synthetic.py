@@ -98,8 +98,9 @@ def synthetic_fundus(size=256, seed: int = 0, fov_fraction: float = 0.92, bright
     image *= (1 + 0.04 * texture)[..., None]
     od = np.exp(-((yy - disc[0]) ** 2 + (xx - disc[1]) ** 2) / (2 * disc_radius**2))
     image += od[..., None] * np.array([0.25, 0.35, 0.2], dtype=np.float32)
-    image *= (1 - 0.35 * arteries)[..., None]
-    image *= (1 - 0.5 * veins)[..., None]
+    # as in real photos, vessels show mostly in green, weakly in red; veins are darker than arteries
+    image *= 1 - arteries[..., None] * np.array([0.08, 0.30, 0.20], dtype=np.float32)
+    image *= 1 - veins[..., None] * np.array([0.15, 0.42, 0.30], dtype=np.float32)
     image = image * brightness + rng.normal(0, noise, image.shape).astype(np.float32)
     image[~fov] = 0.02 * brightness
     image = np.clip(image, 0, 1).astype(np.float32)

@@ -66,9 +66,10 @@ def test_default_model_has_shipped_weights():
 
 
 # Bound: chance level (a random map with the true vessel density) scores F1 about 0.1 on these photos, and a
-# black top-hat scores about 0.55 (see test_runner). A trained model that segments vessels at all clears 0.5
-# on the synthetic tree even though it never saw synthetic photos; a broken or mis-loaded one does not.
-SYNTHETIC_F1_BOUND = 0.5
+# black top-hat scores about 0.55 (see test_runner). A model trained on real photos, which never saw synthetic
+# ones, clears 0.7 when it segments the whole tree (vesselnet scores about 0.9); one that is broken, mis-loaded
+# or fed the wrong scale or normalisation does not.
+SYNTHETIC_F1_BOUND = 0.7
 
 
 @pytest.mark.parametrize("file_name", sorted(_manifest()))

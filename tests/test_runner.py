@@ -184,3 +184,35 @@ def test_resume_after_a_kill(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{10 - len(done)} ok, {len(done)} skipped, 0 failed" in result.stdout
     assert len(list((out / "raw_pre").glob("*.png"))) == 10
+
+
+def test_recursive_runs_mirror_sub_folders_so_equal_names_do_not_collide(cli, tmp_path, photo_folder,
+                                                                           fake_models):
+    study = tmp_path / "study"
+    for patient in ("p1", "p2"):
+        (study / patient).mkdir(parents=True)
+        (study / patient / "img001.png").write_bytes((photo_folder / "a.png").read_bytes())
+    out = tmp_path / "out"
+    result = run(cli, "-m", "dark-vessels", "-r", study, out)
+    assert result.exit_code == 0, result.output
+    assert (out / "raw_pre" / "p1" / "img001.png").is_file() and (out / "raw_pre" / "p2" / "img001.png").is_file()
+    assert (out / "small_pre" / "p2" / "img001.png").is_file()
+    names = {r["stem"] for r in json.loads((out / "run.json").read_text())["images"]}
+    assert names == {"p1/img001", "p2/img001"}
+
+
+def test_fov_masks_can_be_supplied(cli, tmp_path, fake_models):
+    sample = synthetic_fundus((120, 140), seed=4)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "fov").mkdir()
+    iio.imwrite(tmp_path / "in" / "eye.png", sample.image_uint8())
+    square = np.zeros((120, 140), np.uint8)
+    square[20:100, 30:110] = 255
+    iio.imwrite(tmp_path / "fov" / "eye_mask.gif", square)
+    out = tmp_path / "out"
+    assert run(cli, "-m", "dark-vessels", "--fov-dir", tmp_path / "fov", tmp_path / "in", out).exit_code == 0
+    mask = iio.imread(out / "raw_pre" / "eye.png")
+    assert not mask[square == 0].any() and mask[square > 0].any()
+    (tmp_path / "fov" / "eye_mask.gif").unlink()
+    result = run(cli, "-m", "dark-vessels", "--overwrite", "--fov-dir", tmp_path / "fov", tmp_path / "in", out)
+    assert result.exit_code == 1 and "no FOV mask for eye" in result.output

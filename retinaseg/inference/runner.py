@@ -25,6 +25,7 @@ from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.io.atomic import write_float_tiff, write_json, write_png
 from retinaseg.io.images import read_binary_mask, read_photo
+from retinaseg.io.inputs import InputPhoto
 from retinaseg.models import LoadedModel, resolve_device, to_probabilities
 from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize, working_size
 
@@ -195,7 +196,7 @@ def make_predictor(model: LoadedModel, device: torch.device, tta: bool,
 @dataclass
 class ImageRecord:
     input: str
-    stem: str
+    stem: str  # output name: the file stem, with sub-folders under --recursive
     status: str = "pending"  # ok, skipped, failed
     message: str = ""
     seconds: float = 0.0
@@ -296,14 +297,16 @@ class Runner:
             write_png(paths["overlay"], overlay(prepared.photo, labels))
         write_png(paths["raw"], render(labels))  # last: its presence marks the image as done
 
-    def run(self, inputs: list[Path], out_dir, progress: bool = True) -> RunSummary:
+    def run(self, inputs: list, out_dir, progress: bool = True) -> RunSummary:
+        """Process InputPhoto items (or plain paths, named by their stems) into out_dir."""
         from tqdm import tqdm
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        records = [ImageRecord(str(p), p.stem) for p in inputs]
+        records = [ImageRecord(str(p.path), p.name) if isinstance(p, InputPhoto) else ImageRecord(str(p), Path(p).stem)
+                   for p in inputs]
         todo = self._select(records, out_dir)
         bar = tqdm(total=len(records), unit="img", desc="segmenting", disable=not progress, dynamic_ncols=True)
         bar.update(len(records) - len(todo))
