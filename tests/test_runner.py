@@ -216,3 +216,29 @@ def test_fov_masks_can_be_supplied(cli, tmp_path, fake_models):
     (tmp_path / "fov" / "eye_mask.gif").unlink()
     result = run(cli, "-m", "dark-vessels", "--overwrite", "--fov-dir", tmp_path / "fov", tmp_path / "in", out)
     assert result.exit_code == 1 and "no FOV mask for eye" in result.output
+
+
+def test_out_of_memory_splits_the_batch_and_says_so(fake_models):
+    import torch
+
+    from retinaseg.inference.runner import make_predictor
+
+    model = load_model("dark-vessels")
+    inner = model.module
+
+    class Greedy(torch.nn.Module):
+        def forward(self, x):
+            if len(x) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return inner(x)
+
+    model.module = Greedy()
+    messages = []
+    predict = make_predictor(model, torch.device("cpu"), tta=False, notify=messages.append)
+    batch = torch.randn(8, 3, 16, 16)
+    out = predict(batch)
+    assert out.shape == (8, 1, 16, 16) and torch.allclose(out, torch.sigmoid(inner(batch)))
+    assert messages == ["warning: GPU out of memory; retrying with batches of 4",
+                        "warning: GPU out of memory; retrying with batches of 2"]
+    predict(batch)
+    assert len(messages) == 2  # the smaller batch is kept

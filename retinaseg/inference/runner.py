@@ -62,6 +62,7 @@ class Prepared:
     work_size: tuple  # the whole photo at working scale
     raw_box: tuple  # (top, bottom, left, right) of the crop in raw pixels
     work_box: tuple  # the same in working pixels
+    diameter: int  # FOV diameter in raw pixels
     fov_raw: np.ndarray
     fov_work: torch.Tensor  # inside the crop, working scale
     image: torch.Tensor  # 3 x crop at working scale, standardised
@@ -86,13 +87,13 @@ def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
         raise RetinasegError(f"FOV mask is {fov.shape[1]}x{fov.shape[0]} but the photo is "
                              f"{photo.shape[1]}x{photo.shape[0]}")
     height, width = photo.shape[:2]
+    diameter = fov_diameter(fov)
     if fixed_size:  # the seeds' fixed-size behaviour: the whole photo, stretched to WxH
         work_size = (fixed_size[1], fixed_size[0])
         raw_box, work_box = (0, height, 0, width), (0, work_size[0], 0, work_size[1])
     else:
-        diameter = fov_diameter(fov)
         work_size = working_size((height, width), diameter, fov_diameter_px)
-        raw_box = _fov_box(fov, margin=max(2, diameter // 50))
+        raw_box = _fov_box(fov, margin=max(2, diameter // 200))
         sy, sx = work_size[0] / height, work_size[1] / width
         top, left = round(raw_box[0] * sy), round(raw_box[2] * sx)
         work_box = (top, max(top + 1, round(raw_box[1] * sy)), left, max(left + 1, round(raw_box[3] * sx)))
@@ -100,7 +101,7 @@ def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
     crop_size = (work_box[1] - work_box[0], work_box[3] - work_box[2])
     fov_work = resize_mask(fov[top:bottom, left:right], crop_size)
     image = standardize(resize(photo_tensor(photo[top:bottom, left:right]), crop_size), fov_work)
-    return Prepared(index, (height, width), work_size, raw_box, work_box, fov, fov_work, image,
+    return Prepared(index, (height, width), work_size, raw_box, work_box, diameter, fov, fov_work, image,
                     photo if keep_photo else None)
 
 
@@ -156,11 +157,11 @@ def overlay(photo: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def make_predictor(model: LoadedModel, device: torch.device, tta: bool,
                    notify: Callable[[str], None] = print) -> Callable[[torch.Tensor], torch.Tensor]:
     """Batch -> probabilities on CPU. inference_mode, channels_last, bf16 autocast on CUDA, optional flip TTA.
-    A CUDA out-of-memory error splits the batch in half and retries, and says so once."""
+    A CUDA out-of-memory error splits the batch in half and retries, and says so."""
     module = model.module.to(device).eval()
     module = module.to(memory_format=torch.channels_last)
     cuda = device.type == "cuda"
-    state = {"chunk": None, "warned": False}
+    state = {"chunk": None}
 
     @torch.inference_mode()
     def forward(batch: torch.Tensor) -> torch.Tensor:
@@ -185,10 +186,8 @@ def make_predictor(model: LoadedModel, device: torch.device, tta: bool,
                     raise
                 torch.cuda.empty_cache()
                 chunk = max(1, chunk // 2)
-                state["chunk"] = chunk
-                if not state["warned"]:
-                    notify(f"warning: GPU out of memory; retrying with batches of {chunk}")
-                    state["warned"] = True
+                state["chunk"] = chunk  # kept for later batches, so each reduction is said once
+                notify(f"warning: GPU out of memory; retrying with batches of {chunk}")
 
     return predict
 
@@ -358,7 +357,7 @@ class Runner:
                 last = now
                 record.raw_size = [int(prepared.raw_size[1]), int(prepared.raw_size[0])]
                 record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
-                record.fov_diameter = fov_diameter(prepared.fov_raw)
+                record.fov_diameter = prepared.diameter
                 paths = self.outputs(out_dir, record.stem)
                 writes.append((writer.submit(self._write, paths, prepared, prob), record))
                 while len(writes) > lookahead or (writes and writes[0][0].done()):
@@ -398,8 +397,13 @@ class Runner:
         return todo
 
     def _report(self, records, summary: RunSummary, started_at: str) -> dict:
-        import segmentation_models_pytorch
-        import torchvision
+        from importlib.metadata import PackageNotFoundError, version
+
+        def installed(package):
+            try:
+                return version(package)
+            except PackageNotFoundError:
+                return None
 
         device = str(self.device)
         if self.device.type == "cuda":
@@ -414,8 +418,8 @@ class Runner:
             "settings": settings,
             "device": device,
             "versions": {"retinaseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                         "torchvision": torchvision.__version__, "numpy": np.__version__,
-                         "segmentation_models_pytorch": segmentation_models_pytorch.__version__},
+                         "torchvision": installed("torchvision"), "numpy": np.__version__,
+                         "segmentation_models_pytorch": installed("segmentation-models-pytorch")},
             "started": started_at,
             "seconds": round(summary.seconds, 3),
             "summary": {"ok": summary.ok, "skipped": summary.skipped, "failed": summary.failed},
