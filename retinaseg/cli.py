@@ -169,8 +169,9 @@ def _parse_size(ctx, param, value):
 def _device_options(f):
     f = click.option("--tta", is_flag=True, help="Average over horizontal/vertical flips (4x slower, "
                      "slightly better).")(f)
-    f = click.option("--batch-size", "-b", default=4, show_default=True,
-                     help="Tiles (or whole small images) per forward pass; tiles of several photos share a batch.")(f)
+    f = click.option("--batch-size", "-b", type=int, default=None,
+                     help="Tiles (or whole small images) per forward pass; tiles of several photos share a batch. "
+                          "Default: 8 on CUDA, 1 on CPU.")(f)
     f = click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present), cpu, cuda or cuda:N.")(f)
     f = click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
