@@ -76,6 +76,12 @@ def plugins():
 
     Third-party packages add entries by declaring a `retinaseg` entry point; set
     RETINASEG_LOAD_PLUGINS=name,name to load only some plugins.
+
+    \b
+    Examples:
+      retinaseg plugins
+      pip install -e examples/retinaseg-frangi && retinaseg plugins   # now lists frangi
+      RETINASEG_LOAD_PLUGINS=vesselnet,datasets retinaseg plugins
     """
     from retinaseg.registry import all_datasets, all_losses, all_models
 
