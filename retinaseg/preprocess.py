@@ -37,10 +37,14 @@ def resize_mask(mask: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch
     return resize(m, size, mode="area" if size[0] <= m.shape[-2] else "bilinear")[0] > 0.5
 
 
+def channel_statistics(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of CxN pixel values (std floored for flat images)."""
+    return pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-3)
+
+
 def fov_statistics(image: torch.Tensor, fov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and standard deviation over FOV pixels of a CxHxW image."""
-    pixels = image[:, fov] if fov.any() else image.flatten(1)
-    return pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-3)
+    return channel_statistics(image[:, fov] if fov.any() else image.flatten(1))
 
 
 def standardize(image: torch.Tensor, fov: torch.Tensor, mean=None, std=None) -> torch.Tensor:

@@ -24,7 +24,7 @@ from retinaseg.errors import ImageReadError, RetinasegError
 from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.io.atomic import write_float_tiff, write_json, write_png
-from retinaseg.io.images import read_binary_mask, read_photo
+from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto
 from retinaseg.models import LoadedModel, resolve_device, to_probabilities
 from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize, working_size
@@ -443,8 +443,6 @@ class Runner:
 
 
 def _find_fov(folder: Path, stem: str) -> Path:
-    from retinaseg.io.images import is_image_name
-
     candidates = sorted(p for p in folder.glob(f"{stem}*") if is_image_name(p.name))
     exact = [p for p in candidates if p.stem in (stem, f"{stem}_mask", f"{stem}_fov")]
     if not exact:

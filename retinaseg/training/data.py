@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from retinaseg.datasets import Sample, check_same_size, read_fov, read_label
 from retinaseg.fov import fov_diameter
 from retinaseg.io.images import read_photo
-from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize, working_size
+from retinaseg.preprocess import channel_statistics, photo_tensor, resize, resize_mask, standardize, working_size
 
 STATISTICS_PIXELS = 4096  # FOV pixels kept per image to renormalise after photometric augmentation
 
@@ -138,15 +138,11 @@ class PatchSampler:
             image = photometric(image, params)
             if params["blur"]:
                 image = _blur(image)
-            mean, std = (v for v in _stats(photometric(item.statistics_sample, params)))
+            mean, std = channel_statistics(photometric(item.statistics_sample, params))
             images.append(standardize(image, fov[0], mean, std))
             targets.append(target)
             fovs.append(fov.float())
         return torch.stack(images), torch.stack(targets), torch.stack(fovs)
-
-
-def _stats(pixels: torch.Tensor):
-    return pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-3)
 
 
 def _blur(image: torch.Tensor) -> torch.Tensor:
