@@ -46,3 +46,13 @@ def load_checkpoint(path) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a retinaseg checkpoint (expected format {FORMAT})")
     return payload
+
+
+def pack_checkpoint(source, destination, half: bool = False) -> None:
+    """Copy a training checkpoint's weights, config and info for shipping, without optimiser state. With
+    half=True, convolution and linear kernels (tensors of 2+ dims, nearly all the bytes) are stored as float16,
+    halving the file; biases and BatchNorm statistics stay float32. Loading casts them back to float32."""
+    payload = load_checkpoint(source)
+    state = {key: value.half() if half and value.is_floating_point() and value.dim() >= 2 else value
+             for key, value in payload["state_dict"].items()}
+    save_checkpoint(destination, state, payload["config"], info=payload.get("info", {}))

@@ -1,5 +1,6 @@
 """weights/manifest.json: how each shipped weight file was made and what it scored.
 
+    python -m retinaseg.manifest pack runs/linkseg/best.pt weights/linkseg.pt --half
     python -m retinaseg.manifest add weights/vesselnet.pt --run runs/vesselnet \\
         --command "retinaseg train ..." --eval drive=drive.json --eval hrf=hrf.json
 """
@@ -10,7 +11,7 @@ import csv
 import json
 from pathlib import Path
 
-from retinaseg.checkpoint import load_checkpoint, sha256, weights_dir
+from retinaseg.checkpoint import load_checkpoint, pack_checkpoint, sha256, weights_dir
 from retinaseg.io.atomic import write_json
 
 
@@ -61,7 +62,15 @@ def main(argv=None):
     add.add_argument("--eval", action="append", default=[], metavar="NAME=EVAL.json",
                      help="a `retinaseg eval --json` output; its 'command' key, if any, is kept")
     add.add_argument("--notes", default="")
+    pack = sub.add_parser("pack", help="copy a run's best.pt for shipping, without optimiser state")
+    pack.add_argument("source", type=Path)
+    pack.add_argument("destination", type=Path)
+    pack.add_argument("--half", action="store_true", help="store kernels as float16 (half the size)")
     args = parser.parse_args(argv)
+    if args.action == "pack":
+        pack_checkpoint(args.source, args.destination, half=args.half)
+        print(f"{args.destination}: {args.destination.stat().st_size / 1e6:.1f} MB")
+        return
     evaluations = {}
     for item in args.eval:
         name, path = item.split("=", 1)

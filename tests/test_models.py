@@ -86,3 +86,23 @@ def test_each_shipped_weight_file_loads_and_segments_a_synthetic_photo(file_name
         vessels = prob[0] >= 0.5 if prob.shape[0] == 1 else prob.argmax(0) > 0
         scores.append(f1(vessels, sample.vessels, sample.fov))
     assert np.mean(scores) > SYNTHETIC_F1_BOUND, scores
+
+
+def test_packed_half_precision_weights_load_and_match(tmp_path):
+    from retinaseg.checkpoint import load_checkpoint, pack_checkpoint, save_checkpoint
+
+    spec = get_model("unet")
+    config = model_config(spec, {"width": 4})
+    module = build_module(spec, config).eval()
+    save_checkpoint(tmp_path / "best.pt", module.state_dict(), config, info={"epoch": 3},
+                    optimizer={"lr": torch.tensor(1.0)})
+    pack_checkpoint(tmp_path / "best.pt", tmp_path / "unet.pt", half=True)
+    packed = load_checkpoint(tmp_path / "unet.pt")
+    assert "optimizer" not in packed and packed["info"] == {"epoch": 3}
+    kernels = [v for v in packed["state_dict"].values() if v.dim() >= 2]
+    assert kernels and all(v.dtype == torch.float16 for v in kernels)
+    assert all(v.dtype != torch.float16 for v in packed["state_dict"].values() if v.dim() < 2)
+    loaded = load_model("unet", tmp_path / "unet.pt").module.eval()
+    x = torch.randn(1, 3, 48, 48)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), module(x), atol=1e-2)
