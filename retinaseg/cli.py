@@ -1,6 +1,7 @@
 """The retinaseg command line: run, train, eval, plugins."""
 from __future__ import annotations
 
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -13,6 +14,10 @@ from retinaseg.errors import RetinasegError
 
 class _Command(click.Command):
     """Turns domain errors into `Error: ...` with exit status 1, without a traceback."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["retinaseg.argv"] = list(args)  # kept to record the exact command beside its results
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
@@ -298,5 +303,8 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, device, ba
             writer.writeheader()
             writer.writerows(result.rows)
     if json_path:
+        # The command goes into the file so that every reported number names what produced it.
+        command = "retinaseg eval " + shlex.join(click.get_current_context().meta["retinaseg.argv"])
+        record = {"command": command, **to_json(result)}
         with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(to_json(result), indent=2) + "\n")
+            tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -62,6 +62,7 @@ def test_train_writes_checkpoints_and_metrics_that_run_and_eval_use(cli, tmp_pat
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "e.json").read_text())
     assert len(scores["images"]) == 4 and 0 <= scores["mean"]["f1"] <= 1 and "auc_roc" in scores["mean"]
+    assert scores["command"].startswith("retinaseg eval -d folder --data-root ") and "--json" in scores["command"]
     assert "mean ± std" in result.output
 
 
