@@ -9,7 +9,8 @@ configuration runs in a fresh process, which reports its own wall time and peak 
 naive   the seeds' way: one photo at a time, resize to 512x512, one forward pass under no_grad, resize the
         probabilities back, threshold, write the PNG. Same model, same weights, same reader.
 runner  `retinaseg run`'s Runner end to end (read, FOV, working scale, forward, raw size, write raw_pre and
-        small_pre), with the batch size given.
+        small_pre), with the batch size given, at the default --max-downscale (3.5: an HRF photo's FOV
+        becomes ~940 px across) and, for HRF, also with no limit (FOV 540 px, the naive loop's pixel count).
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def _worker(args) -> None:
             link = links / f"{i}_{path.name}"
             link.symlink_to(path.resolve())
             inputs.append(link)
-        runner = Runner(model, RunConfig(device="cpu", batch_size=args.batch_size))
+        runner = Runner(model, RunConfig(device="cpu", batch_size=args.batch_size,
+                                         max_downscale=args.max_downscale or None))
         summary = runner.run(inputs, out / "run", progress=False)
         assert summary.failed == 0, summary.line()
     seconds = time.perf_counter() - started
@@ -89,10 +91,11 @@ def _worker(args) -> None:
     print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb}))
 
 
-def _measure(mode, files, model, batch_size, threads) -> dict:
+def _measure(mode, files, model, batch_size, max_downscale, threads) -> dict:
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, __file__, "--worker", mode, "--files", json.dumps([str(f) for f in files]),
-                   "--model", model, "--batch-size", str(batch_size), "--out", out, "--threads", str(threads)]
+                   "--model", model, "--batch-size", str(batch_size), "--max-downscale", str(max_downscale),
+                   "--out", out, "--threads", str(threads)]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(result.stderr)
@@ -109,6 +112,7 @@ def main():
     parser.add_argument("--files", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--max-downscale", type=float, default=3.5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.mode = args.worker
@@ -116,17 +120,20 @@ def main():
 
     print(f"model {args.model}, {args.threads} CPU threads, {args.images} photos per row; "
           f"each row is a fresh process (peak RSS includes torch itself)")
-    print(f"{'photos':<28}{'method':<20}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}")
+    print(f"{'photos':<28}{'method':<36}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}")
     with tempfile.TemporaryDirectory() as scratch:
         for kind, label in (("drive", "DRIVE-size 565x584"), ("hrf", "HRF-size 3504x2336")):
             count = args.images if kind == "drive" else max(2, args.images // 2)
             files, source = _photos(args.data_root, kind, count, Path(scratch))
-            rows = [("naive", 1)] + [("runner", b) for b in ((1, 4) if kind == "drive" else (1, 4, 8))]
-            for mode, batch in rows:
-                r = _measure(mode, files, args.model, batch, args.threads)
-                name = "naive 512x512 loop" if mode == "naive" else f"runner, batch {batch}"
+            rows = [("naive", 1, 0), ("runner", 1, 3.5), ("runner", 4, 3.5)]
+            if kind == "hrf":
+                rows.insert(1, ("runner", 1, 0))
+            for mode, batch, max_downscale in rows:
+                r = _measure(mode, files, args.model, batch, max_downscale, args.threads)
+                name = ("naive 512x512 loop" if mode == "naive" else
+                        f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit"))
                 per = r["seconds"] / r["images"]
-                print(f"{label + f' ({source})':<28}{name:<20}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}",
+                print(f"{label + f' ({source})':<28}{name:<36}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}",
                       flush=True)
 
 

@@ -177,7 +177,17 @@ def _parse_size(ctx, param, value):
     return width, height
 
 
-def _device_options(f):
+def _check_max_downscale(ctx, param, value):
+    if value != 0 and value < 1:
+        raise click.BadParameter(f"must be 0 (no limit) or at least 1, got {value}")
+    return value
+
+
+def _inference_options(f):
+    f = click.option("--max-downscale", type=float, default=3.5, show_default=True, callback=_check_max_downscale,
+                     help="Photos are shrunk until their FOV matches the model's training scale (540 px across for "
+                          "the shipped models), but by at most this factor, so high-resolution photos keep their "
+                          "finest vessels. 0: no limit.")(f)
     f = click.option("--tta", is_flag=True, help="Average over horizontal/vertical flips (4x slower, "
                      "slightly better).")(f)
     f = click.option("--batch-size", "-b", type=int, default=None,
@@ -190,19 +200,20 @@ def _device_options(f):
     return f
 
 
-def _runner(model, weights, device, batch_size, tta, notify, **settings):
+def _runner(model, weights, device, batch_size, tta, max_downscale, notify, **settings):
     from retinaseg.inference.runner import RunConfig, Runner
     from retinaseg.models import DEFAULT_MODEL, load_model
 
     loaded = load_model(model or DEFAULT_MODEL, weights)
-    return Runner(loaded, RunConfig(device=device, batch_size=batch_size, tta=tta, **settings), notify=notify)
+    return Runner(loaded, RunConfig(device=device, batch_size=batch_size, tta=tta,
+                                   max_downscale=max_downscale or None, **settings), notify=notify)
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--model", "-m", default=None, help="Model name (see `retinaseg plugins`). Default: vesselnet.")
-@_device_options
+@_inference_options
 @click.option("--recursive", "-r", is_flag=True, help="Search folders (and ** globs) recursively.")
 @click.option("--save-prob", is_flag=True, help="Also write prob/<stem>.tif: float32 probabilities at raw size "
               "(HxW vessel, or CxHxW background/artery/vein/uncertain).")
@@ -217,7 +228,7 @@ def _runner(model, weights, device, batch_size, tta, notify, **settings):
               help="Force a fixed working size (the seeds' behaviour) instead of scaling by the FOV.")
 @click.option("--workers", default=2, show_default=True, help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(inputs, output_dir, model, weights, device, batch_size, tta, recursive, save_prob, overlay, overwrite,
+def run(inputs, output_dir, model, weights, device, batch_size, tta, max_downscale, recursive, save_prob, overlay, overwrite,
         fov_dir, tile_size, overlap, resize, workers, quiet):
     """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
 
@@ -242,8 +253,8 @@ def run(inputs, output_dir, model, weights, device, batch_size, tta, recursive, 
     """
     from retinaseg.io.inputs import find_inputs
 
-    runner = _runner(model, weights, device, batch_size, tta, notify=lambda m: click.echo(m, err=True),
-                     save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir,
+    runner = _runner(model, weights, device, batch_size, tta, max_downscale,
+                     notify=lambda m: click.echo(m, err=True), save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir,
                      tile_size=tile_size, overlap=overlap, resize=resize, workers=workers)
     paths = find_inputs(inputs, recursive=recursive)
     summary = runner.run(paths, output_dir, progress=not quiet)
@@ -259,15 +270,15 @@ def run(inputs, output_dir, model, weights, device, batch_size, tta, recursive, 
 @click.option("--pred", type=click.Path(exists=True, file_okay=False), default=None,
               help="A `retinaseg run` output folder to score (uses prob/ for AUCs when present).")
 @click.option("--model", "-m", default=None, help="Model to run and score (instead of --pred).")
-@_device_options
+@_inference_options
 @click.option("--no-fov", is_flag=True, help="Score every pixel instead of only the FOV.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write per-image rows.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write means, stds, second observer and per-image rows.")
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE")
 @click.option("--summary-only", is_flag=True, help="Print only the mean ± std rows.")
-def evaluate_command(dataset, data_root, split, pred, model, weights, device, batch_size, tta, no_fov, csv_path,
-                     json_path, dataset_options, summary_only):
+def evaluate_command(dataset, data_root, split, pred, model, weights, device, batch_size, tta, max_downscale, no_fov,
+                     csv_path, json_path, dataset_options, summary_only):
     """Score predictions against manual labels, the literature's way.
 
     Inside the FOV, threshold 0.5 (arg-max for A/V), 1st manual, mean ± std over
@@ -292,7 +303,8 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, device, ba
         raise click.UsageError("give either --pred OUTPUT_DIR or --model NAME")
     runner, source = None, f"predictions in {pred}"
     if model:
-        runner = _runner(model, weights, device, batch_size, tta, notify=lambda m: click.echo(m, err=True))
+        runner = _runner(model, weights, device, batch_size, tta, max_downscale,
+                         notify=lambda m: click.echo(m, err=True))
         source = f"model {runner.model.spec.name}" + (f" ({runner.model.weights.name})" if runner.model.weights else "")
     result = evaluate(dataset, data_root, split, runner=runner, pred_dir=pred, use_fov=not no_fov, source=source,
                       dataset_options=_parse_options(dataset_options, "--dataset-option"), progress=True)

@@ -2,9 +2,12 @@
 
 The runner and the training engine both go through here, so a model meets new photos exactly as it met its
 training data. The working scale makes the FOV `fov_diameter` pixels across, which brings a 3504x2336 HRF
-photo and a 565x584 DRIVE photo to the same vessel widths.
+photo and a 565x584 DRIVE photo to the same vessel widths. At inference, high-resolution photos may be shrunk
+less (max_downscale): their manual labels, and their readers, count capillaries that full shrinking erases.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import torch
@@ -13,8 +16,12 @@ import torch.nn.functional as F
 NORMALIZATION = "fov-standardize"
 
 
-def working_size(raw_size: tuple[int, int], measured_diameter: int, fov_diameter: int) -> tuple[int, int]:
+def working_size(raw_size: tuple[int, int], measured_diameter: int, fov_diameter: int,
+                 max_downscale: Optional[float] = None) -> tuple[int, int]:
+    """Size that brings the FOV to fov_diameter pixels across, shrinking by at most max_downscale (if given)."""
     scale = fov_diameter / max(1, measured_diameter)
+    if max_downscale:
+        scale = max(scale, 1.0 / max_downscale)
     return max(1, round(raw_size[0] * scale)), max(1, round(raw_size[1] * scale))
 
 

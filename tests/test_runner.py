@@ -54,6 +54,18 @@ def test_fov_scale_brings_photos_to_the_model_working_diameter(cli, tmp_path, ph
         assert abs(record["fov_diameter"] * scale - 150) < 4  # the fake model declares fov_diameter=150
 
 
+def test_max_downscale_limits_how_much_large_photos_shrink(cli, tmp_path, photo_folder, fake_models):
+    out = tmp_path / "out"
+    assert run(cli, "-m", "dark-vessels", "--max-downscale", "1", photo_folder, out).exit_code == 0
+    report = json.loads((out / "run.json").read_text())
+    assert {r["fov_diameter"] > 160 for r in report["images"]} == {True, False}  # one shrinks, one grows
+    for record in report["images"]:
+        scale = record["working_size"][0] / record["raw_size"][0]
+        assert scale == pytest.approx(max(150 / record["fov_diameter"], 1.0), abs=0.02)
+    result = run(cli, "-m", "dark-vessels", "--max-downscale", "0.5", photo_folder, tmp_path / "bad")
+    assert result.exit_code == 2 and "at least 1" in result.output
+
+
 def test_prediction_is_sensible_on_a_synthetic_photo(fake_models):
     sample = synthetic_fundus(256, seed=11)
     runner = Runner(load_model("dark-vessels"), RunConfig(device="cpu"))

@@ -43,6 +43,8 @@ class RunConfig:
     whole_image_pixels: int = 1280 * 1280
     tta: bool = False
     resize: Optional[tuple] = None  # (width, height): fixed working size instead of the FOV scale
+    # High-resolution photos are shrunk by at most this much, so their finest vessels survive (see README).
+    max_downscale: Optional[float] = 3.5
     save_prob: bool = False
     overlay: bool = False
     overwrite: bool = False
@@ -79,8 +81,10 @@ def _fov_box(fov: np.ndarray, margin: int) -> tuple:
 
 
 def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
-            fixed_size: Optional[tuple] = None, index: int = 0, keep_photo: bool = False) -> Prepared:
-    """Bring a float HxWx3 photo to the model's working scale and normalisation."""
+            fixed_size: Optional[tuple] = None, index: int = 0, keep_photo: bool = False,
+            max_downscale: Optional[float] = None) -> Prepared:
+    """Bring a float HxWx3 photo to the model's working scale (shrunk by at most max_downscale) and
+    normalisation."""
     if fov is None:
         fov = estimate_fov(photo)
     elif fov.shape != photo.shape[:2]:
@@ -92,7 +96,7 @@ def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
         work_size = (fixed_size[1], fixed_size[0])
         raw_box, work_box = (0, height, 0, width), (0, work_size[0], 0, work_size[1])
     else:
-        work_size = working_size((height, width), diameter, fov_diameter_px)
+        work_size = working_size((height, width), diameter, fov_diameter_px, max_downscale)
         raw_box = _fov_box(fov, margin=max(2, diameter // 200))
         sy, sx = work_size[0] / height, work_size[1] / width
         top, left = round(raw_box[0] * sy), round(raw_box[2] * sx)
@@ -252,7 +256,8 @@ class Runner:
     # -- in memory (used by `retinaseg eval` and tests) -----------------------------------------------------
     def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
                 keep_photo: bool = False) -> Prepared:
-        return prepare(photo, fov, self.model.fov_diameter, self.config.resize, index, keep_photo)
+        return prepare(photo, fov, self.model.fov_diameter, self.config.resize, index, keep_photo,
+                       self.config.max_downscale)
 
     def predict_prepared(self, items: Iterable[Prepared]) -> Iterator[tuple[Prepared, torch.Tensor]]:
         """Yield (prepared, working-size probabilities KxHxW) in input order."""
