@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from retinaseg.inference import MAX_DOWNSCALE
+
 
 def _photos(data_root, kind: str, count: int, scratch: Path) -> tuple[list, str]:
     if data_root:
@@ -82,8 +84,7 @@ def _worker(args) -> None:
             link = links / f"{i}_{path.name}"
             link.symlink_to(path.resolve())
             inputs.append(link)
-        runner = Runner(model, RunConfig(device="cpu", batch_size=args.batch_size,
-                                         max_downscale=args.max_downscale or None))
+        runner = Runner(model, RunConfig(device="cpu", batch_size=args.batch_size, max_downscale=args.max_downscale))
         summary = runner.run(inputs, out / "run", progress=False)
         assert summary.failed == 0, summary.line()
     seconds = time.perf_counter() - started
@@ -112,7 +113,7 @@ def main():
     parser.add_argument("--files", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=4, help=argparse.SUPPRESS)
-    parser.add_argument("--max-downscale", type=float, default=3.5, help=argparse.SUPPRESS)
+    parser.add_argument("--max-downscale", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.mode = args.worker
@@ -125,7 +126,7 @@ def main():
         for kind, label in (("drive", "DRIVE-size 565x584"), ("hrf", "HRF-size 3504x2336")):
             count = args.images if kind == "drive" else max(2, args.images // 2)
             files, source = _photos(args.data_root, kind, count, Path(scratch))
-            rows = [("naive", 1, 0), ("runner", 1, 3.5), ("runner", 4, 3.5)]
+            rows = [("naive", 1, 0), ("runner", 1, MAX_DOWNSCALE), ("runner", 4, MAX_DOWNSCALE)]
             if kind == "hrf":
                 rows.insert(1, ("runner", 1, 0))
             for mode, batch, max_downscale in rows:

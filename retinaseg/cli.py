@@ -10,6 +10,7 @@ import click
 
 from retinaseg import __version__
 from retinaseg.errors import RetinasegError
+from retinaseg.inference import MAX_DOWNSCALE
 
 
 class _Command(click.Command):
@@ -184,7 +185,8 @@ def _check_max_downscale(ctx, param, value):
 
 
 def _inference_options(f):
-    f = click.option("--max-downscale", type=float, default=3.5, show_default=True, callback=_check_max_downscale,
+    f = click.option("--max-downscale", type=float, default=MAX_DOWNSCALE, show_default=True,
+                     callback=_check_max_downscale,
                      help="Photos are shrunk until their FOV matches the model's training scale (540 px across for "
                           "the shipped models), but by at most this factor, so high-resolution photos keep their "
                           "finest vessels. 0: no limit.")(f)
@@ -205,8 +207,8 @@ def _runner(model, weights, device, batch_size, tta, max_downscale, notify, **se
     from retinaseg.models import DEFAULT_MODEL, load_model
 
     loaded = load_model(model or DEFAULT_MODEL, weights)
-    return Runner(loaded, RunConfig(device=device, batch_size=batch_size, tta=tta,
-                                   max_downscale=max_downscale or None, **settings), notify=notify)
+    return Runner(loaded, RunConfig(device=device, batch_size=batch_size, tta=tta, max_downscale=max_downscale,
+                                   **settings), notify=notify)
 
 
 @cli.command()
@@ -228,8 +230,8 @@ def _runner(model, weights, device, batch_size, tta, max_downscale, notify, **se
               help="Force a fixed working size (the seeds' behaviour) instead of scaling by the FOV.")
 @click.option("--workers", default=2, show_default=True, help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(inputs, output_dir, model, weights, device, batch_size, tta, max_downscale, recursive, save_prob, overlay, overwrite,
-        fov_dir, tile_size, overlap, resize, workers, quiet):
+def run(inputs, output_dir, model, weights, device, batch_size, tta, max_downscale, recursive, save_prob, overlay,
+        overwrite, fov_dir, tile_size, overlap, resize, workers, quiet):
     """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
 
     \b
@@ -254,8 +256,9 @@ def run(inputs, output_dir, model, weights, device, batch_size, tta, max_downsca
     from retinaseg.io.inputs import find_inputs
 
     runner = _runner(model, weights, device, batch_size, tta, max_downscale,
-                     notify=lambda m: click.echo(m, err=True), save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir,
-                     tile_size=tile_size, overlap=overlap, resize=resize, workers=workers)
+                     notify=lambda m: click.echo(m, err=True), save_prob=save_prob, overlay=overlay,
+                     overwrite=overwrite, fov_dir=fov_dir, tile_size=tile_size, overlap=overlap, resize=resize,
+                     workers=workers)
     paths = find_inputs(inputs, recursive=recursive)
     summary = runner.run(paths, output_dir, progress=not quiet)
     click.echo(f"{summary.line()}; outputs in {output_dir}")

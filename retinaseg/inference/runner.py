@@ -22,6 +22,7 @@ import torch
 from retinaseg import __version__, av
 from retinaseg.errors import ImageReadError, RetinasegError
 from retinaseg.fov import estimate_fov, fov_diameter
+from retinaseg.inference import MAX_DOWNSCALE
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.io.atomic import write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
@@ -43,8 +44,7 @@ class RunConfig:
     whole_image_pixels: int = 1280 * 1280
     tta: bool = False
     resize: Optional[tuple] = None  # (width, height): fixed working size instead of the FOV scale
-    # High-resolution photos are shrunk by at most this much, so their finest vessels survive (see README).
-    max_downscale: Optional[float] = 3.5
+    max_downscale: Optional[float] = MAX_DOWNSCALE  # None or 0: no limit
     save_prob: bool = False
     overlay: bool = False
     overwrite: bool = False
