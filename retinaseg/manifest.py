@@ -3,6 +3,7 @@
     python -m retinaseg.manifest pack runs/linkseg/best.pt weights/linkseg.pt --half
     python -m retinaseg.manifest add weights/vesselnet.pt --run runs/vesselnet \\
         --command "retinaseg train ..." --eval drive=drive.json --eval hrf=hrf.json
+    python -m retinaseg.manifest metric weights/vesselnet.pt --eval hrf=hrf.json
 """
 from __future__ import annotations
 
@@ -24,9 +25,21 @@ def read_manifest() -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, notes: str = "") -> dict:
+def _metric_entries(evaluations: dict) -> dict:
+    return {name: {"command": result.get("command", ""), "mean": result["mean"], "std": result["std"]}
+            for name, result in evaluations.items()}
+
+
+def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, notes: str = "",
+              fine_tuned_from: str | None = None) -> dict:
     """Record a weight file: sha256, model and settings, datasets, epochs and wall time (from the run's
-    metrics.csv), the exact training command, and the `retinaseg eval --json` results given."""
+    metrics.csv), the exact training command, and the `retinaseg eval --json` results given.
+
+    fine_tuned_from names the manifest entry of the weights the run started from (`--init-weights`); that
+    entry is kept inside this one, so the history and the total training time stay on record."""
+    manifest = read_manifest()
+    if fine_tuned_from is not None and fine_tuned_from not in manifest:
+        raise SystemExit(f"Error: no manifest entry {fine_tuned_from!r}; entries: {', '.join(sorted(manifest))}")
     checkpoint = load_checkpoint(weights)
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     training = json.loads((run_dir / "config.json").read_text())
@@ -42,14 +55,40 @@ def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, not
         "iterations_per_epoch": training["iterations"],
         "wall_time_minutes": round(sum(float(r["seconds"]) for r in rows) / 60, 1),
         "command": command,
-        "metrics": {name: {"command": result.get("command", ""), "mean": result["mean"], "std": result["std"]}
-                    for name, result in evaluations.items()},
+        "metrics": _metric_entries(evaluations),
         "notes": notes,
     }
-    manifest = read_manifest()
+    if fine_tuned_from is not None:
+        start = {k: v for k, v in manifest[fine_tuned_from].items() if k != "metrics"}
+        entry["fine_tuned_from"] = start
+        entry["total_wall_time_minutes"] = round(
+            entry["wall_time_minutes"] + start.get("total_wall_time_minutes", start["wall_time_minutes"]), 1)
     manifest[Path(weights).name] = entry
     write_json(manifest_path(), manifest)
     return entry
+
+
+def set_metrics(weights: Path, evaluations: dict) -> dict:
+    """Replace or add named metric results of an existing entry (e.g. after an inference default changed)."""
+    manifest = read_manifest()
+    name = Path(weights).name
+    if name not in manifest:
+        raise SystemExit(f"Error: no manifest entry {name!r}; entries: {', '.join(sorted(manifest))}")
+    if sha256(weights) != manifest[name]["sha256"]:
+        raise SystemExit(f"Error: {weights} does not match its manifest sha256; record it with `add`")
+    manifest[name]["metrics"].update(_metric_entries(evaluations))
+    write_json(manifest_path(), manifest)
+    return manifest[name]
+
+
+def _read_evaluations(items: list[str]) -> dict:
+    evaluations = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"Error: --eval {item!r}: expected NAME=EVAL.json")
+        evaluations[name] = json.loads(Path(path).read_text())
+    return evaluations
 
 
 def main(argv=None):
@@ -62,6 +101,12 @@ def main(argv=None):
     add.add_argument("--eval", action="append", default=[], metavar="NAME=EVAL.json",
                      help="a `retinaseg eval --json` output; its 'command' key, if any, is kept")
     add.add_argument("--notes", default="")
+    add.add_argument("--fine-tuned-from", metavar="ENTRY",
+                     help="manifest entry (e.g. av-fusion.pt) of the weights the run started from")
+    metric = sub.add_parser("metric", help="replace or add metric results of an existing entry")
+    metric.add_argument("weights", type=Path)
+    metric.add_argument("--eval", action="append", required=True, metavar="NAME=EVAL.json",
+                        help="a `retinaseg eval --json` output")
     pack = sub.add_parser("pack", help="copy a run's best.pt for shipping, without optimiser state")
     pack.add_argument("source", type=Path)
     pack.add_argument("destination", type=Path)
@@ -71,11 +116,11 @@ def main(argv=None):
         pack_checkpoint(args.source, args.destination, half=args.half)
         print(f"{args.destination}: {args.destination.stat().st_size / 1e6:.1f} MB")
         return
-    evaluations = {}
-    for item in args.eval:
-        name, path = item.split("=", 1)
-        evaluations[name] = json.loads(Path(path).read_text())
-    entry = add_entry(args.weights, args.run, args.command, evaluations, args.notes)
+    evaluations = _read_evaluations(args.eval)
+    if args.action == "metric":
+        entry = set_metrics(args.weights, evaluations)
+    else:
+        entry = add_entry(args.weights, args.run, args.command, evaluations, args.notes, args.fine_tuned_from)
     print(json.dumps(entry, indent=2))
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from retinaseg.checkpoint import sha256, weights_dir
+from retinaseg.checkpoint import WEIGHTS_DIR_ENV, sha256, weights_dir
 from retinaseg.inference.runner import Runner, RunConfig
 from retinaseg.models import DEFAULT_MODEL, build_module, load_model, model_config
 from retinaseg.registry import get_model
@@ -106,3 +106,43 @@ def test_packed_half_precision_weights_load_and_match(tmp_path):
     x = torch.randn(1, 3, 48, 48)
     with torch.inference_mode():
         assert torch.allclose(loaded(x), module(x), atol=1e-2)
+
+
+def test_manifest_records_fine_tuning_lineage_and_replaces_metrics(tmp_path, monkeypatch):
+    from retinaseg.checkpoint import save_checkpoint
+    from retinaseg.manifest import main as manifest_main, read_manifest
+
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
+    spec = get_model("unet")
+    config = model_config(spec, {"width": 4})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"datasets": ["drive"], "loss": "bce-dice", "iterations": 5}))
+    (run / "metrics.csv").write_text("epoch,seconds\n1,60\n2,60\n")
+    result = {"command": "retinaseg eval ...", "mean": {"f1": 0.5}, "std": {"f1": 0.1}}
+    (tmp_path / "eval.json").write_text(json.dumps(result))
+    weights = tmp_path / "unet.pt"
+
+    def ship(seed):
+        torch.manual_seed(seed)
+        save_checkpoint(weights, build_module(spec, config).state_dict(), config, info={"epoch": 2})
+
+    ship(0)
+    manifest_main(["add", str(weights), "--run", str(run), "--command", "first",
+                   "--eval", f"drive={tmp_path / 'eval.json'}"])
+    ship(1)
+    manifest_main(["add", str(weights), "--run", str(run), "--command", "second",
+                   "--eval", f"drive={tmp_path / 'eval.json'}", "--fine-tuned-from", "unet.pt"])
+    entry = read_manifest()["unet.pt"]
+    assert entry["command"] == "second" and entry["fine_tuned_from"]["command"] == "first"
+    assert entry["wall_time_minutes"] == 2.0 and entry["total_wall_time_minutes"] == 4.0
+
+    result["mean"]["f1"] = 0.75
+    (tmp_path / "hrf.json").write_text(json.dumps(result))
+    manifest_main(["metric", str(weights), "--eval", f"hrf={tmp_path / 'hrf.json'}"])
+    metrics = read_manifest()["unet.pt"]["metrics"]
+    assert metrics["hrf"]["mean"]["f1"] == 0.75 and metrics["drive"]["mean"]["f1"] == 0.5
+
+    ship(2)  # the file changed since it was recorded: its metrics must not be updated silently
+    with pytest.raises(SystemExit, match="does not match"):
+        manifest_main(["metric", str(weights), "--eval", f"hrf={tmp_path / 'hrf.json'}"])
