@@ -25,6 +25,12 @@ def read_manifest() -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _require_entry(manifest: dict, name: str) -> dict:
+    if name not in manifest:
+        raise SystemExit(f"Error: no manifest entry {name!r}; entries: {', '.join(sorted(manifest))}")
+    return manifest[name]
+
+
 def _metric_entries(evaluations: dict) -> dict:
     return {name: {"command": result.get("command", ""), "mean": result["mean"], "std": result["std"]}
             for name, result in evaluations.items()}
@@ -38,8 +44,7 @@ def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, not
     fine_tuned_from names the manifest entry of the weights the run started from (`--init-weights`); that
     entry is kept inside this one, so the history and the total training time stay on record."""
     manifest = read_manifest()
-    if fine_tuned_from is not None and fine_tuned_from not in manifest:
-        raise SystemExit(f"Error: no manifest entry {fine_tuned_from!r}; entries: {', '.join(sorted(manifest))}")
+    start = None if fine_tuned_from is None else _require_entry(manifest, fine_tuned_from)
     checkpoint = load_checkpoint(weights)
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     training = json.loads((run_dir / "config.json").read_text())
@@ -58,8 +63,8 @@ def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, not
         "metrics": _metric_entries(evaluations),
         "notes": notes,
     }
-    if fine_tuned_from is not None:
-        start = {k: v for k, v in manifest[fine_tuned_from].items() if k != "metrics"}
+    if start is not None:
+        start = {k: v for k, v in start.items() if k != "metrics"}
         entry["fine_tuned_from"] = start
         entry["total_wall_time_minutes"] = round(
             entry["wall_time_minutes"] + start.get("total_wall_time_minutes", start["wall_time_minutes"]), 1)
@@ -71,14 +76,12 @@ def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, not
 def set_metrics(weights: Path, evaluations: dict) -> dict:
     """Replace or add named metric results of an existing entry (e.g. after an inference default changed)."""
     manifest = read_manifest()
-    name = Path(weights).name
-    if name not in manifest:
-        raise SystemExit(f"Error: no manifest entry {name!r}; entries: {', '.join(sorted(manifest))}")
-    if sha256(weights) != manifest[name]["sha256"]:
+    entry = _require_entry(manifest, Path(weights).name)
+    if sha256(weights) != entry["sha256"]:
         raise SystemExit(f"Error: {weights} does not match its manifest sha256; record it with `add`")
-    manifest[name]["metrics"].update(_metric_entries(evaluations))
+    entry["metrics"].update(_metric_entries(evaluations))
     write_json(manifest_path(), manifest)
-    return manifest[name]
+    return entry
 
 
 def _read_evaluations(items: list[str]) -> dict:
