@@ -1,10 +1,11 @@
-"""Vessel scores against the working scale: how wide the FOV is made before the network sees it.
+"""Scores against the working scale: how wide the FOV is made before the network sees it.
 
     python benchmarks/working_scale.py --dataset hrf --split training --diameters 540,960,1440
+    python benchmarks/working_scale.py --model av-fusion --dataset hrf-av --split training
 
 Runs `retinaseg eval`'s scoring (the one metric implementation) once per working FOV diameter, overriding
-what --max-downscale would choose, and prints F1, AUC-ROC and Acc for each. Choose the scale on a training
-split; the test split is for reporting.
+what --max-downscale would choose, and prints F1, AUC-ROC and Acc for each (for A/V models: class-weighted
+F1 and AUC-ROC, and A/V accuracy). Choose the scale on a training split; the test split is for reporting.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import torch
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.models import load_model
+
+AV_KEYS = ("weighted_f1", "weighted_auc_roc", "av_accuracy")
 
 
 def main():
@@ -29,14 +32,15 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{args.model} on {args.dataset} {args.split}, scored at raw size inside the FOV")
-    print(f"{'FOV px':>8}{'F1':>8}{'AUC-ROC':>9}{'Acc':>8}")
+    print(f"{'FOV px':>8}{'F1':>8}{'AUC-ROC':>9}{'Acc':>8}   (A/V models: weighted F1, weighted AUC, A/V acc)")
     for diameter in (int(d) for d in args.diameters.split(",")):
         model = load_model(args.model)
         model.config["fov_diameter"] = diameter  # every photo's FOV becomes this wide
-        runner = Runner(model, RunConfig(device="cpu", max_downscale=None))
-        summary = evaluate(args.dataset, args.data_root, args.split, runner=runner).summary
-        print(f"{diameter:>8}{summary['f1'][0]:>8.4f}{summary['auc_roc'][0]:>9.4f}{summary['acc'][0]:>8.4f}",
-              flush=True)
+        runner = Runner(model, RunConfig(device="cpu", max_downscale=0))
+        evaluation = evaluate(args.dataset, args.data_root, args.split, runner=runner)
+        keys = ("f1", "auc_roc", "acc") if evaluation.task == "vessel" else AV_KEYS
+        f1, auc, acc = (evaluation.summary[key][0] for key in keys)
+        print(f"{diameter:>8}{f1:>8.4f}{auc:>9.4f}{acc:>8.4f}", flush=True)
 
 
 if __name__ == "__main__":
