@@ -173,6 +173,8 @@ def register_models(register):
         classes=AV_CLASSES,
         options={"width": 8},
         size_divisor=16,
+        # Chosen on the HRF-AV training split (benchmarks/working_scale.py): FOV 760 px across beats 540 and 960.
+        max_downscale=4.3,
         weights="av-fusion.pt",
         training_step=FusionGANStep,
     ))

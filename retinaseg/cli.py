@@ -179,17 +179,17 @@ def _parse_size(ctx, param, value):
 
 
 def _check_max_downscale(ctx, param, value):
-    if value != 0 and value < 1:
+    if value is not None and value != 0 and value < 1:
         raise click.BadParameter(f"must be 0 (no limit) or at least 1, got {value}")
     return value
 
 
 def _inference_options(f):
-    f = click.option("--max-downscale", type=float, default=MAX_DOWNSCALE, show_default=True,
-                     callback=_check_max_downscale,
+    f = click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale,
                      help="Photos are shrunk until their FOV matches the model's training scale (540 px across for "
                           "the shipped models), but by at most this factor, so high-resolution photos keep their "
-                          "finest vessels. 0: no limit.")(f)
+                          f"finest vessels. 0: no limit. Default: the model's own ({MAX_DOWNSCALE} unless its plugin "
+                          "declares another; av-fusion: 4.3, for artery/vein context).")(f)
     f = click.option("--tta", is_flag=True, help="Average over horizontal/vertical flips (4x slower, "
                      "slightly better).")(f)
     f = click.option("--batch-size", "-b", type=int, default=None,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 from retinaseg.errors import DuplicateNameError, UnknownNameError
+from retinaseg.inference import MAX_DOWNSCALE
 from retinaseg.plugins import load_plugins, plugin_package, pm
 
 VESSEL_CLASSES = 1  # one sigmoid channel: vessel probability
@@ -30,6 +31,9 @@ class ModelSpec:
     # Working scale: the photo is resized so its field of view is this many pixels across.
     fov_diameter: int = 540
     size_divisor: int = 32
+    # Default cap on shrinking high-resolution photos to the working scale (--max-downscale; 0: no limit).
+    # A model that needs context more than fine detail (artery/vein calls) may declare a larger one.
+    max_downscale: float = MAX_DOWNSCALE
     # Name of the weights file in weights/ used when --weights is not given (None: needs no weights).
     weights: Optional[str] = None
     # Optional custom training step factory (e.g. a GAN); see retinaseg.training.engine.TrainingStep.

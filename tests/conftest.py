@@ -85,7 +85,7 @@ class FakeModelPlugin:
         register(ModelSpec(name="dark-vessels", build=DarkVessels, description="test", fov_diameter=150,
                            size_divisor=8))
         register(ModelSpec(name="halves-av", build=HalvesAV, description="test", classes=4, fov_diameter=150,
-                           size_divisor=8))
+                           size_divisor=8, max_downscale=1))
 
 
 @pytest.fixture

@@ -66,6 +66,19 @@ def test_max_downscale_limits_how_much_large_photos_shrink(cli, tmp_path, photo_
     assert result.exit_code == 2 and "at least 1" in result.output
 
 
+def test_a_model_declares_its_own_max_downscale(cli, tmp_path, photo_folder, fake_models):
+    def scales(*options):
+        out = tmp_path / "-".join(options or ("default",))
+        assert run(cli, "-m", "halves-av", *options, photo_folder, out).exit_code == 0
+        report = json.loads((out / "run.json").read_text())
+        return {r["stem"]: (r["working_size"][0] / r["raw_size"][0], r["fov_diameter"]) for r in report["images"]}
+
+    for scale, fov in scales().values():  # halves-av declares max_downscale=1: nothing shrinks
+        assert scale == pytest.approx(max(150 / fov, 1.0), abs=0.02)
+    for scale, fov in scales("--max-downscale", "0").values():  # the option overrides the model
+        assert scale == pytest.approx(150 / fov, abs=0.02)
+
+
 def test_prediction_is_sensible_on_a_synthetic_photo(fake_models):
     sample = synthetic_fundus(256, seed=11)
     runner = Runner(load_model("dark-vessels"), RunConfig(device="cpu"))

@@ -22,7 +22,6 @@ import torch
 from retinaseg import __version__, av
 from retinaseg.errors import ImageReadError, RetinasegError
 from retinaseg.fov import estimate_fov, fov_diameter
-from retinaseg.inference import MAX_DOWNSCALE
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.io.atomic import write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
@@ -44,7 +43,7 @@ class RunConfig:
     whole_image_pixels: int = 1280 * 1280
     tta: bool = False
     resize: Optional[tuple] = None  # (width, height): fixed working size instead of the FOV scale
-    max_downscale: Optional[float] = MAX_DOWNSCALE  # None or 0: no limit
+    max_downscale: Optional[float] = None  # None: the model's (ModelSpec.max_downscale); 0: no limit
     save_prob: bool = False
     overlay: bool = False
     overwrite: bool = False
@@ -246,7 +245,9 @@ class Runner:
         self.device = resolve_device(config.device)
         if config.batch_size is None:
             config = replace(config, batch_size=8 if self.device.type == "cuda" else 1)
-            self.config = config
+        if config.max_downscale is None:
+            config = replace(config, max_downscale=model.spec.max_downscale)
+        self.config = config
         divisor = model.config["size_divisor"]
         tile = max(divisor, config.tile_size // divisor * divisor)
         self.window = SlidingWindow(tile_size=tile, overlap=config.overlap, size_divisor=divisor,
