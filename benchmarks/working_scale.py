@@ -18,7 +18,8 @@ from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.models import load_model
 
-AV_KEYS = ("weighted_f1", "weighted_auc_roc", "av_accuracy")
+COLUMNS = {"vessel": {"F1": "f1", "AUC-ROC": "auc_roc", "Acc": "acc"},
+           "av": {"wF1": "weighted_f1", "wAUC-ROC": "weighted_auc_roc", "A/V acc": "av_accuracy"}}
 
 
 def main():
@@ -32,15 +33,16 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{args.model} on {args.dataset} {args.split}, scored at raw size inside the FOV")
-    print(f"{'FOV px':>8}{'F1':>8}{'AUC-ROC':>9}{'Acc':>8}   (A/V models: weighted F1, weighted AUC, A/V acc)")
-    for diameter in (int(d) for d in args.diameters.split(",")):
+    for row, diameter in enumerate(int(d) for d in args.diameters.split(",")):
         model = load_model(args.model)
         model.config["fov_diameter"] = diameter  # every photo's FOV becomes this wide
         runner = Runner(model, RunConfig(device="cpu", max_downscale=0))
         evaluation = evaluate(args.dataset, args.data_root, args.split, runner=runner)
-        keys = ("f1", "auc_roc", "acc") if evaluation.task == "vessel" else AV_KEYS
-        f1, auc, acc = (evaluation.summary[key][0] for key in keys)
-        print(f"{diameter:>8}{f1:>8.4f}{auc:>9.4f}{acc:>8.4f}", flush=True)
+        columns = COLUMNS[evaluation.task]  # the task is known once a model meets the data
+        if row == 0:
+            print(f"{'FOV px':>8}" + "".join(f"{name:>10}" for name in columns))
+        print(f"{diameter:>8}" + "".join(f"{evaluation.summary[key][0]:>10.4f}" for key in columns.values()),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -91,14 +91,17 @@ def plugins():
     """
     from retinaseg.registry import all_datasets, all_losses, all_models
 
-    tables = [("models", all_models(), lambda s: f"{s.task}, {s.classes} class(es)"),
-              ("losses", all_losses(), lambda s: s.task),
-              ("datasets", all_datasets(), lambda s: s.task)]
-    for title, table, kind in tables:
+    def own_max_downscale(spec) -> str:
+        return f" [--max-downscale default {spec.max_downscale:g}]" if spec.max_downscale != MAX_DOWNSCALE else ""
+
+    tables = [("models", all_models(), lambda s: f"{s.task}, {s.classes} class(es)", own_max_downscale),
+              ("losses", all_losses(), lambda s: s.task, lambda s: ""),
+              ("datasets", all_datasets(), lambda s: s.task, lambda s: "")]
+    for title, table, kind, note in tables:
         click.echo(f"{title}:")
         for name, spec in sorted(table.items()):
             click.echo(f"  {name:<22} {kind(spec):<20} {spec.plugin} ({spec.package})")
-            click.echo(f"  {'':<22} {spec.description}")
+            click.echo(f"  {'':<22} {spec.description}{note(spec)}")
         click.echo()
 
 
@@ -188,8 +191,8 @@ def _inference_options(f):
     f = click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale,
                      help="Photos are shrunk until their FOV matches the model's training scale (540 px across for "
                           "the shipped models), but by at most this factor, so high-resolution photos keep their "
-                          f"finest vessels. 0: no limit. Default: the model's own ({MAX_DOWNSCALE} unless its plugin "
-                          "declares another; av-fusion: 4.3, for artery/vein context).")(f)
+                          f"finest vessels. 0: no limit. Default: the model's own, {MAX_DOWNSCALE} unless `retinaseg "
+                          "plugins` lists another.")(f)
     f = click.option("--tta", is_flag=True, help="Average over horizontal/vertical flips (4x slower, "
                      "slightly better).")(f)
     f = click.option("--batch-size", "-b", type=int, default=None,

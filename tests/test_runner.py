@@ -54,28 +54,28 @@ def test_fov_scale_brings_photos_to_the_model_working_diameter(cli, tmp_path, ph
         assert abs(record["fov_diameter"] * scale - 150) < 4  # the fake model declares fov_diameter=150
 
 
+def working_scales(out) -> list[tuple[float, int]]:
+    """(working/raw scale, FOV diameter in raw pixels) of each photo in a run's report."""
+    report = json.loads((out / "run.json").read_text())
+    return [(r["working_size"][0] / r["raw_size"][0], r["fov_diameter"]) for r in report["images"]]
+
+
 def test_max_downscale_limits_how_much_large_photos_shrink(cli, tmp_path, photo_folder, fake_models):
     out = tmp_path / "out"
     assert run(cli, "-m", "dark-vessels", "--max-downscale", "1", photo_folder, out).exit_code == 0
-    report = json.loads((out / "run.json").read_text())
-    assert {r["fov_diameter"] > 160 for r in report["images"]} == {True, False}  # one shrinks, one grows
-    for record in report["images"]:
-        scale = record["working_size"][0] / record["raw_size"][0]
-        assert scale == pytest.approx(max(150 / record["fov_diameter"], 1.0), abs=0.02)
+    assert {fov > 160 for _, fov in working_scales(out)} == {True, False}  # one shrinks, one grows
+    for scale, fov in working_scales(out):
+        assert scale == pytest.approx(max(150 / fov, 1.0), abs=0.02)
     result = run(cli, "-m", "dark-vessels", "--max-downscale", "0.5", photo_folder, tmp_path / "bad")
     assert result.exit_code == 2 and "at least 1" in result.output
 
 
 def test_a_model_declares_its_own_max_downscale(cli, tmp_path, photo_folder, fake_models):
-    def scales(*options):
-        out = tmp_path / "-".join(options or ("default",))
-        assert run(cli, "-m", "halves-av", *options, photo_folder, out).exit_code == 0
-        report = json.loads((out / "run.json").read_text())
-        return {r["stem"]: (r["working_size"][0] / r["raw_size"][0], r["fov_diameter"]) for r in report["images"]}
-
-    for scale, fov in scales().values():  # halves-av declares max_downscale=1: nothing shrinks
+    assert run(cli, "-m", "halves-av", photo_folder, tmp_path / "default").exit_code == 0
+    for scale, fov in working_scales(tmp_path / "default"):  # halves-av declares max_downscale=1: nothing shrinks
         assert scale == pytest.approx(max(150 / fov, 1.0), abs=0.02)
-    for scale, fov in scales("--max-downscale", "0").values():  # the option overrides the model
+    assert run(cli, "-m", "halves-av", "--max-downscale", "0", photo_folder, tmp_path / "no-limit").exit_code == 0
+    for scale, fov in working_scales(tmp_path / "no-limit"):  # the option overrides the model
         assert scale == pytest.approx(150 / fov, abs=0.02)
 
 
