@@ -14,12 +14,9 @@ import os
 
 import torch
 
-from retinaseg.evaluation.evaluate import evaluate
+from retinaseg.evaluation.evaluate import HEADLINE, evaluate
 from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.models import load_model
-
-COLUMNS = {"vessel": {"F1": "f1", "AUC-ROC": "auc_roc", "Acc": "acc"},
-           "av": {"wF1": "weighted_f1", "wAUC-ROC": "weighted_auc_roc", "A/V acc": "av_accuracy"}}
 
 
 def main():
@@ -38,7 +35,7 @@ def main():
         model.config["fov_diameter"] = diameter  # every photo's FOV becomes this wide
         runner = Runner(model, RunConfig(device="cpu", max_downscale=0))
         evaluation = evaluate(args.dataset, args.data_root, args.split, runner=runner)
-        columns = COLUMNS[evaluation.task]  # the task is known once a model meets the data
+        columns = HEADLINE[evaluation.task]  # the task is known once a model meets the data
         if row == 0:
             print(f"{'FOV px':>8}" + "".join(f"{name:>10}" for name in columns))
         print(f"{diameter:>8}" + "".join(f"{evaluation.summary[key][0]:>10.4f}" for key in columns.values()),

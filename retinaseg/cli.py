@@ -91,10 +91,12 @@ def plugins():
     """
     from retinaseg.registry import all_datasets, all_losses, all_models
 
-    def own_max_downscale(spec) -> str:
-        return f" [--max-downscale default {spec.max_downscale:g}]" if spec.max_downscale != MAX_DOWNSCALE else ""
+    def own_defaults(spec) -> str:
+        own = [f"--max-downscale default {spec.max_downscale:g}"] if spec.max_downscale != MAX_DOWNSCALE else []
+        own += ["--tta by default"] if spec.tta else []
+        return f" [{'; '.join(own)}]" if own else ""
 
-    tables = [("models", all_models(), lambda s: f"{s.task}, {s.classes} class(es)", own_max_downscale),
+    tables = [("models", all_models(), lambda s: f"{s.task}, {s.classes} class(es)", own_defaults),
               ("losses", all_losses(), lambda s: s.task, lambda s: ""),
               ("datasets", all_datasets(), lambda s: s.task, lambda s: "")]
     for title, table, kind, note in tables:
@@ -193,8 +195,9 @@ def _inference_options(f):
                           "the shipped models), but by at most this factor, so high-resolution photos keep their "
                           f"finest vessels. 0: no limit. Default: the model's own, {MAX_DOWNSCALE} unless `retinaseg "
                           "plugins` lists another.")(f)
-    f = click.option("--tta", is_flag=True, help="Average over horizontal/vertical flips (4x slower, "
-                     "slightly better).")(f)
+    f = click.option("--tta/--no-tta", default=None,
+                     help="Average over horizontal and vertical flips: 4x slower, slightly better. Default: the "
+                          "model's own, off unless `retinaseg plugins` lists it.")(f)
     f = click.option("--batch-size", "-b", type=int, default=None,
                      help="Tiles (or whole small images) per forward pass; tiles of several photos share a batch. "
                           "Default: 8 on CUDA, 1 on CPU.")(f)

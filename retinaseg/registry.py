@@ -34,6 +34,9 @@ class ModelSpec:
     # Default cap on shrinking high-resolution photos to the working scale (--max-downscale; 0: no limit).
     # A model that needs context more than fine detail (artery/vein calls) may declare a larger one.
     max_downscale: float = MAX_DOWNSCALE
+    # Default for flip test-time augmentation (--tta / --no-tta): 4x the inference time, so only a model whose
+    # scores gain from it on held-out images, and for which accuracy matters more than speed, turns it on.
+    tta: bool = False
     # Name of the weights file in weights/ used when --weights is not given (None: needs no weights).
     weights: Optional[str] = None
     # Optional custom training step factory (e.g. a GAN); see retinaseg.training.engine.TrainingStep.

@@ -11,13 +11,14 @@ import pytest
 import tifffile
 
 import retinaseg.io.atomic as atomic
-from retinaseg import av
+from retinaseg import av, hookimpl
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.inference.runner import Runner, RunConfig
 from retinaseg.models import load_model
+from retinaseg.registry import ModelSpec
 from retinaseg.synthetic import synthetic_fundus
 
-from conftest import f1
+from conftest import HalvesAV, f1, registered
 
 SIZES = {"a": (192, 192), "b": (151, 173), "c": (97, 133)}  # (height, width) in photo_folder
 
@@ -77,6 +78,28 @@ def test_a_model_declares_its_own_max_downscale(cli, tmp_path, photo_folder, fak
     assert run(cli, "-m", "halves-av", "--max-downscale", "0", photo_folder, tmp_path / "no-limit").exit_code == 0
     for scale, fov in working_scales(tmp_path / "no-limit"):  # the option overrides the model
         assert scale == pytest.approx(150 / fov, abs=0.02)
+
+
+class FlipSensitivePlugin:
+    @hookimpl
+    def register_models(self, register):  # halves-av's artery/vein sides swap under a horizontal flip
+        register(ModelSpec(name="halves-av-tta", build=HalvesAV, description="test", classes=4, fov_diameter=150,
+                           size_divisor=8, tta=True))
+
+
+def test_a_model_declares_its_own_tta_default(cli, tmp_path, photo_folder):
+    def artery_vein_gap(out):
+        prob = tifffile.imread(out / "prob" / "a.tif")
+        return float(np.abs(prob[av.ARTERY] - prob[av.VEIN]).max())
+
+    with registered(FlipSensitivePlugin(), "flip-sensitive-plugin"):
+        assert run(cli, "-m", "halves-av-tta", "--save-prob", photo_folder, tmp_path / "default").exit_code == 0
+        assert run(cli, "-m", "halves-av-tta", "--save-prob", "--no-tta", photo_folder,
+                   tmp_path / "plain").exit_code == 0
+    assert json.loads((tmp_path / "default" / "run.json").read_text())["settings"]["tta"] is True
+    assert json.loads((tmp_path / "plain" / "run.json").read_text())["settings"]["tta"] is False
+    # flips average the left-is-artery and right-is-artery views into equal artery and vein probabilities
+    assert artery_vein_gap(tmp_path / "default") < 1e-5 < 0.5 < artery_vein_gap(tmp_path / "plain")
 
 
 def test_prediction_is_sensible_on_a_synthetic_photo(fake_models):

@@ -9,10 +9,13 @@ import torch
 
 import layouts
 from retinaseg.checkpoint import load_checkpoint, save_checkpoint
+from retinaseg.datasets import load_samples
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.errors import CheckpointError
+from retinaseg.evaluation.evaluate import evaluate
+from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.models import load_model
-from retinaseg.training.engine import lr_factor
+from retinaseg.training.engine import lr_factor, split_validation
 
 TINY = ["--epochs", "2", "--iterations", "3", "--batch-size", "2", "--patch-size", "32", "--val-fraction", "0.34",
         "--device", "cpu", "--fov-diameter", "60"]
@@ -110,6 +113,16 @@ def test_eval_with_a_model_reports_the_second_observer(cli, tmp_path):
     scores = json.loads((tmp_path / "e.json").read_text())
     assert scores["second_observer"]["f1"] == 1.0  # the synthetic 2nd manual is a copy of the 1st
     assert "2nd observer" in result.output
+
+
+def test_eval_can_score_only_the_images_a_training_run_held_out(tmp_path, fake_models):
+    layouts.drive(tmp_path / "DRIVE")
+    _, samples = load_samples("drive", tmp_path, "training")
+    fit, held = split_validation(samples, 0.34, seed=1)
+    assert len(held) == 1 and held[0] not in fit  # the same draw `retinaseg train --seed 1 --val-fraction 0.34` makes
+    runner = Runner(load_model("dark-vessels"), RunConfig(device="cpu"))
+    result = evaluate("drive", tmp_path, "training", runner=runner, ids={held[0].id})
+    assert [row["id"] for row in result.rows] == [held[0].id]
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -23,6 +23,9 @@ from retinaseg.io.images import read_binary_mask, read_mask, read_photo
 VESSEL_COLUMNS = ("se", "sp", "acc", "precision", "f1", "iou", "mcc", "mse", "auc_roc", "auc_pr")
 AV_COLUMNS = ("weighted_se", "weighted_sp", "weighted_f1", "weighted_auc_roc", "weighted_auc_pr", "weighted_mse",
               "av_accuracy", "artery_f1", "vein_f1", "uncertain_f1", "vessel_f1")
+# The three scores a comparison prints first, per task: {column title: metric key}.
+HEADLINE = {"vessel": {"F1": "f1", "AUC-ROC": "auc_roc", "Acc": "acc"},
+            "av": {"wF1": "weighted_f1", "wAUC-ROC": "weighted_auc_roc", "A/V acc": "av_accuracy"}}
 
 
 @dataclass
@@ -74,12 +77,16 @@ def _read_prediction(folder: Path, sample: Sample, task: str):
 
 def evaluate(dataset: str, data_root, split: str = "test", runner: Optional[Runner] = None,
              pred_dir=None, use_fov: bool = True, source: str = "", dataset_options: Optional[dict] = None,
-             on_image: Callable[[dict], None] = lambda row: None, progress: bool = False) -> Evaluation:
+             on_image: Callable[[dict], None] = lambda row: None, progress: bool = False,
+             ids: Optional[set] = None) -> Evaluation:
+    """ids: score only the samples with these ids (e.g. a training run's validation images)."""
     from tqdm import tqdm
 
     if (runner is None) == (pred_dir is None):
         raise RetinasegError("evaluate needs exactly one of a model or a prediction folder")
     spec, samples = load_samples(dataset, data_root, split, **(dataset_options or {}))
+    if ids is not None:
+        samples = [s for s in samples if s.id in ids]
     task = spec.task
     if runner is not None and runner.model.classes == 1:
         task = "vessel"  # a binary model on an A/V dataset is scored on the vessel tree (label > 0)

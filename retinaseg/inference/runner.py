@@ -41,7 +41,7 @@ class RunConfig:
     tile_size: int = 512
     overlap: float = 0.25
     whole_image_pixels: int = 1280 * 1280
-    tta: bool = False
+    tta: Optional[bool] = None  # None: the model's (ModelSpec.tta)
     resize: Optional[tuple] = None  # (width, height): fixed working size instead of the FOV scale
     max_downscale: Optional[float] = None  # None: the model's (ModelSpec.max_downscale); 0: no limit
     save_prob: bool = False
@@ -247,6 +247,8 @@ class Runner:
             config = replace(config, batch_size=8 if self.device.type == "cuda" else 1)
         if config.max_downscale is None:
             config = replace(config, max_downscale=model.spec.max_downscale)
+        if config.tta is None:
+            config = replace(config, tta=model.spec.tta)
         self.config = config
         divisor = model.config["size_divisor"]
         tile = max(divisor, config.tile_size // divisor * divisor)

@@ -97,7 +97,9 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+def split_validation(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(training, validation): the held-out share is drawn by seed, so a run's validation images can be named
+    again later (benchmarks/held_out_tta.py scores them)."""
     if fraction <= 0 or len(samples) < 2:
         return samples, []
     order = list(range(len(samples)))
@@ -137,7 +139,7 @@ def _load_images(config: TrainConfig, task: str, fov_diameter: int, classes: int
         if spec.task != task and not (spec.task == "av" and task == "vessel"):
             raise RetinasegError(f"dataset {name} has {spec.task} labels but model {config.model} is a {task} "
                                  f"model")
-        fit, held = _split(samples, config.val_fraction, config.seed)
+        fit, held = split_validation(samples, config.val_fraction, config.seed)
         train += [(s, spec.task) for s in fit]
         val += [(s, spec.task) for s in held]
     prepared = []
