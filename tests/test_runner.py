@@ -138,7 +138,8 @@ def test_av_models_write_colour_maps_and_class_probabilities(cli, tmp_path, phot
 def test_run_json_records_model_settings_versions_and_each_input(cli, tmp_path, photo_folder, fake_models):
     (photo_folder / "broken.png").write_bytes(b"garbage")
     out = tmp_path / "out"
-    result = run(cli, "-m", "dark-vessels", "--tile-size", "64", "--overlap", "0.5", photo_folder, out)
+    result = run(cli, "-m", "dark-vessels", "--tile-size", "64", "--overlap", "0.5", "--device", "cpu",
+                 photo_folder, out)
     assert result.exit_code == 1
     report = json.loads((out / "run.json").read_text())
     assert report["model"] == "dark-vessels" and report["weights"] is None and report["weights_sha256"] is None
