@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -48,11 +49,17 @@ def load_checkpoint(path) -> dict:
     return payload
 
 
-def pack_checkpoint(source, destination, half: bool = False) -> None:
+def pack_checkpoint(source, destination, half: bool = False, max_downscale: Optional[float] = None) -> None:
     """Copy a training checkpoint's weights, config and info for shipping, without optimiser state. With
     half=True, convolution and linear kernels (tensors of 2+ dims, nearly all the bytes) are stored as float16,
-    halving the file; biases and BatchNorm statistics stay float32. Loading casts them back to float32."""
+    halving the file; biases and BatchNorm statistics stay float32. Loading casts them back to float32.
+    max_downscale records the file's own default cap on shrinking (chosen on held-out images; 0: no limit)."""
     payload = load_checkpoint(source)
     state = {key: value.half() if half and value.is_floating_point() and value.dim() >= 2 else value
              for key, value in payload["state_dict"].items()}
-    save_checkpoint(destination, state, payload["config"], info=payload.get("info", {}))
+    config = dict(payload["config"])
+    if max_downscale is not None:
+        if max_downscale != 0 and max_downscale < 1:
+            raise CheckpointError(f"max_downscale must be 0 (no limit) or at least 1, got {max_downscale}")
+        config["max_downscale"] = float(max_downscale)
+    save_checkpoint(destination, state, config, info=payload.get("info", {}))

@@ -193,8 +193,8 @@ def _inference_options(f):
     f = click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale,
                      help="Photos are shrunk until their FOV matches the model's training scale (540 px across for "
                           "the shipped models), but by at most this factor, so high-resolution photos keep their "
-                          f"finest vessels. 0: no limit. Default: the model's own, {MAX_DOWNSCALE} unless `retinaseg "
-                          "plugins` lists another.")(f)
+                          f"finest vessels. 0: no limit. Default: the weights file's own if it records one, else the "
+                          f"model's, {MAX_DOWNSCALE} unless `retinaseg plugins` lists another.")(f)
     f = click.option("--tta/--no-tta", default=None,
                      help="Average over horizontal and vertical flips: 4x slower, slightly better. Default: the "
                           "model's own, off unless `retinaseg plugins` lists it.")(f)

@@ -19,7 +19,7 @@ DEFAULT_MODEL = "vesselnet"
 class LoadedModel:
     spec: ModelSpec
     module: torch.nn.Module
-    config: dict  # classes, options, fov_diameter, size_divisor, normalization
+    config: dict  # classes, options, fov_diameter, size_divisor, normalization[, max_downscale]
     weights: Optional[Path]
     weights_sha256: Optional[str]
 
@@ -30,6 +30,12 @@ class LoadedModel:
     @property
     def fov_diameter(self) -> int:
         return self.config["fov_diameter"]
+
+    @property
+    def max_downscale(self) -> float:
+        """The weights file's own cap on shrinking (a file fine-tuned on one camera's photos may work best at
+        another scale than the model's other files), else the model's."""
+        return self.config.get("max_downscale", self.spec.max_downscale)
 
 
 def model_config(spec: ModelSpec, options: Optional[dict] = None, fov_diameter: Optional[int] = None) -> dict:

@@ -80,6 +80,26 @@ def test_a_model_declares_its_own_max_downscale(cli, tmp_path, photo_folder, fak
         assert scale == pytest.approx(150 / fov, abs=0.02)
 
 
+def test_a_weights_file_records_its_own_max_downscale(cli, tmp_path, photo_folder, fake_models):
+    from retinaseg.checkpoint import pack_checkpoint, save_checkpoint
+    from retinaseg.errors import CheckpointError
+    from retinaseg.models import model_config
+    from retinaseg.registry import get_model
+
+    save_checkpoint(tmp_path / "best.pt", {}, model_config(get_model("halves-av")))
+    pack_checkpoint(tmp_path / "best.pt", tmp_path / "own.pt", max_downscale=0)  # the model says 1
+    assert load_model("halves-av", tmp_path / "own.pt").max_downscale == 0
+    assert run(cli, "-m", "halves-av", "-w", tmp_path / "own.pt", photo_folder, tmp_path / "file").exit_code == 0
+    for scale, fov in working_scales(tmp_path / "file"):  # the file's 0 (no limit) beats the model's 1
+        assert scale == pytest.approx(150 / fov, abs=0.02)
+    assert run(cli, "-m", "halves-av", "-w", tmp_path / "own.pt", "--max-downscale", "1", photo_folder,
+               tmp_path / "option").exit_code == 0
+    for scale, fov in working_scales(tmp_path / "option"):  # and the option beats the file
+        assert scale == pytest.approx(max(150 / fov, 1.0), abs=0.02)
+    with pytest.raises(CheckpointError, match="at least 1"):
+        pack_checkpoint(tmp_path / "best.pt", tmp_path / "bad.pt", max_downscale=0.5)
+
+
 class FlipSensitivePlugin:
     @hookimpl
     def register_models(self, register):  # halves-av's artery/vein sides swap under a horizontal flip

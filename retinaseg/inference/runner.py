@@ -43,7 +43,7 @@ class RunConfig:
     whole_image_pixels: int = 1280 * 1280
     tta: Optional[bool] = None  # None: the model's (ModelSpec.tta)
     resize: Optional[tuple] = None  # (width, height): fixed working size instead of the FOV scale
-    max_downscale: Optional[float] = None  # None: the model's (ModelSpec.max_downscale); 0: no limit
+    max_downscale: Optional[float] = None  # None: the weights' or model's (LoadedModel.max_downscale); 0: no limit
     save_prob: bool = False
     overlay: bool = False
     overwrite: bool = False
@@ -246,7 +246,7 @@ class Runner:
         if config.batch_size is None:
             config = replace(config, batch_size=8 if self.device.type == "cuda" else 1)
         if config.max_downscale is None:
-            config = replace(config, max_downscale=model.spec.max_downscale)
+            config = replace(config, max_downscale=model.max_downscale)
         if config.tta is None:
             config = replace(config, tta=model.spec.tta)
         self.config = config
