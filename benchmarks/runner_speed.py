@@ -1,6 +1,7 @@
-"""Runner speed and peak memory on CPU, against the seeds' naive loop, in the same run.
+"""Runner speed and peak memory, against the seeds' naive loop, in the same run.
 
     python benchmarks/runner_speed.py [--data-root ../shared/data] [--model vesselnet] [--images 10]
+    python benchmarks/runner_speed.py --device cuda --images 40     # on a GPU machine
 
 DRIVE-size (565x584) and HRF-size (3504x2336) photos come from --data-root (DRIVE/test/images,
 HRF-AV/test/images); without it, synthetic photos of those sizes are used and the table says so. Each
@@ -11,6 +12,9 @@ naive   the seeds' way: one photo at a time, resize to 512x512, one forward pass
 runner  `retinaseg run`'s Runner end to end (read, FOV, working scale, forward, raw size, write raw_pre and
         small_pre), with the batch size given, at the default --max-downscale (3.5: an HRF photo's FOV
         becomes ~940 px across) and, for HRF, also with no limit (FOV 540 px, the naive loop's pixel count).
+
+With --device cuda both methods run on the GPU (the runner under its bfloat16 autocast, batches 1 and 8), every
+timing ends with a synchronize, and a column adds the peak GPU memory torch allocated.
 """
 from __future__ import annotations
 
@@ -59,23 +63,28 @@ def _worker(args) -> None:
 
     torch.set_num_threads(args.threads)
     files = [Path(p) for p in json.loads(args.files)]
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     model = load_model(args.model)
     out = Path(args.out)
-    warm = torch.randn(1, 3, 64, 64)
+    warm = torch.randn(1, 3, 64, 64, device=device)
     with torch.no_grad():
-        model.module(warm)
+        model.module.to(device)(warm)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     if args.mode == "naive":
         module = model.module.eval()
         for i, path in enumerate(files):
             photo = read_photo(path)
-            x = torch.from_numpy(photo).permute(2, 0, 1)[None]
+            x = torch.from_numpy(photo).permute(2, 0, 1)[None].to(device)
             x = torch.nn.functional.interpolate(x, size=(512, 512), mode="bilinear", align_corners=False)
             x = (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True)
             with torch.no_grad():
                 prob = to_probabilities(module(x))
             prob = torch.nn.functional.interpolate(prob, size=photo.shape[:2], mode="bilinear", align_corners=False)
-            write_png(out / f"{i}_{path.stem}.png", ((prob[0, 0] >= 0.5).numpy() * 255).astype(np.uint8))
+            write_png(out / f"{i}_{path.stem}.png", ((prob[0, 0] >= 0.5).cpu().numpy() * 255).astype(np.uint8))
     else:
         links = out / "in"
         links.mkdir(parents=True, exist_ok=True)
@@ -84,19 +93,23 @@ def _worker(args) -> None:
             link = links / f"{i}_{path.name}"
             link.symlink_to(path.resolve())
             inputs.append(link)
-        runner = Runner(model, RunConfig(device="cpu", batch_size=args.batch_size, max_downscale=args.max_downscale))
+        runner = Runner(model, RunConfig(device=args.device, batch_size=args.batch_size,
+                                         max_downscale=args.max_downscale))
         summary = runner.run(inputs, out / "run", progress=False)
         assert summary.failed == 0, summary.line()
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb}))
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb, "gpu_mb": gpu_mb}))
 
 
-def _measure(mode, files, model, batch_size, max_downscale, threads) -> dict:
+def _measure(mode, files, model, batch_size, max_downscale, threads, device) -> dict:
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, __file__, "--worker", mode, "--files", json.dumps([str(f) for f in files]),
                    "--model", model, "--batch-size", str(batch_size), "--max-downscale", str(max_downscale),
-                   "--out", out, "--threads", str(threads)]
+                   "--out", out, "--threads", str(threads), "--device", device]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(result.stderr)
@@ -109,6 +122,7 @@ def main():
     parser.add_argument("--model", default="vesselnet")
     parser.add_argument("--images", type=int, default=10, help="photos per configuration")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda[:N] on a GPU machine")
     parser.add_argument("--worker", choices=["naive", "runner"], help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -119,22 +133,31 @@ def main():
         args.mode = args.worker
         return _worker(args)
 
-    print(f"model {args.model}, {args.threads} CPU threads, {args.images} photos per row; "
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit(f"Error: --device {args.device}: CUDA is not available on this machine")
+    print(f"model {args.model}, {args.device}, {args.threads} CPU threads, {args.images} photos per row; "
           f"each row is a fresh process (peak RSS includes torch itself)")
-    print(f"{'photos':<28}{'method':<36}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}")
+    print(f"{'photos':<28}{'method':<36}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}"
+          + (f"{'GPU MB':>10}" if cuda else ""))
     with tempfile.TemporaryDirectory() as scratch:
         for kind, label in (("drive", "DRIVE-size 565x584"), ("hrf", "HRF-size 3504x2336")):
             count = args.images if kind == "drive" else max(2, args.images // 2)
             files, source = _photos(args.data_root, kind, count, Path(scratch))
-            rows = [("naive", 1, 0), ("runner", 1, MAX_DOWNSCALE), ("runner", 4, MAX_DOWNSCALE)]
+            batches = (1, 8) if cuda else (1, 4)
+            rows = [("naive", 1, 0)] + [("runner", b, MAX_DOWNSCALE) for b in batches]
             if kind == "hrf":
                 rows.insert(1, ("runner", 1, 0))
             for mode, batch, max_downscale in rows:
-                r = _measure(mode, files, args.model, batch, max_downscale, args.threads)
+                r = _measure(mode, files, args.model, batch, max_downscale, args.threads, args.device)
                 name = ("naive 512x512 loop" if mode == "naive" else
                         f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit"))
                 per = r["seconds"] / r["images"]
-                print(f"{label + f' ({source})':<28}{name:<36}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}",
+                gpu = f"{r['gpu_mb']:>10.0f}" if cuda else ""
+                print(f"{label + f' ({source})':<28}{name:<36}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}{gpu}",
                       flush=True)
 
 
