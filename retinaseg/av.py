@@ -33,3 +33,17 @@ def decode_label(array: np.ndarray) -> np.ndarray:
     if array.max() > 3:
         raise ValueError(f"AV label codes must be 0..3, found values up to {int(array.max())}")
     return array.astype(np.uint8)
+
+
+def gate_with_vessels(prob: np.ndarray, vessel: np.ndarray) -> np.ndarray:
+    """A/V class probabilities (4xHxW) whose vessel/background split comes from a binary vessel probability
+    (1xHxW or HxW) instead: background 1 - v, and each vessel class v times its share of the A/V model's vessel
+    probability. A model trained for the binary task alone can find thin vessels the A/V model misses; the A/V
+    model still names them, and names alike the vessels both find. The arg-max of the result is the A/V map."""
+    vessel = vessel.reshape((1,) + prob.shape[1:]).astype(prob.dtype)
+    classes = prob[BACKGROUND + 1:]
+    # Where the A/V model gives the vessel classes no mass at all, it cannot name the vessel: uncertain.
+    tiny = np.zeros((len(classes), 1, 1), dtype=prob.dtype)
+    tiny[UNCERTAIN - 1] = 1e-7
+    share = (classes + tiny) / (classes.sum(axis=0, keepdims=True) + tiny.sum())
+    return np.concatenate([1 - vessel, vessel * share])

@@ -205,16 +205,26 @@ def _inference_options(f):
                      help="auto (CUDA when present), cpu, cuda or cuda:N.")(f)
     f = click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
                      help="Checkpoint to use instead of the model's shipped weights.")(f)
+    f = click.option("--vessel-weights", type=click.Path(dir_okay=False), default=None,
+                     help="Checkpoint for --vessel-model instead of its shipped weights.")(f)
+    f = click.option("--vessel-model", default=None, metavar="NAME",
+                     help="A/V models only: a binary model (e.g. vesselnet) that decides vessel or background, "
+                          "run beside the A/V model at its own scale and defaults; the A/V model names each vessel "
+                          "pixel artery, vein or uncertain. Adds the binary model's time; see README.")(f)
     return f
 
 
-def _runner(model, weights, device, batch_size, tta, max_downscale, notify, **settings):
+def _runner(model, weights, device, batch_size, tta, max_downscale, notify, vessel_model=None,
+            vessel_weights=None, **settings):
     from retinaseg.inference.runner import RunConfig, Runner
     from retinaseg.models import DEFAULT_MODEL, load_model
 
+    if vessel_weights and not vessel_model:
+        raise click.UsageError("--vessel-weights needs --vessel-model")
     loaded = load_model(model or DEFAULT_MODEL, weights)
+    gate = load_model(vessel_model, vessel_weights) if vessel_model else None
     return Runner(loaded, RunConfig(device=device, batch_size=batch_size, tta=tta, max_downscale=max_downscale,
-                                   **settings), notify=notify)
+                                   **settings), notify=notify, vessel_model=gate)
 
 
 @cli.command()
@@ -236,8 +246,8 @@ def _runner(model, weights, device, batch_size, tta, max_downscale, notify, **se
               help="Force a fixed working size (the seeds' behaviour) instead of scaling by the FOV.")
 @click.option("--workers", default=2, show_default=True, help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(inputs, output_dir, model, weights, device, batch_size, tta, max_downscale, recursive, save_prob, overlay,
-        overwrite, fov_dir, tile_size, overlap, resize, workers, quiet):
+def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device, batch_size, tta, max_downscale,
+        recursive, save_prob, overlay, overwrite, fov_dir, tile_size, overlap, resize, workers, quiet):
     """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
 
     \b
@@ -258,11 +268,13 @@ def run(inputs, output_dir, model, weights, device, batch_size, tta, max_downsca
       retinaseg run photos/ out/
       retinaseg run --model av-fusion --save-prob --overlay photos/ out/
       retinaseg run -r "study/**/*.jpg" out/ --device cuda --batch-size 16
+      retinaseg run -m av-fusion --vessel-model vesselnet photos/ out/
     """
     from retinaseg.io.inputs import find_inputs
 
     runner = _runner(model, weights, device, batch_size, tta, max_downscale,
-                     notify=lambda m: click.echo(m, err=True), save_prob=save_prob, overlay=overlay,
+                     notify=lambda m: click.echo(m, err=True), vessel_model=vessel_model,
+                     vessel_weights=vessel_weights, save_prob=save_prob, overlay=overlay,
                      overwrite=overwrite, fov_dir=fov_dir, tile_size=tile_size, overlap=overlap, resize=resize,
                      workers=workers)
     paths = find_inputs(inputs, recursive=recursive)
@@ -286,8 +298,8 @@ def run(inputs, output_dir, model, weights, device, batch_size, tta, max_downsca
               help="Write means, stds, second observer and per-image rows.")
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE")
 @click.option("--summary-only", is_flag=True, help="Print only the mean ± std rows.")
-def evaluate_command(dataset, data_root, split, pred, model, weights, device, batch_size, tta, max_downscale, no_fov,
-                     csv_path, json_path, dataset_options, summary_only):
+def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_model, vessel_weights, device,
+                     batch_size, tta, max_downscale, no_fov, csv_path, json_path, dataset_options, summary_only):
     """Score predictions against manual labels, the literature's way.
 
     Inside the FOV, threshold 0.5 (arg-max for A/V), 1st manual, mean ± std over
@@ -310,11 +322,16 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, device, ba
 
     if (pred is None) == (model is None):
         raise click.UsageError("give either --pred OUTPUT_DIR or --model NAME")
+    if pred and vessel_model:
+        raise click.UsageError("--vessel-model goes with --model; a --pred folder is scored as it is")
     runner, source = None, f"predictions in {pred}"
     if model:
         runner = _runner(model, weights, device, batch_size, tta, max_downscale,
-                         notify=lambda m: click.echo(m, err=True))
-        source = f"model {runner.model.spec.name}" + (f" ({runner.model.weights.name})" if runner.model.weights else "")
+                         notify=lambda m: click.echo(m, err=True), vessel_model=vessel_model,
+                         vessel_weights=vessel_weights)
+        source = " + vessels from ".join(
+            f"model {r.model.spec.name}" + (f" ({r.model.weights.name})" if r.model.weights else "")
+            for r in (runner, runner.vessel_runner) if r is not None)
     result = evaluate(dataset, data_root, split, runner=runner, pred_dir=pred, use_fov=not no_fov, source=source,
                       dataset_options=_parse_options(dataset_options, "--dataset-option"), progress=True)
     click.echo(format_table(result, per_image=not summary_only))

@@ -100,3 +100,15 @@ def test_colour_map_round_trip():
     assert np.array_equal(av.decode_label(codes), codes)
     purple_white = np.array([[[255, 0, 255], [255, 255, 255]]], np.uint8)
     assert av.decode_colours(purple_white).tolist() == [[av.UNCERTAIN, av.UNCERTAIN]]
+
+
+def test_vessel_gate_takes_the_vessel_split_and_keeps_the_class_shares():
+    prob = np.array([[0.7, 0.1], [0.2, 0.6], [0.06, 0.2], [0.04, 0.1]], dtype=np.float32)[:, None, :]  # 4x1x2
+    vessel = np.array([[0.8, 0.1]], dtype=np.float32)
+    gated = av.gate_with_vessels(prob, vessel)
+    assert np.allclose(gated.sum(0), 1) and np.allclose(gated[av.BACKGROUND], 1 - vessel)
+    assert np.allclose(gated[1:, 0, 0], 0.8 * np.array([0.2, 0.06, 0.04]) / 0.3)  # shares of 0.3, times 0.8
+    assert gated.argmax(0).tolist() == [[av.ARTERY, av.BACKGROUND]]  # the A/V model's background pixel is
+    # now an artery (the binary model sees a vessel), and its artery pixel background (the binary model does not)
+    nameless = av.gate_with_vessels(np.array([1, 0, 0, 0], dtype=np.float32)[:, None, None], np.ones((1, 1)))
+    assert nameless.ravel().tolist() == pytest.approx([0, 0, 0, 1])  # a vessel the A/V model cannot name

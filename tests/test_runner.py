@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 import retinaseg.io.atomic as atomic
 from retinaseg import av, hookimpl
@@ -153,6 +154,49 @@ def test_av_models_write_colour_maps_and_class_probabilities(cli, tmp_path, phot
         prob = tifffile.imread(out / "prob" / f"{stem}.tif")
         assert prob.shape == (4, h, w) and np.allclose(prob.sum(0), 1, atol=1e-4)
         assert np.array_equal(prob.argmax(0), labels)
+
+
+class ConstantVessels(torch.nn.Module):
+    """A fake binary model: every pixel is (logit > 0) or is not a vessel."""
+
+    def __init__(self, in_channels=3, classes=1, logit=10.0):
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x):
+        return torch.full_like(x[:, :1], self.logit)
+
+
+class ConstantVesselsPlugin:
+    @hookimpl
+    def register_models(self, register):
+        for name, logit in (("all-vessels", 10.0), ("no-vessels", -10.0)):
+            register(ModelSpec(name=name, build=ConstantVessels, description="test", options={"logit": logit},
+                               fov_diameter=150, size_divisor=8))
+
+
+def test_a_binary_vessel_model_gates_an_av_models_vessels(cli, tmp_path, photo_folder, fake_models):
+    assert run(cli, "-m", "halves-av", photo_folder, tmp_path / "plain").exit_code == 0
+    with registered(ConstantVesselsPlugin(), "constant-vessels"):
+        for gate in ("all-vessels", "no-vessels"):
+            assert run(cli, "-m", "halves-av", "--vessel-model", gate, "--save-prob", photo_folder,
+                       tmp_path / gate).exit_code == 0
+        for stem, (h, w) in SIZES.items():
+            plain, everything, nothing = (av.decode_colours(iio.imread(tmp_path / out / "raw_pre" / f"{stem}.png"))
+                                          for out in ("plain", "all-vessels", "no-vessels"))
+            assert not nothing.any()  # the gate says no vessels: none, whatever the A/V model thinks
+            named = everything > 0
+            assert named.mean() > (plain > 0).mean() + 0.05  # the gate says every FOV pixel is a vessel
+            assert np.array_equal(everything[named & (plain > 0)], plain[named & (plain > 0)])  # named as before
+            assert (everything[:, : w // 3] != av.VEIN).all() and (everything[:, -w // 3:] != av.ARTERY).all()
+            prob = tifffile.imread(tmp_path / "all-vessels" / "prob" / f"{stem}.tif")
+            assert np.allclose(prob.sum(0), 1, atol=1e-4) and np.array_equal(prob.argmax(0), everything)
+        report = json.loads((tmp_path / "all-vessels" / "run.json").read_text())
+        assert report["model"] == "halves-av" and report["vessel_model"]["model"] == "all-vessels"
+        result = run(cli, "-m", "dark-vessels", "--vessel-model", "all-vessels", photo_folder, tmp_path / "bad")
+        assert result.exit_code == 1 and "itself a binary vessel model" in result.output
+        result = run(cli, "-m", "halves-av", "--vessel-model", "halves-av", photo_folder, tmp_path / "bad")
+        assert result.exit_code == 1 and "must be a binary vessel model" in result.output
 
 
 def test_run_json_records_model_settings_versions_and_each_input(cli, tmp_path, photo_folder, fake_models):

@@ -67,8 +67,9 @@ class Prepared:
     fov_raw: np.ndarray
     fov_work: torch.Tensor  # inside the crop, working scale
     image: torch.Tensor  # 3 x crop at working scale, standardised
-    photo: Optional[np.ndarray] = None  # kept only for overlays
+    photo: Optional[np.ndarray] = None  # kept only for overlays and the vessel model
     seconds: float = 0.0
+    vessel: Optional[np.ndarray] = None  # raw-size vessel probability (1xHxW) of the gating binary model, if any
 
 
 def _fov_box(fov: np.ndarray, margin: int) -> tuple:
@@ -117,10 +118,13 @@ def _canvas(classes: int, size: tuple) -> torch.Tensor:
 
 
 def to_work_size(prob: torch.Tensor, prepared: Prepared) -> torch.Tensor:
-    """Crop probabilities -> the whole photo at working scale."""
+    """Crop probabilities -> the whole photo at working scale (gated by the vessel model's, if any)."""
     canvas = _canvas(prob.shape[0], prepared.work_size)
     top, bottom, left, right = prepared.work_box
     canvas[:, top:bottom, left:right] = prob
+    if prepared.vessel is not None:
+        vessel = resize(torch.from_numpy(prepared.vessel), prepared.work_size).clamp_(0, 1).numpy()
+        canvas = torch.from_numpy(av.gate_with_vessels(canvas.numpy(), vessel))
     return canvas
 
 
@@ -133,6 +137,8 @@ def to_raw_size(prob: torch.Tensor, prepared: Prepared) -> np.ndarray:
     canvas[:, outside] = 0.0
     if canvas.shape[0] > 1:
         canvas[av.BACKGROUND, outside] = 1.0
+    if prepared.vessel is not None:
+        canvas = av.gate_with_vessels(canvas, prepared.vessel)
     return canvas
 
 
@@ -238,10 +244,23 @@ class RunSummary:
 
 
 class Runner:
-    """Runs one loaded model over many photos."""
+    """Runs one loaded model over many photos. An A/V model may take its vessel/background split from a binary
+    vessel model (vessel_model), which then runs beside it on each photo at its own working scale."""
 
-    def __init__(self, model: LoadedModel, config: RunConfig = RunConfig(), notify: Callable[[str], None] = print):
+    def __init__(self, model: LoadedModel, config: RunConfig = RunConfig(), notify: Callable[[str], None] = print,
+                 vessel_model: Optional[LoadedModel] = None):
         self.model, self.config, self.notify = model, config, notify
+        self.vessel_runner = None
+        if vessel_model is not None:
+            if model.classes == 1:
+                raise RetinasegError(f"a vessel model gates an A/V model's vessels; {model.spec.name!r} is itself "
+                                     f"a binary vessel model")
+            if vessel_model.classes != 1:
+                raise RetinasegError(f"the vessel model must be a binary vessel model; {vessel_model.spec.name!r} "
+                                     f"has {vessel_model.classes} classes")
+            self.vessel_runner = Runner(vessel_model, RunConfig(
+                device=config.device, batch_size=config.batch_size, tile_size=config.tile_size,
+                overlap=config.overlap, whole_image_pixels=config.whole_image_pixels, resize=config.resize), notify)
         self.device = resolve_device(config.device)
         if config.batch_size is None:
             config = replace(config, batch_size=8 if self.device.type == "cuda" else 1)
@@ -259,8 +278,8 @@ class Runner:
     # -- in memory (used by `retinaseg eval` and tests) -----------------------------------------------------
     def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
                 keep_photo: bool = False) -> Prepared:
-        return prepare(photo, fov, self.model.fov_diameter, self.config.resize, index, keep_photo,
-                       self.config.max_downscale)
+        return prepare(photo, fov, self.model.fov_diameter, self.config.resize, index,
+                       keep_photo or self.vessel_runner is not None, self.config.max_downscale)
 
     def predict_prepared(self, items: Iterable[Prepared]) -> Iterator[tuple[Prepared, torch.Tensor]]:
         """Yield (prepared, working-size probabilities KxHxW) in input order."""
@@ -276,6 +295,10 @@ class Runner:
             prob = prob * item.fov_work.to(prob.dtype)
             if prob.shape[0] > 1:
                 prob[av.BACKGROUND][~item.fov_work] = 1.0
+            if self.vessel_runner is not None:
+                item.vessel = self.vessel_runner.predict(item.photo, item.fov_raw)
+                if not self.config.overlay:
+                    item.photo = None
             yield item, prob
 
     def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None) -> np.ndarray:
@@ -438,6 +461,12 @@ class Runner:
             "model_config": self.model.config,
             "weights": str(self.model.weights) if self.model.weights else None,
             "weights_sha256": self.model.weights_sha256,
+            "vessel_model": None if self.vessel_runner is None else {
+                "model": self.vessel_runner.model.spec.name,
+                "weights": str(self.vessel_runner.model.weights) if self.vessel_runner.model.weights else None,
+                "weights_sha256": self.vessel_runner.model.weights_sha256,
+                "settings": {k: v for k, v in asdict(self.vessel_runner.config).items()
+                             if k in ("tta", "max_downscale", "batch_size")}},
             "settings": settings,
             "device": device,
             "versions": {"retinaseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
