@@ -15,12 +15,11 @@ import os
 
 import torch
 
-from retinaseg.datasets import load_samples
 from retinaseg.evaluation.evaluate import HEADLINE, evaluate
 from retinaseg.evaluation.metrics import summarize
 from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.models import load_model
-from retinaseg.training.engine import split_validation
+from retinaseg.training.engine import held_out_ids
 
 
 def main():
@@ -40,28 +39,27 @@ def main():
         gate = load_model(args.vessel_model)
         runners = {on: Runner(load_model(args.model, args.weights), RunConfig(device="cpu"),
                               vessel_model=gate if on else None) for on in (False, True)}
-        compared = (f"without / with --vessel-model {args.vessel_model}", "without", "with")
+        what, labels = f"without / with --vessel-model {args.vessel_model}", {False: "without", True: "with"}
     else:
-        runners = {tta: Runner(load_model(args.model, args.weights), RunConfig(device="cpu", tta=tta))
-                   for tta in (False, True)}
-        compared = ("without / with flip TTA", "--no-tta", "--tta")
-    rows = {tta: [] for tta in runners}
+        runners = {on: Runner(load_model(args.model, args.weights), RunConfig(device="cpu", tta=on))
+                   for on in (False, True)}
+        what, labels = "without / with flip TTA", {False: "--no-tta", True: "--tta"}
+    rows = {on: [] for on in runners}  # False: the setting off, True: on
     task = None
     for dataset in args.datasets.split(","):
-        _, samples = load_samples(dataset, args.data_root, "training")
-        _, held = split_validation(samples, args.val_fraction, args.seed)
-        for tta, runner in runners.items():
-            evaluation = evaluate(dataset, args.data_root, "training", runner=runner, ids={s.id for s in held})
-            rows[tta] += [{"dataset": dataset, **row} for row in evaluation.rows]
+        ids = held_out_ids(dataset, args.data_root, args.val_fraction, args.seed)
+        for on, runner in runners.items():
+            evaluation = evaluate(dataset, args.data_root, "training", runner=runner, ids=ids)
+            rows[on] += [{"dataset": dataset, **row} for row in evaluation.rows]
             task = evaluation.task
     first, key = next(iter(HEADLINE[task].items()))
     print(f"{args.model} on the images held out of training (seed {args.seed}, {args.val_fraction:g} of "
-          f"{args.datasets}); {first} {compared[0]}")
-    for plain, flipped in zip(rows[False], rows[True]):
-        print(f"  {plain['dataset']:<10} {plain['id']:<14} {plain[key]:.4f}  {flipped[key]:.4f}")
+          f"{args.datasets}); {first} {what}")
+    for off, on in zip(rows[False], rows[True]):
+        print(f"  {off['dataset']:<10} {off['id']:<14} {off[key]:.4f}  {on[key]:.4f}")
     print(f"{'mean over ' + str(len(rows[False])) + ' images':<26}" + "".join(f"{t:>10}" for t in HEADLINE[task]))
-    for tta, label in ((False, compared[1]), (True, compared[2])):
-        summary = summarize([{k: v for k, v in row.items() if k != "dataset"} for row in rows[tta]])
+    for on, label in labels.items():
+        summary = summarize([{k: v for k, v in row.items() if k != "dataset"} for row in rows[on]])
         print(f"  {label:<24}" + "".join(f"{summary[k][0]:>10.4f}" for k in HEADLINE[task].values()))
 
 

@@ -19,11 +19,10 @@ import os
 
 import torch
 
-from retinaseg.datasets import load_samples
 from retinaseg.evaluation.evaluate import HEADLINE, evaluate
 from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.models import load_model
-from retinaseg.training.engine import split_validation
+from retinaseg.training.engine import held_out_ids
 
 
 def main():
@@ -44,8 +43,9 @@ def main():
     torch.set_num_threads(args.threads)
     ids = None
     if args.held_out_seed is not None:
-        _, samples = load_samples(args.dataset, args.data_root, args.split)
-        ids = {s.id for s in split_validation(samples, args.val_fraction, args.held_out_seed)[1]}
+        if args.split != "training":
+            parser.error("--held-out-seed picks training images; use --split training")
+        ids = held_out_ids(args.dataset, args.data_root, args.val_fraction, args.held_out_seed)
     by_cap = args.max_downscales is not None
     settings = [float(v) for v in (args.max_downscales if by_cap else args.diameters).split(",")]
     where = f"the {len(ids)} images held out by seed {args.held_out_seed}" if ids else "every image"

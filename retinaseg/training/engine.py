@@ -109,6 +109,12 @@ def split_validation(samples: list, fraction: float, seed: int) -> tuple[list, l
     return [s for i, s in enumerate(samples) if i not in val], [samples[i] for i in val]
 
 
+def held_out_ids(dataset: str, data_root, fraction: float, seed: int) -> set:
+    """Ids of the training images that a run with this --val-fraction and --seed held out of `dataset`."""
+    _, samples = load_samples(dataset, data_root, "training")
+    return {s.id for s in split_validation(samples, fraction, seed)[1]}
+
+
 def validate(model, images, device, size_divisor) -> float:
     """Mean F1 inside the FOV at threshold 0.5 (vessel) or mean artery/vein F1 on the arg-max (A/V)."""
     model.eval()
