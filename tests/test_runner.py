@@ -314,6 +314,21 @@ def test_recursive_runs_mirror_sub_folders_so_equal_names_do_not_collide(cli, tm
     assert names == {"p1/img001", "p2/img001"}
 
 
+def test_without_recursive_sub_folders_with_photos_are_named_not_silently_skipped(cli, tmp_path, photo_folder,
+                                                                                 fake_models):
+    (photo_folder / "patient7").mkdir()
+    (photo_folder / "patient7" / "img.png").write_bytes((photo_folder / "a.png").read_bytes())
+    (photo_folder / "notes").mkdir()
+    (photo_folder / "notes" / "readme.txt").write_text("no photos here")
+    out = tmp_path / "out"
+    result = run(cli, "-m", "dark-vessels", photo_folder, out)
+    assert result.exit_code == 0, result.output
+    assert "1 sub-folder(s) with photos that were not searched (patient7); add --recursive" in result.output
+    assert "3 ok" in result.output and not (out / "raw_pre" / "patient7").exists()
+    result = run(cli, "-m", "dark-vessels", "-r", photo_folder, tmp_path / "out2")
+    assert "not searched" not in result.output and "4 ok" in result.output
+
+
 def test_fov_masks_can_be_supplied(cli, tmp_path, fake_models):
     sample = synthetic_fundus((120, 140), seed=4)
     (tmp_path / "in").mkdir()

@@ -6,6 +6,7 @@ is an ImageReadError whose message names the file and the problem in one line.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,8 @@ TIFF_EXTENSIONS = (".tif", ".tiff")
 MIN_SIDE = 16
 # Refuse before decoding: 250 megapixels is ten times the largest fundus camera sensor.
 MAX_PIXELS = int(os.environ.get("RETINASEG_MAX_PIXELS", 250_000_000))
+# tifffile logs a multi-line warning before it fails on a corrupt file; our ImageReadError says it in one line.
+logging.getLogger("tifffile").setLevel(logging.ERROR)
 
 
 def is_image_name(path) -> bool:
@@ -42,11 +45,15 @@ def image_size(path) -> tuple[int, int]:
     try:
         if _is_tiff(path):
             with tifffile.TiffFile(path) as tif:
+                if not len(tif.pages):
+                    raise _fail(path, "truncated or corrupt TIFF (it holds no image)")
                 page = tif.pages[0]
                 return int(page.imagelength), int(page.imagewidth)
         with Image.open(path) as im:
             width, height = im.size
             return height, width
+    except ImageReadError:
+        raise
     except Image.DecompressionBombError:
         raise _fail(path, f"image too large to decode safely (over {MAX_PIXELS // 1_000_000} megapixels)")
     except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 from retinaseg.errors import RetinasegError
 from retinaseg.io.images import is_image_name
@@ -16,11 +17,13 @@ class InputPhoto:
     name: str  # output name without extension; keeps sub-folders found by --recursive ("patient1/img001")
 
 
-def find_inputs(inputs, recursive: bool = False) -> list[InputPhoto]:
+def find_inputs(inputs, recursive: bool = False,
+                notify: Optional[Callable[[str], None]] = None) -> list[InputPhoto]:
     """Files are taken as given (a bad one fails later with its own message); folders contribute the entries
     whose names look like images (with recursive=True, their sub-folders too, whose relative paths then
     prefix the output names so that equal file names in different folders do not collide); anything else is
-    tried as a glob. Order is sorted and duplicates are dropped."""
+    tried as a glob. Order is sorted and duplicates are dropped. Without recursive, notify is told about
+    sub-folders that hold photos, so a study laid out by patient is not half-processed in silence."""
     found: list[InputPhoto] = []
     for item in inputs:
         path = Path(item)
@@ -28,6 +31,12 @@ def find_inputs(inputs, recursive: bool = False) -> list[InputPhoto]:
             entries = path.rglob("*") if recursive else path.iterdir()
             photos = sorted(p for p in entries if is_image_name(p.name) and not p.name.startswith("."))
             found.extend(InputPhoto(p, p.relative_to(path).with_suffix("").as_posix()) for p in photos)
+            if not recursive and notify:
+                skipped = [d.name for d in sorted(path.iterdir()) if d.is_dir() and _holds_photos(d)]
+                if skipped:
+                    names = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+                    notify(f"note: {path} has {len(skipped)} sub-folder(s) with photos that were not searched "
+                           f"({names}); add --recursive to include them")
         elif path.exists():
             found.append(InputPhoto(path, path.stem))
         else:
@@ -39,3 +48,9 @@ def find_inputs(inputs, recursive: bool = False) -> list[InputPhoto]:
     if not unique:
         raise RetinasegError("no input images found in: " + ", ".join(map(str, inputs)))
     return unique
+
+
+def _holds_photos(folder: Path) -> bool:
+    if folder.name.startswith("."):
+        return False
+    return any(is_image_name(p.name) and not p.name.startswith(".") for p in folder.rglob("*"))
