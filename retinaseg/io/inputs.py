@@ -28,11 +28,11 @@ def find_inputs(inputs, recursive: bool = False,
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            entries = path.rglob("*") if recursive else path.iterdir()
-            photos = sorted(p for p in entries if is_image_name(p.name) and not p.name.startswith("."))
+            entries = list(path.rglob("*") if recursive else path.iterdir())
+            photos = sorted(p for p in entries if _is_photo_name(p))
             found.extend(InputPhoto(p, p.relative_to(path).with_suffix("").as_posix()) for p in photos)
             if not recursive and notify:
-                skipped = [d.name for d in sorted(path.iterdir()) if d.is_dir() and _holds_photos(d)]
+                skipped = sorted(d.name for d in entries if d.is_dir() and _holds_photos(d))
                 if skipped:
                     names = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
                     notify(f"note: {path} has {len(skipped)} sub-folder(s) with photos that were not searched "
@@ -50,7 +50,10 @@ def find_inputs(inputs, recursive: bool = False,
     return unique
 
 
+
+def _is_photo_name(path: Path) -> bool:
+    return is_image_name(path.name) and not path.name.startswith(".")
+
+
 def _holds_photos(folder: Path) -> bool:
-    if folder.name.startswith("."):
-        return False
-    return any(is_image_name(p.name) and not p.name.startswith(".") for p in folder.rglob("*"))
+    return not folder.name.startswith(".") and any(_is_photo_name(p) for p in folder.rglob("*"))
