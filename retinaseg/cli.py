@@ -277,7 +277,8 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
                      vessel_weights=vessel_weights, save_prob=save_prob, overlay=overlay,
                      overwrite=overwrite, fov_dir=fov_dir, tile_size=tile_size, overlap=overlap, resize=resize,
                      workers=workers)
-    paths = find_inputs(inputs, recursive=recursive, notify=lambda m: click.echo(m, err=True))
+    paths = find_inputs(inputs, recursive=recursive, notify=lambda m: click.echo(m, err=True),
+                        output_dir=output_dir)
     summary = runner.run(paths, output_dir, progress=not quiet)
     click.echo(f"{summary.line()}; outputs in {output_dir}")
     sys.exit(0 if summary.success else 1)

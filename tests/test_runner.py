@@ -329,6 +329,19 @@ def test_without_recursive_sub_folders_with_photos_are_named_not_silently_skippe
     assert "not searched" not in result.output and "4 ok" in result.output
 
 
+def test_an_output_folder_inside_the_input_folder_is_never_read_as_input(cli, tmp_path, photo_folder, fake_models):
+    out = photo_folder / "seg"
+    first = run(cli, "-m", "dark-vessels", photo_folder, out)
+    assert first.exit_code == 0 and "3 ok" in first.output, first.output
+    again = {"folder": ([photo_folder], 3), "recursive": (["-r", photo_folder], 3),
+             "recursive glob": (["-r", f"{photo_folder}/**/*.png"], 1)}  # a.png only; seg/ holds 6 more PNGs
+    for how, (inputs, photos) in again.items():
+        result = run(cli, "-m", "dark-vessels", *inputs, out)
+        assert result.exit_code == 0, (how, result.output)
+        assert f"0 ok, {photos} skipped" in result.output and "not searched" not in result.output, how
+    assert not (out / "raw_pre" / "seg").exists()
+
+
 def test_fov_masks_can_be_supplied(cli, tmp_path, fake_models):
     sample = synthetic_fundus((120, 140), seed=4)
     (tmp_path / "in").mkdir()

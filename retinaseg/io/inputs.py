@@ -17,22 +17,25 @@ class InputPhoto:
     name: str  # output name without extension; keeps sub-folders found by --recursive ("patient1/img001")
 
 
-def find_inputs(inputs, recursive: bool = False,
-                notify: Optional[Callable[[str], None]] = None) -> list[InputPhoto]:
+def find_inputs(inputs, recursive: bool = False, notify: Optional[Callable[[str], None]] = None,
+                output_dir=None) -> list[InputPhoto]:
     """Files are taken as given (a bad one fails later with its own message); folders contribute the entries
     whose names look like images (with recursive=True, their sub-folders too, whose relative paths then
     prefix the output names so that equal file names in different folders do not collide); anything else is
     tried as a glob. Order is sorted and duplicates are dropped. Without recursive, notify is told about
-    sub-folders that hold photos, so a study laid out by patient is not half-processed in silence."""
+    sub-folders that hold photos, so a study laid out by patient is not half-processed in silence.
+    Nothing under output_dir is an input: `run photos/ photos/seg/` must not segment its own masks on the
+    next --recursive run."""
+    outside = _outside(output_dir)
     found: list[InputPhoto] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            entries = list(path.rglob("*") if recursive else path.iterdir())
+            entries = [p for p in (path.rglob("*") if recursive else path.iterdir()) if outside(p)]
             photos = sorted(p for p in entries if _is_photo_name(p))
             found.extend(InputPhoto(p, p.relative_to(path).with_suffix("").as_posix()) for p in photos)
             if not recursive and notify:
-                skipped = sorted(d.name for d in entries if d.is_dir() and _holds_photos(d))
+                skipped = sorted(d.name for d in entries if d.is_dir() and _holds_photos(d, outside))
                 if skipped:
                     names = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
                     notify(f"note: {path} has {len(skipped)} sub-folder(s) with photos that were not searched "
@@ -40,7 +43,7 @@ def find_inputs(inputs, recursive: bool = False,
         elif path.exists():
             found.append(InputPhoto(path, path.stem))
         else:
-            matches = sorted(Path(p) for p in glob.glob(str(item), recursive=recursive))
+            matches = sorted(p for p in map(Path, glob.glob(str(item), recursive=recursive)) if outside(p))
             if not matches:
                 raise RetinasegError(f"{item}: no such file, folder or matching glob")
             found.extend(InputPhoto(p, p.stem) for p in matches)
@@ -50,10 +53,16 @@ def find_inputs(inputs, recursive: bool = False,
     return unique
 
 
+def _outside(output_dir) -> Callable[[Path], bool]:
+    if output_dir is None:
+        return lambda path: True
+    output = Path(output_dir).resolve()
+    return lambda path: output not in (resolved := path.resolve()).parents and resolved != output
+
 
 def _is_photo_name(path: Path) -> bool:
     return is_image_name(path.name) and not path.name.startswith(".")
 
 
-def _holds_photos(folder: Path) -> bool:
-    return not folder.name.startswith(".") and any(_is_photo_name(p) for p in folder.rglob("*"))
+def _holds_photos(folder: Path, outside: Callable[[Path], bool]) -> bool:
+    return not folder.name.startswith(".") and any(_is_photo_name(p) and outside(p) for p in folder.rglob("*"))
