@@ -2,6 +2,7 @@
 
     python benchmarks/runner_speed.py [--data-root ../shared/data] [--model vesselnet] [--images 10]
     python benchmarks/runner_speed.py --device cuda --images 40     # on a GPU machine
+    python benchmarks/runner_speed.py --weights runs/candidate/best.pt   # a candidate instead of the shipped file
 
 DRIVE-size (565x584) and HRF-size (3504x2336) photos come from --data-root (DRIVE/test/images,
 HRF-AV/test/images); without it, synthetic photos of those sizes are used and the table says so. Each
@@ -65,7 +66,7 @@ def _worker(args) -> None:
     files = [Path(p) for p in json.loads(args.files)]
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    model = load_model(args.model)
+    model = load_model(args.model, args.weights)
     out = Path(args.out)
     warm = torch.randn(1, 3, 64, 64, device=device)
     with torch.no_grad():
@@ -105,11 +106,12 @@ def _worker(args) -> None:
     print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb, "gpu_mb": gpu_mb}))
 
 
-def _measure(mode, files, model, batch_size, max_downscale, threads, device) -> dict:
+def _measure(mode, files, model, weights, batch_size, max_downscale, threads, device) -> dict:
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, __file__, "--worker", mode, "--files", json.dumps([str(f) for f in files]),
                    "--model", model, "--batch-size", str(batch_size), "--max-downscale", str(max_downscale),
                    "--out", out, "--threads", str(threads), "--device", device]
+        command += ["--weights", weights] if weights else []
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(result.stderr)
@@ -120,6 +122,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
     parser.add_argument("--model", default="vesselnet")
+    parser.add_argument("--weights", default=None, help="default: the model's shipped weights")
     parser.add_argument("--images", type=int, default=10, help="photos per configuration")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda[:N] on a GPU machine")
@@ -139,8 +142,8 @@ def main():
 
         if not torch.cuda.is_available():
             raise SystemExit(f"Error: --device {args.device}: CUDA is not available on this machine")
-    print(f"model {args.model}, {args.device}, {args.threads} CPU threads, {args.images} photos per row; "
-          f"each row is a fresh process (peak RSS includes torch itself)")
+    print(f"model {args.model} ({args.weights or 'shipped weights'}), {args.device}, {args.threads} CPU threads, "
+          f"{args.images} photos per row; each row is a fresh process (peak RSS includes torch itself)")
     print(f"{'photos':<28}{'method':<36}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}"
           + (f"{'GPU MB':>10}" if cuda else ""))
     with tempfile.TemporaryDirectory() as scratch:
@@ -152,7 +155,7 @@ def main():
             if kind == "hrf":
                 rows.insert(1, ("runner", 1, 0))
             for mode, batch, max_downscale in rows:
-                r = _measure(mode, files, args.model, batch, max_downscale, args.threads, args.device)
+                r = _measure(mode, files, args.model, args.weights, batch, max_downscale, args.threads, args.device)
                 name = ("naive 512x512 loop" if mode == "naive" else
                         f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit"))
                 per = r["seconds"] / r["images"]
