@@ -54,10 +54,11 @@ def find_inputs(inputs, recursive: bool = False, notify: Optional[Callable[[str]
 
 
 def _outside(output_dir) -> Callable[[Path], bool]:
+    """A test for 'not in output_dir or below'; resolved, so `out`, `./out` and symlinks compare equal."""
     if output_dir is None:
         return lambda path: True
     output = Path(output_dir).resolve()
-    return lambda path: output not in (resolved := path.resolve()).parents and resolved != output
+    return lambda path: not path.resolve().is_relative_to(output)
 
 
 def _is_photo_name(path: Path) -> bool:
