@@ -107,6 +107,12 @@ def plugins():
         click.echo()
 
 
+def _check_max_downscale(ctx, param, value):
+    if value is not None and value != 0 and value < 1:
+        raise click.BadParameter(f"must be 0 (no limit) or at least 1, got {value}")
+    return value
+
+
 @cli.command()
 @click.option("--model", "-m", required=True, help="Model to train (see `retinaseg plugins`).")
 @click.option("--loss", "-l", default=None, help="Loss plugin. Default: bce-dice for vessel models, ce for A/V.")
@@ -129,6 +135,10 @@ def plugins():
               "validation gain (0: never).")
 @click.option("--fov-diameter", type=int, default=None,
               help="Working scale: FOV width in pixels the photos are resized to. Default: the model's.")
+@click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale,
+              help="Cap on shrinking photos to the working scale, as in `retinaseg run`: high-resolution photos "
+                   "are trained at the scale they will run at, and the weights file records it. 0: no limit. "
+                   "Default: the model's.")
 @click.option("--no-augment", is_flag=True, help="Turn off augmentation.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -143,7 +153,7 @@ def plugins():
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (epoch lines are still printed).")
 def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size, patch_size, sampling, lr,
-          val_fraction, patience, fov_diameter, no_augment, seed, device, model_options, loss_options,
+          val_fraction, patience, fov_diameter, max_downscale, no_augment, seed, device, model_options, loss_options,
           dataset_options, init_weights, resume, quiet):
     """Train a model on one or more datasets' training splits.
 
@@ -165,7 +175,7 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
         dataset_options=_parse_options(dataset_options, "--dataset-option"),
         epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
         lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, fov_diameter=fov_diameter,
-        augment=not no_augment, device=device, init_weights=init_weights)
+        max_downscale=max_downscale, augment=not no_augment, device=device, init_weights=init_weights)
     summary = run_training(config, resume=resume, progress=not quiet)
     click.echo(f"done: {summary['epochs']} epochs, best validation F1 {summary['best_val_f1']:.4f}; "
                f"weights in {Path(out) / 'best.pt'}")
@@ -181,12 +191,6 @@ def _parse_size(ctx, param, value):
     except ValueError:
         raise click.BadParameter(f"expected WIDTHxHEIGHT of at least 16x16, e.g. 512x512; got {value!r}")
     return width, height
-
-
-def _check_max_downscale(ctx, param, value):
-    if value is not None and value != 0 and value < 1:
-        raise click.BadParameter(f"must be 0 (no limit) or at least 1, got {value}")
-    return value
 
 
 def _inference_options(f):

@@ -153,3 +153,29 @@ def test_weights_for_another_model_are_refused(tmp_path):
     save_checkpoint(tmp_path / "w.pt", {}, {"model": "linkseg"})
     with pytest.raises(CheckpointError, match="for model 'linkseg'"):
         load_model("unet", tmp_path / "w.pt")
+
+
+@pytest.mark.parametrize("max_downscale", [None, 0, 1.5])
+def test_training_images_have_the_working_size_the_runner_gives_them(folder_dataset, max_downscale):
+    from retinaseg.datasets import read_fov
+    from retinaseg.inference.runner import prepare as prepare_for_running
+    from retinaseg.io.images import read_photo
+    from retinaseg.training.data import prepare as prepare_for_training
+
+    _, samples = load_samples("folder", folder_dataset, "training", label_suffix="_gt")
+    sample = samples[0]
+    trained = prepare_for_training(sample, "vessel", 30, 1, max_downscale)
+    photo = read_photo(sample.image)
+    ran = prepare_for_running(photo, read_fov(sample, photo), 30, max_downscale=max_downscale)
+    assert tuple(trained.image.shape[-2:]) == tuple(ran.work_size)
+    capped = max_downscale and ran.diameter / 30 > max_downscale
+    assert (trained.image.shape[-1] > round(photo.shape[1] * 30 / ran.diameter)) == bool(capped)
+
+
+def test_a_run_trained_with_a_shrink_cap_records_it_for_the_runner(cli, tmp_path, folder_dataset):
+    out = tmp_path / "run"
+    result = train(cli, out, folder_dataset, "--max-downscale", "1.5")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "best.pt")["config"]["max_downscale"] == 1.5
+    assert load_model("unet", out / "best.pt").max_downscale == 1.5
+    assert train(cli, tmp_path / "bad", folder_dataset, "--max-downscale", "0.5").exit_code == 2

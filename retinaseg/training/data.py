@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -27,12 +28,14 @@ class TrainingImage:
     statistics_sample: torch.Tensor  # 3xN FOV pixel values
 
 
-def prepare(sample: Sample, task: str, fov_diameter_px: int, classes: int) -> TrainingImage:
+def prepare(sample: Sample, task: str, fov_diameter_px: int, classes: int,
+            max_downscale: Optional[float] = None) -> TrainingImage:
+    """The sample at the working scale the runner will use for it (the same cap on shrinking)."""
     photo = read_photo(sample.image)
     label = read_label(sample.label, task)
     check_same_size(sample, photo, label)
     fov = read_fov(sample, photo)
-    size = working_size(photo.shape[:2], fov_diameter(fov), fov_diameter_px)
+    size = working_size(photo.shape[:2], fov_diameter(fov), fov_diameter_px, max_downscale)
     image = resize(photo_tensor(photo), size)
     if task == "vessel":
         target = torch.from_numpy(label.astype(np.float32))[None]

@@ -56,6 +56,7 @@ class TrainConfig:
     patience: int = 0  # epochs without improvement before stopping; 0 never stops early
     seed: int = 0
     fov_diameter: Optional[int] = None
+    max_downscale: Optional[float] = None  # cap on shrinking photos to the working scale; None: the model's
     augment: bool = True
     device: str = "auto"
     init_weights: Optional[str] = None  # start from these weights (fine-tuning)
@@ -138,7 +139,7 @@ def validate(model, images, device, size_divisor) -> float:
     return float(np.nanmean(scores))
 
 
-def _load_images(config: TrainConfig, task: str, fov_diameter: int, classes: int, progress: bool):
+def _load_images(config: TrainConfig, task: str, model_cfg: dict, classes: int, progress: bool):
     train, val = [], []
     for name in config.datasets:
         spec, samples = load_samples(name, config.data_root, "training", **config.dataset_options)
@@ -152,7 +153,8 @@ def _load_images(config: TrainConfig, task: str, fov_diameter: int, classes: int
     for part in (train, val):
         items = []
         for sample, _ in tqdm(part, desc="reading images", unit="img", disable=not progress, leave=False):
-            items.append(prepare(sample, task, fov_diameter, classes))
+            items.append(prepare(sample, task, model_cfg["fov_diameter"], classes,
+                                 model_cfg.get("max_downscale", 0)))
         prepared.append(items)
     return prepared
 
@@ -175,6 +177,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model_cfg = model_config(spec, config.model_options, config.fov_diameter)
+    # trained at the scale it will run at: the file records the cap, and the runner applies it
+    model_cfg["max_downscale"] = float(spec.max_downscale if config.max_downscale is None else config.max_downscale)
     model = build_module(spec, model_cfg)
     if config.init_weights:
         model.load_state_dict(load_model(spec.name, config.init_weights).module.state_dict())
@@ -198,7 +202,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     _keep_rows_up_to(metrics_path, start_epoch - 1)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
-    train_images, val_images = _load_images(config, spec.task, model_cfg["fov_diameter"], spec.classes, progress)
+    train_images, val_images = _load_images(config, spec.task, model_cfg, spec.classes, progress)
     if not train_images:
         raise RetinasegError("no training images")
     sampler = PatchSampler(train_images, config.patch_size,
