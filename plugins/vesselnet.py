@@ -30,7 +30,7 @@ class ResidualBlock(nn.Module):
 
 
 class VesselNet(nn.Module):
-    def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 12, depth: int = 4):
+    def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 16, depth: int = 4):
         super().__init__()
         channels = [width * 2**i for i in range(depth + 1)]
         self.encoder = nn.ModuleList([ResidualBlock(in_channels, channels[0])])
@@ -57,8 +57,8 @@ def register_models(register):
     register(ModelSpec(
         name="vesselnet",
         build=VesselNet,
-        description="default vessel model: compact residual U-Net, fast on CPU; options: width (12), depth (4)",
-        options={"width": 12, "depth": 4},
+        description="default vessel model: compact residual U-Net, fast on CPU; options: width (16), depth (4)",
+        options={"width": 16, "depth": 4},
         size_divisor=16,
         weights="vesselnet.pt",
     ))
