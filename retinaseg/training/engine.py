@@ -153,6 +153,7 @@ def _load_images(config: TrainConfig, task: str, model_cfg: dict, classes: int, 
     for part in (train, val):
         items = []
         for sample, _ in tqdm(part, desc="reading images", unit="img", disable=not progress, leave=False):
+            # a run resumed from before training applied the cap has none in its config: keep it uncapped
             items.append(prepare(sample, task, model_cfg["fov_diameter"], classes,
                                  model_cfg.get("max_downscale", 0)))
         prepared.append(items)
