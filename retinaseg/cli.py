@@ -113,6 +113,11 @@ def _check_max_downscale(ctx, param, value):
     return value
 
 
+def _max_downscale_option(help: str):
+    """--max-downscale, the same option (type, check, default None) for run, eval and train."""
+    return click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale, help=help)
+
+
 @cli.command()
 @click.option("--model", "-m", required=True, help="Model to train (see `retinaseg plugins`).")
 @click.option("--loss", "-l", default=None, help="Loss plugin. Default: bce-dice for vessel models, ce for A/V.")
@@ -135,10 +140,9 @@ def _check_max_downscale(ctx, param, value):
               "validation gain (0: never).")
 @click.option("--fov-diameter", type=int, default=None,
               help="Working scale: FOV width in pixels the photos are resized to. Default: the model's.")
-@click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale,
-              help="Cap on shrinking photos to the working scale, as in `retinaseg run`: high-resolution photos "
-                   "are trained at the scale they will run at, and the weights file records it. 0: no limit. "
-                   "Default: the model's.")
+@_max_downscale_option("Cap on shrinking photos to the working scale, as in `retinaseg run`: high-resolution "
+                       "photos are trained at the scale they will run at, and the weights file records it. 0: no "
+                       "limit. Default: the model's.")
 @click.option("--no-augment", is_flag=True, help="Turn off augmentation.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -194,11 +198,10 @@ def _parse_size(ctx, param, value):
 
 
 def _inference_options(f):
-    f = click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale,
-                     help="Photos are shrunk until their FOV matches the model's training scale (540 px across for "
-                          "the shipped models), but by at most this factor, so high-resolution photos keep their "
-                          f"finest vessels. 0: no limit. Default: the weights file's own if it records one, else the "
-                          f"model's, {MAX_DOWNSCALE} unless `retinaseg plugins` lists another.")(f)
+    f = _max_downscale_option("Photos are shrunk until their FOV matches the model's training scale (540 px across "
+                              "for the shipped models), but by at most this factor, so high-resolution photos keep "
+                              "their finest vessels. 0: no limit. Default: the weights file's own if it records one, "
+                              f"else the model's, {MAX_DOWNSCALE} unless `retinaseg plugins` lists another.")(f)
     f = click.option("--tta/--no-tta", default=None,
                      help="Average over horizontal and vertical flips: 4x slower, slightly better. Default: the "
                           "model's own, off unless `retinaseg plugins` lists it.")(f)
