@@ -45,8 +45,8 @@ def resize_mask(mask: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch
 
 
 def channel_statistics(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation of CxN pixel values (std floored for flat images)."""
-    return pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-3)
+    """Per-channel mean and standard deviation of CxN (or BxCxN) pixel values (std floored for flat images)."""
+    return pixels.mean(dim=-1), pixels.std(dim=-1).clamp_min(1e-3)
 
 
 def fov_statistics(image: torch.Tensor, fov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,8 +55,9 @@ def fov_statistics(image: torch.Tensor, fov: torch.Tensor) -> tuple[torch.Tensor
 
 
 def standardize(image: torch.Tensor, fov: torch.Tensor, mean=None, std=None) -> torch.Tensor:
-    """(x - mean) / std per channel using FOV statistics; pixels outside the FOV become 0."""
+    """(x - mean) / std per channel using FOV statistics; pixels outside the FOV become 0. With a batch
+    (BxCxHxW, FOV Bx1xHxW) mean and std are given per sample (BxC)."""
     if mean is None:
         mean, std = fov_statistics(image, fov)
-    out = (image - mean[:, None, None]) / std[:, None, None]
+    out = (image - mean[..., None, None]) / std[..., None, None]
     return out * fov.to(out.dtype)

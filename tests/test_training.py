@@ -179,3 +179,38 @@ def test_a_run_trained_with_a_shrink_cap_records_it_for_the_runner(cli, tmp_path
     assert load_checkpoint(out / "best.pt")["config"]["max_downscale"] == 1.5
     assert load_model("unet", out / "best.pt").max_downscale == 1.5
     assert train(cli, tmp_path / "bad", folder_dataset, "--max-downscale", "0.5").exit_code == 2
+
+
+def _sampler(folder_dataset, device):
+    from retinaseg.training.data import Augmentation, PatchSampler, prepare
+    _, samples = load_samples("folder", folder_dataset, "training", label_suffix="_gt")
+    images = [prepare(s, "vessel", 60, 1) for s in samples]
+    return images, PatchSampler(images, 32, Augmentation(), device=device)
+
+
+def test_patches_are_cut_where_the_sampler_draws_and_repeat_with_the_seed(folder_dataset):
+    from retinaseg.training.data import Augmentation
+    images, sampler = _sampler(folder_dataset, "cpu")
+    first = sampler.sample(4, torch.Generator().manual_seed(3))
+    again = sampler.sample(4, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    # unaugmented with an odd side, a patch is the image's own pixels: its target is a crop of the label
+    # (zero beyond the border) centred on a vessel pixel
+    sampler.augmentation, sampler.vessel_fraction, sampler.patch_size = Augmentation.none(), 1.0, 17
+    _, targets, _ = sampler.sample(6, torch.Generator().manual_seed(5))
+    assert targets.shape == (6, 1, 17, 17)
+    padded = [torch.nn.functional.pad(item.target[0], (8, 8, 8, 8)) for item in images]
+    for target in targets[:, 0]:
+        assert target[8, 8] > 0.5
+        assert any(torch.allclose(target, label[y:y + 17, x:x + 17], atol=1e-5) for label in padded
+                   for y in range(label.shape[0] - 16) for x in range(label.shape[1] - 16))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_gpu_sampler_cuts_the_same_patches_as_the_cpu_one(folder_dataset):
+    _, on_cpu = _sampler(folder_dataset, "cpu")
+    _, on_gpu = _sampler(folder_dataset, "cuda")
+    for a, b in zip(on_cpu.sample(8, torch.Generator().manual_seed(1)),
+                    on_gpu.sample(8, torch.Generator().manual_seed(1))):
+        assert b.device.type == "cuda"
+        torch.testing.assert_close(a, b.cpu(), atol=1e-4, rtol=1e-4)

@@ -73,12 +73,14 @@ def _uniform(low, high, generator):
     return low + (high - low) * torch.rand((), generator=generator).item()
 
 
-def photometric(pixels: torch.Tensor, params: dict) -> torch.Tensor:
-    """Apply gamma, contrast, brightness and per-channel gain to 3x... values in [0, 1]."""
-    shape = (3,) + (1,) * (pixels.dim() - 1)
-    out = pixels.clamp(0, 1) ** params["gamma"]
-    out = (out - 0.5) * params["contrast"] + 0.5 + params["brightness"]
-    return (out * params["gain"].view(shape)).clamp(0, 1)
+def photometric(pixels: torch.Tensor, gamma, contrast, brightness, gain) -> torch.Tensor:
+    """Gamma, contrast, brightness and per-channel gain on Bx3x... values in [0, 1]; each parameter holds one
+    value per sample (gain: three)."""
+    def per_sample(values):
+        return values.reshape(values.shape[:2] + (1,) * (pixels.dim() - 2))
+    out = pixels.clamp(0, 1) ** per_sample(gamma)
+    out = (out - 0.5) * per_sample(contrast) + 0.5 + per_sample(brightness)
+    return (out * per_sample(gain)).clamp(0, 1)
 
 
 class PatchSampler:
@@ -86,9 +88,16 @@ class PatchSampler:
     pixel, so the thin-vessel signal is not drowned by background."""
 
     def __init__(self, images: list[TrainingImage], patch_size: int, augmentation: Augmentation,
-                 vessel_fraction: float = 0.5, whole_image: bool = False):
+                 vessel_fraction: float = 0.5, whole_image: bool = False, device="cpu"):
         self.images, self.patch_size = images, patch_size
         self.augmentation, self.vessel_fraction, self.whole_image = augmentation, vessel_fraction, whole_image
+        # Image, target and FOV stacked once, on the training device: patches are cut and augmented where the
+        # model trains, with no photo copied per step. Pixel indices and the random draws stay on the CPU, so a
+        # seed gives the same patches on either device.
+        self.device = torch.device(device)
+        self._stacks = [torch.cat([item.image, item.target, item.fov[None].float()])[None].to(self.device)
+                        for item in images]
+        self._statistics = [item.statistics_sample.to(self.device) for item in images]
 
     def _params(self, g: torch.Generator) -> dict:
         a = self.augmentation
@@ -112,43 +121,53 @@ class PatchSampler:
         flat = pool[torch.randint(len(pool), (), generator=g)].item()
         return float(flat // width), float(flat % width)
 
-    def _grid(self, item, centre, params, size) -> torch.Tensor:
-        height, width = item.fov.shape
+    def _grids(self, draws: list, size: int) -> torch.Tensor:
+        """Bxsizexsizex2 sampling positions, each in its image's grid_sample [-1, 1] (align_corners=False)."""
         offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
         yy, xx = torch.meshgrid(offsets, offsets, indexing="ij")
-        if params["flip"]:
-            xx = -xx
-        cos, sin, s = math.cos(params["angle"]), math.sin(params["angle"]), params["scale"]
-        y = centre[0] + s * (cos * yy - sin * xx)
-        x = centre[1] + s * (sin * yy + cos * xx)
-        # pixel centres -> grid_sample's [-1, 1] (align_corners=False)
-        return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)[None]
+        grids = []
+        for index, params, (cy, cx) in draws:
+            height, width = self.images[index].fov.shape
+            x_offsets = -xx if params["flip"] else xx
+            cos, sin, s = math.cos(params["angle"]), math.sin(params["angle"]), params["scale"]
+            y = cy + s * (cos * yy - sin * x_offsets)
+            x = cx + s * (sin * yy + cos * x_offsets)
+            grids.append(torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1))
+        return torch.stack(grids).to(self.device)
 
     def sample(self, batch_size: int, g: torch.Generator):
         """(images Bx3xPxP normalised, targets BxKxPxP, fov Bx1xPxP)."""
-        images, targets, fovs = [], [], []
         size = self.patch_size
         if self.whole_image:
             size = max(max(item.fov.shape) for item in self.images)
             size = int(math.ceil(size / 32) * 32)
+        draws = []
         for _ in range(batch_size):
-            item = self.images[torch.randint(len(self.images), (), generator=g).item()]
+            index = torch.randint(len(self.images), (), generator=g).item()
             params = self._params(g)
-            grid = self._grid(item, self._centre(item, g), params, size)
-            stacked = torch.cat([item.image, item.target, item.fov[None].float()])[None]
-            patch = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-            image, target, fov = patch[:3], patch[3:-1], patch[-1:] > 0.5
-            image = photometric(image, params)
-            if params["blur"]:
-                image = _blur(image)
-            mean, std = channel_statistics(photometric(item.statistics_sample, params))
-            images.append(standardize(image, fov[0], mean, std))
-            targets.append(target)
-            fovs.append(fov.float())
-        return torch.stack(images), torch.stack(targets), torch.stack(fovs)
+            draws.append((index, params, self._centre(self.images[index], g)))
+        # one resampling per patch (the images differ in size); the augmentation then runs once per batch
+        grids = self._grids(draws, size)
+        patch = torch.cat([F.grid_sample(self._stacks[index], grids[i:i + 1], mode="bilinear", padding_mode="zeros",
+                                         align_corners=False) for i, (index, _, _) in enumerate(draws)])
+        image, target, fov = patch[:, :3], patch[:, 3:-1], patch[:, -1:] > 0.5
+
+        def column(key):
+            return torch.tensor([[params[key]] for _, params, _ in draws], device=self.device)
+        colour = (column("gamma"), column("contrast"), column("brightness"),
+                  torch.stack([params["gain"] for _, params, _ in draws]).to(self.device))
+        image = photometric(image, *colour)
+        blurred = [i for i, (_, params, _) in enumerate(draws) if params["blur"]]  # chosen on the CPU: no GPU sync
+        if blurred:
+            image[blurred] = _blur(image[blurred])
+        statistics = photometric(torch.stack([self._statistics[index] for index, _, _ in draws]), *colour)
+        mean, std = channel_statistics(statistics)
+        image = standardize(image, fov, mean, std)
+        return image, target, fov.float()
 
 
-def _blur(image: torch.Tensor) -> torch.Tensor:
-    kernel = torch.tensor([0.25, 0.5, 0.25])
+def _blur(images: torch.Tensor) -> torch.Tensor:
+    """A 3x3 binomial blur of Bx3xHxW images."""
+    kernel = torch.tensor([0.25, 0.5, 0.25], device=images.device)
     kernel2d = (kernel[:, None] * kernel[None, :]).expand(3, 1, 3, 3)
-    return F.conv2d(image[None], kernel2d, padding=1, groups=3)[0]
+    return F.conv2d(images, kernel2d, padding=1, groups=3)

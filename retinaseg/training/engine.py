@@ -208,7 +208,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         raise RetinasegError("no training images")
     sampler = PatchSampler(train_images, config.patch_size,
                            Augmentation() if config.augment else Augmentation.none(),
-                           config.vessel_fraction, whole_image=config.sampling == "whole")
+                           config.vessel_fraction, whole_image=config.sampling == "whole", device=device)
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers]
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
     started = time.time()
@@ -223,7 +223,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             for opt, lrs in zip(step.optimizers, base_lrs):
                 for group, lr in zip(opt.param_groups, lrs):
                     group["lr"] = lr * factor
-            images, targets, fov = (t.to(device) for t in sampler.sample(config.batch_size, generator))
+            images, targets, fov = sampler.sample(config.batch_size, generator)
             stats = step(images, targets, fov)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
