@@ -125,15 +125,18 @@ class PatchSampler:
         """Bxsizexsizex2 sampling positions, each in its image's grid_sample [-1, 1] (align_corners=False)."""
         offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
         yy, xx = torch.meshgrid(offsets, offsets, indexing="ij")
-        grids = []
-        for index, params, (cy, cx) in draws:
-            height, width = self.images[index].fov.shape
-            x_offsets = -xx if params["flip"] else xx
-            cos, sin, s = math.cos(params["angle"]), math.sin(params["angle"]), params["scale"]
-            y = cy + s * (cos * yy - sin * x_offsets)
-            x = cx + s * (sin * yy + cos * x_offsets)
-            grids.append(torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1))
-        return torch.stack(grids).to(self.device)
+
+        def per_patch(values):
+            return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
+        scale = per_patch([params["scale"] for _, params, _ in draws])
+        xx = xx * per_patch([-1.0 if params["flip"] else 1.0 for _, params, _ in draws])
+        cos = per_patch([math.cos(params["angle"]) for _, params, _ in draws])
+        sin = per_patch([math.sin(params["angle"]) for _, params, _ in draws])
+        y = per_patch([cy for _, _, (cy, _) in draws]) + scale * (cos * yy - sin * xx)
+        x = per_patch([cx for _, _, (_, cx) in draws]) + scale * (sin * yy + cos * xx)
+        height = per_patch([self.images[index].fov.shape[0] for index, _, _ in draws])
+        width = per_patch([self.images[index].fov.shape[1] for index, _, _ in draws])
+        return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).to(self.device)
 
     def sample(self, batch_size: int, g: torch.Generator):
         """(images Bx3xPxP normalised, targets BxKxPxP, fov Bx1xPxP)."""
