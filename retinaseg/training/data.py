@@ -138,6 +138,13 @@ class PatchSampler:
         width = per_patch([self.images[index].fov.shape[1] for index, _, _ in draws])
         return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).to(self.device)
 
+    def _colour(self, draws: list) -> tuple:
+        """photometric()'s gamma, contrast, brightness (Bx1) and gain (Bx3) of each drawn patch."""
+        def column(key):
+            return torch.tensor([[params[key]] for _, params, _ in draws], device=self.device)
+        gain = torch.stack([params["gain"] for _, params, _ in draws]).to(self.device)
+        return column("gamma"), column("contrast"), column("brightness"), gain
+
     def sample(self, batch_size: int, g: torch.Generator):
         """(images Bx3xPxP normalised, targets BxKxPxP, fov Bx1xPxP)."""
         size = self.patch_size
@@ -151,14 +158,11 @@ class PatchSampler:
             draws.append((index, params, self._centre(self.images[index], g)))
         # one resampling per patch (the images differ in size); the augmentation then runs once per batch
         grids = self._grids(draws, size)
-        patch = torch.cat([F.grid_sample(self._stacks[index], grids[i:i + 1], mode="bilinear", padding_mode="zeros",
-                                         align_corners=False) for i, (index, _, _) in enumerate(draws)])
+        patch = torch.cat([F.grid_sample(self._stacks[index], grids[i:i + 1], mode="bilinear",
+                                         padding_mode="zeros", align_corners=False)
+                           for i, (index, _, _) in enumerate(draws)])
         image, target, fov = patch[:, :3], patch[:, 3:-1], patch[:, -1:] > 0.5
-
-        def column(key):
-            return torch.tensor([[params[key]] for _, params, _ in draws], device=self.device)
-        colour = (column("gamma"), column("contrast"), column("brightness"),
-                  torch.stack([params["gain"] for _, params, _ in draws]).to(self.device))
+        colour = self._colour(draws)
         image = photometric(image, *colour)
         blurred = [i for i, (_, params, _) in enumerate(draws) if params["blur"]]  # chosen on the CPU: no GPU sync
         if blurred:
