@@ -125,23 +125,20 @@ class PatchSampler:
         """Bxsizexsizex2 sampling positions, each in its image's grid_sample [-1, 1] (align_corners=False)."""
         offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
         yy, xx = torch.meshgrid(offsets, offsets, indexing="ij")
-
-        def per_patch(values):
-            return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
-        scale = per_patch([params["scale"] for _, params, _ in draws])
-        xx = xx * per_patch([-1.0 if params["flip"] else 1.0 for _, params, _ in draws])
-        cos = per_patch([math.cos(params["angle"]) for _, params, _ in draws])
-        sin = per_patch([math.sin(params["angle"]) for _, params, _ in draws])
-        y = per_patch([cy for _, _, (cy, _) in draws]) + scale * (cos * yy - sin * xx)
-        x = per_patch([cx for _, _, (_, cx) in draws]) + scale * (sin * yy + cos * xx)
-        height = per_patch([self.images[index].fov.shape[0] for index, _, _ in draws])
-        width = per_patch([self.images[index].fov.shape[1] for index, _, _ in draws])
+        scale = _per_patch([params["scale"] for _, params, _ in draws])
+        xx = xx * _per_patch([-1.0 if params["flip"] else 1.0 for _, params, _ in draws])
+        cos = _per_patch([math.cos(params["angle"]) for _, params, _ in draws])
+        sin = _per_patch([math.sin(params["angle"]) for _, params, _ in draws])
+        y = _per_patch([cy for _, _, (cy, _) in draws]) + scale * (cos * yy - sin * xx)
+        x = _per_patch([cx for _, _, (_, cx) in draws]) + scale * (sin * yy + cos * xx)
+        height = _per_patch([self.images[index].fov.shape[0] for index, _, _ in draws])
+        width = _per_patch([self.images[index].fov.shape[1] for index, _, _ in draws])
         return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).to(self.device)
 
     def _colour(self, draws: list) -> tuple:
-        """photometric()'s gamma, contrast, brightness (Bx1) and gain (Bx3) of each drawn patch."""
+        """photometric()'s gamma, contrast, brightness and gain (three) of each drawn patch."""
         def column(key):
-            return torch.tensor([[params[key]] for _, params, _ in draws], device=self.device)
+            return _per_patch([params[key] for _, params, _ in draws], self.device)
         gain = torch.stack([params["gain"] for _, params, _ in draws]).to(self.device)
         return column("gamma"), column("contrast"), column("brightness"), gain
 
@@ -171,6 +168,11 @@ class PatchSampler:
         mean, std = channel_statistics(statistics)
         image = standardize(image, fov, mean, std)
         return image, target, fov.float()
+
+
+def _per_patch(values: list, device="cpu") -> torch.Tensor:
+    """One number per patch as a Bx1x1 tensor, to broadcast over each patch's pixels."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
 
 
 def _blur(images: torch.Tensor) -> torch.Tensor:
