@@ -49,11 +49,14 @@ def load_checkpoint(path) -> dict:
     return payload
 
 
-def pack_checkpoint(source, destination, half: bool = False, max_downscale: Optional[float] = None) -> None:
+def pack_checkpoint(source, destination, half: bool = False, max_downscale: Optional[float] = None,
+                    fov_diameter: Optional[int] = None) -> None:
     """Copy a training checkpoint's weights, config and info for shipping, without optimiser state. With
     half=True, convolution and linear kernels (tensors of 2+ dims, nearly all the bytes) are stored as float16,
     halving the file; biases and BatchNorm statistics stay float32. Loading casts them back to float32.
-    max_downscale records the file's own default cap on shrinking (chosen on held-out images; 0: no limit)."""
+    max_downscale records the file's own default cap on shrinking (chosen on held-out images; 0: no limit);
+    fov_diameter the working scale it runs at (FOV width in pixels), when held-out images favour another scale
+    than the one it was trained at."""
     payload = load_checkpoint(source)
     state = {key: value.half() if half and value.is_floating_point() and value.dim() >= 2 else value
              for key, value in payload["state_dict"].items()}
@@ -62,4 +65,8 @@ def pack_checkpoint(source, destination, half: bool = False, max_downscale: Opti
         if max_downscale != 0 and max_downscale < 1:
             raise CheckpointError(f"max_downscale must be 0 (no limit) or at least 1, got {max_downscale}")
         config["max_downscale"] = float(max_downscale)
+    if fov_diameter is not None:
+        if fov_diameter < 32:
+            raise CheckpointError(f"fov_diameter must be at least 32 pixels, got {fov_diameter}")
+        config["fov_diameter"] = int(fov_diameter)
     save_checkpoint(destination, state, config, info=payload.get("info", {}))

@@ -116,9 +116,12 @@ def main(argv=None):
     pack.add_argument("--half", action="store_true", help="store kernels as float16 (half the size)")
     pack.add_argument("--max-downscale", type=float, default=None,
                       help="the file's own default cap on shrinking large photos (overrides the model's)")
+    pack.add_argument("--fov-diameter", type=int, default=None,
+                      help="the working scale the file runs at: FOV width in pixels (default: its training scale)")
     args = parser.parse_args(argv)
     if args.action == "pack":
-        pack_checkpoint(args.source, args.destination, half=args.half, max_downscale=args.max_downscale)
+        pack_checkpoint(args.source, args.destination, half=args.half, max_downscale=args.max_downscale,
+                        fov_diameter=args.fov_diameter)
         print(f"{args.destination}: {args.destination.stat().st_size / 1e6:.1f} MB")
         return
     evaluations = _read_evaluations(args.eval)

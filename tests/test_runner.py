@@ -101,6 +101,22 @@ def test_a_weights_file_records_its_own_max_downscale(cli, tmp_path, photo_folde
         pack_checkpoint(tmp_path / "best.pt", tmp_path / "bad.pt", max_downscale=0.5)
 
 
+def test_a_weights_file_records_its_own_working_scale(cli, tmp_path, photo_folder, fake_models):
+    from retinaseg.checkpoint import pack_checkpoint, save_checkpoint
+    from retinaseg.errors import CheckpointError
+    from retinaseg.models import model_config
+    from retinaseg.registry import get_model
+
+    save_checkpoint(tmp_path / "best.pt", {}, model_config(get_model("dark-vessels")))  # the model says 150 px
+    pack_checkpoint(tmp_path / "best.pt", tmp_path / "own.pt", fov_diameter=90, max_downscale=0)
+    assert load_model("dark-vessels", tmp_path / "own.pt").fov_diameter == 90
+    assert run(cli, "-m", "dark-vessels", "-w", tmp_path / "own.pt", photo_folder, tmp_path / "out").exit_code == 0
+    for scale, fov in working_scales(tmp_path / "out"):
+        assert scale == pytest.approx(90 / fov, abs=0.02)
+    with pytest.raises(CheckpointError, match="at least 32"):
+        pack_checkpoint(tmp_path / "best.pt", tmp_path / "bad.pt", fov_diameter=8)
+
+
 class FlipSensitivePlugin:
     @hookimpl
     def register_models(self, register):  # halves-av's artery/vein sides swap under a horizontal flip
