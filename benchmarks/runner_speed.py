@@ -12,7 +12,8 @@ naive   the seeds' way: one photo at a time, resize to 512x512, one forward pass
         probabilities back, threshold, write the PNG. Same model, same weights, same reader.
 runner  `retinaseg run`'s Runner end to end (read, FOV, working scale, forward, raw size, write raw_pre and
         small_pre), with the batch size given, at the default --max-downscale (3.5: an HRF photo's FOV
-        becomes ~940 px across) and, for HRF, also with no limit (FOV 540 px, the naive loop's pixel count).
+        becomes ~940 px across) and, for HRF, also with no limit (the FOV at the weights' working scale: 640 px
+        for the default file, about the naive loop's pixel count).
 
 With --device cuda both methods run on the GPU (the runner under its bfloat16 autocast, batches 1 and 8), every
 timing ends with a synchronize, and a column adds the peak GPU memory torch allocated.

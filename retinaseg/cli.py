@@ -198,8 +198,8 @@ def _parse_size(ctx, param, value):
 
 
 def _inference_options(f):
-    f = _max_downscale_option("Photos are shrunk until their FOV matches the model's training scale (540 px across "
-                              "for the shipped models), but by at most this factor, so high-resolution photos keep "
+    f = _max_downscale_option("Photos are shrunk until their FOV matches the weights' working scale (640 px across "
+                              "for the default vesselnet file, 540 px for the other shipped files), but by at most this factor, so high-resolution photos keep "
                               "their finest vessels. 0: no limit. Default: the weights file's own if it records one, "
                               f"else the model's, {MAX_DOWNSCALE} unless `retinaseg plugins` lists another.")(f)
     f = click.option("--tta/--no-tta", default=None,
@@ -265,7 +265,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
       prob/<stem>.tif        probabilities (--save-prob)
       overlay/<stem>.png     prediction over the photo (--overlay)
       run.json               model, weights sha256, settings, versions, per-image status
-    Photos are rescaled so their field of view matches the model's training scale,
+    Photos are rescaled so their field of view matches the weights' working scale,
     so any camera resolution works. Inputs already done are skipped, so re-running
     an interrupted command resumes it. Bad files are reported and skipped; the exit
     status is 0 only if every input succeeded.
