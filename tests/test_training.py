@@ -206,6 +206,15 @@ def test_patches_are_cut_where_the_sampler_draws_and_repeat_with_the_seed(folder
                    for y in range(label.shape[0] - 16) for x in range(label.shape[1] - 16))
 
 
+def test_each_training_photo_is_held_once_in_memory(folder_dataset):
+    images, sampler = _sampler(folder_dataset, "cpu")
+    for item, stack in zip(images, sampler._stacks):
+        storage = item.pixels.untyped_storage().data_ptr()
+        assert item.image.untyped_storage().data_ptr() == item.target.untyped_storage().data_ptr() == storage
+        assert stack.untyped_storage().data_ptr() == storage  # the CPU sampler cuts from the same tensor
+        assert torch.equal(item.pixels[-1] > 0.5, item.fov)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_gpu_sampler_cuts_the_same_patches_as_the_cpu_one(folder_dataset):
     _, on_cpu = _sampler(folder_dataset, "cpu")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -26,6 +26,13 @@ class TrainingImage:
     vessel_pixels: torch.Tensor  # flat indices of vessel pixels, for vessel-aware sampling
     fov_pixels: torch.Tensor  # flat indices of FOV pixels
     statistics_sample: torch.Tensor  # 3xN FOV pixel values
+    pixels: torch.Tensor = field(init=False, repr=False)  # (3+K+1)xhxw: image, target and FOV (0/1) in one
+
+    def __post_init__(self):
+        # image and target become views into one stacked tensor, which the patch sampler resamples in one
+        # pass; so the stack is not a second copy of every training photo
+        self.pixels = torch.cat([self.image, self.target, self.fov[None].to(self.image.dtype)])
+        self.image, self.target = self.pixels[:3], self.pixels[3:-1]
 
 
 def prepare(sample: Sample, task: str, fov_diameter_px: int, classes: int,
@@ -48,7 +55,7 @@ def prepare(sample: Sample, task: str, fov_diameter_px: int, classes: int,
     fov_idx = torch.nonzero(fov_small.flatten()).flatten()
     generator = torch.Generator().manual_seed(len(fov_idx))
     pick = fov_idx[torch.randint(len(fov_idx), (STATISTICS_PIXELS,), generator=generator)]
-    return TrainingImage(sample.id, image.contiguous(), target.contiguous(), fov_small,
+    return TrainingImage(sample.id, image, target, fov_small,
                          torch.nonzero((vessel & fov_small).flatten()).flatten(), fov_idx,
                          image.flatten(1)[:, pick].contiguous())
 
@@ -91,12 +98,11 @@ class PatchSampler:
                  vessel_fraction: float = 0.5, whole_image: bool = False, device="cpu"):
         self.images, self.patch_size = images, patch_size
         self.augmentation, self.vessel_fraction, self.whole_image = augmentation, vessel_fraction, whole_image
-        # Image, target and FOV stacked once, on the training device: patches are cut and augmented where the
-        # model trains, with no photo copied per step. Pixel indices and the random draws stay on the CPU, so a
-        # seed gives the same patches on either device.
+        # Each image's stacked pixels live on the training device (on the CPU: the same tensor, no copy), so
+        # patches are cut and augmented where the model trains. Pixel indices and the random draws stay on the
+        # CPU, so a seed gives the same patches on either device.
         self.device = torch.device(device)
-        self._stacks = [torch.cat([item.image, item.target, item.fov[None].float()])[None].to(self.device)
-                        for item in images]
+        self._stacks = [item.pixels[None].to(self.device) for item in images]
         self._statistics = [item.statistics_sample.to(self.device) for item in images]
 
     def _params(self, g: torch.Generator) -> dict:
