@@ -199,9 +199,10 @@ def _parse_size(ctx, param, value):
 
 def _inference_options(f):
     f = _max_downscale_option("Photos are shrunk until their FOV matches the weights' working scale (640 px across "
-                              "for the default vesselnet file, 540 px for the other shipped files), but by at most this factor, so high-resolution photos keep "
-                              "their finest vessels. 0: no limit. Default: the weights file's own if it records one, "
-                              f"else the model's, {MAX_DOWNSCALE} unless `retinaseg plugins` lists another.")(f)
+                              "for the default vesselnet file, 540 px for the other shipped files), but by at most "
+                              "this factor, so high-resolution photos keep their finest vessels. 0: no limit. "
+                              "Default: the weights file's own if it records one, else the model's, "
+                              f"{MAX_DOWNSCALE} unless `retinaseg plugins` lists another.")(f)
     f = click.option("--tta/--no-tta", default=None,
                      help="Average over horizontal and vertical flips: 4x slower, slightly better. Default: the "
                           "model's own, off unless `retinaseg plugins` lists it.")(f)
