@@ -104,6 +104,8 @@ class PatchSampler:
         self.device = torch.device(device)
         self._stacks = [item.pixels[None].to(self.device) for item in images]
         self._statistics = [item.statistics_sample.to(self.device) for item in images]
+        # whole-image sampling: one square side that holds the largest image, a multiple of 32
+        self._whole_size = int(math.ceil(max(max(item.fov.shape) for item in images) / 32) * 32)
 
     def _params(self, g: torch.Generator) -> dict:
         a = self.augmentation
@@ -150,10 +152,7 @@ class PatchSampler:
 
     def sample(self, batch_size: int, g: torch.Generator):
         """(images Bx3xPxP normalised, targets BxKxPxP, fov Bx1xPxP)."""
-        size = self.patch_size
-        if self.whole_image:
-            size = max(max(item.fov.shape) for item in self.images)
-            size = int(math.ceil(size / 32) * 32)
+        size = self._whole_size if self.whole_image else self.patch_size
         draws = []
         for _ in range(batch_size):
             index = torch.randint(len(self.images), (), generator=g).item()
