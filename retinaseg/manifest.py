@@ -4,12 +4,17 @@
     python -m retinaseg.manifest add weights/vesselnet.pt --run runs/vesselnet \\
         --command "retinaseg train ..." --eval drive=drive.json --eval hrf=hrf.json
     python -m retinaseg.manifest metric weights/vesselnet.pt --eval hrf=hrf.json
+    python -m retinaseg.manifest pack weights/vesselnet.pt weights/vesselnet.pt --half --fov-diameter 640
+
+Re-packing a shipped file in place updates its entry; its metrics must then be measured again.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import shlex
+import sys
 from pathlib import Path
 
 from retinaseg.checkpoint import load_checkpoint, pack_checkpoint, sha256, weights_dir
@@ -84,6 +89,30 @@ def set_metrics(weights: Path, evaluations: dict) -> dict:
     return entry
 
 
+def pack_and_record(source: Path, destination: Path, command: str, **options) -> str:
+    """pack_checkpoint, keeping the manifest true. Re-packing a recorded file in place (to record a working
+    scale, say) updates its entry: the new sha256 and config, the pack command appended to the entry's command,
+    and the old metrics moved to metrics_before_repack, since they were measured with the old settings. Returns
+    what the user should do next, if anything."""
+    manifest = read_manifest()
+    entry = manifest.get(destination.name) if destination.resolve().parent == weights_dir().resolve() else None
+    recorded = entry is not None and destination.exists() and sha256(destination) == entry["sha256"]
+    in_place = destination.exists() and source.resolve() == destination.resolve()
+    pack_checkpoint(source, destination, **options)
+    if entry is None:
+        return ""
+    if not (recorded and in_place):
+        return (f"{destination.name}'s manifest entry describes other weights: record this file with "
+                f"`python -m retinaseg.manifest add`")
+    if sha256(destination) == entry["sha256"]:
+        return ""  # the same bytes again: the entry and its metrics still hold
+    entry.update(sha256=sha256(destination), config=load_checkpoint(destination)["config"],
+                 command=f"{entry['command']}; {command}", metrics_before_repack=entry["metrics"], metrics={})
+    write_json(manifest_path(), manifest)
+    return (f"{destination.name}'s manifest entry updated; its metrics were measured before this re-pack: "
+            f"re-measure them with `retinaseg eval --json` and record them with `python -m retinaseg.manifest metric`")
+
+
 def _read_evaluations(items: list[str]) -> dict:
     evaluations = {}
     for item in items:
@@ -110,7 +139,8 @@ def main(argv=None):
     metric.add_argument("weights", type=Path)
     metric.add_argument("--eval", action="append", required=True, metavar="NAME=EVAL.json",
                         help="a `retinaseg eval --json` output")
-    pack = sub.add_parser("pack", help="copy a run's best.pt for shipping, without optimiser state")
+    pack = sub.add_parser("pack", help="copy a run's best.pt for shipping, without optimiser state; "
+                          "re-packing a shipped file in place updates its manifest entry")
     pack.add_argument("source", type=Path)
     pack.add_argument("destination", type=Path)
     pack.add_argument("--half", action="store_true", help="store kernels as float16 (half the size)")
@@ -120,9 +150,12 @@ def main(argv=None):
                       help="the working scale the file runs at: FOV width in pixels (default: its training scale)")
     args = parser.parse_args(argv)
     if args.action == "pack":
-        pack_checkpoint(args.source, args.destination, half=args.half, max_downscale=args.max_downscale,
-                        fov_diameter=args.fov_diameter)
+        command = shlex.join(["python", "-m", "retinaseg.manifest", *(sys.argv[1:] if argv is None else argv)])
+        advice = pack_and_record(args.source, args.destination, command, half=args.half,
+                                 max_downscale=args.max_downscale, fov_diameter=args.fov_diameter)
         print(f"{args.destination}: {args.destination.stat().st_size / 1e6:.1f} MB")
+        if advice:
+            print(advice)
         return
     evaluations = _read_evaluations(args.eval)
     if args.action == "metric":

@@ -108,19 +108,25 @@ def test_packed_half_precision_weights_load_and_match(tmp_path):
         assert torch.allclose(loaded(x), module(x), atol=1e-2)
 
 
-def test_manifest_records_fine_tuning_lineage_and_replaces_metrics(tmp_path, monkeypatch):
-    from retinaseg.checkpoint import save_checkpoint
-    from retinaseg.manifest import main as manifest_main, read_manifest
-
+def _recordable_run(tmp_path, monkeypatch):
+    """A weights folder in tmp_path, a run folder and an eval result, as `manifest add` reads them."""
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
-    spec = get_model("unet")
-    config = model_config(spec, {"width": 4})
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"datasets": ["drive"], "loss": "bce-dice", "iterations": 5}))
     (run / "metrics.csv").write_text("epoch,seconds\n1,60\n2,60\n")
     result = {"command": "retinaseg eval ...", "mean": {"f1": 0.5}, "std": {"f1": 0.1}}
     (tmp_path / "eval.json").write_text(json.dumps(result))
+    return run, result
+
+
+def test_manifest_records_fine_tuning_lineage_and_replaces_metrics(tmp_path, monkeypatch):
+    from retinaseg.checkpoint import save_checkpoint
+    from retinaseg.manifest import main as manifest_main, read_manifest
+
+    run, result = _recordable_run(tmp_path, monkeypatch)
+    spec = get_model("unet")
+    config = model_config(spec, {"width": 4})
     weights = tmp_path / "unet.pt"
 
     def ship(seed):
@@ -146,6 +152,34 @@ def test_manifest_records_fine_tuning_lineage_and_replaces_metrics(tmp_path, mon
     ship(2)  # the file changed since it was recorded: its metrics must not be updated silently
     with pytest.raises(SystemExit, match="does not match"):
         manifest_main(["metric", str(weights), "--eval", f"hrf={tmp_path / 'hrf.json'}"])
+
+
+def test_repacking_a_shipped_file_in_place_keeps_its_manifest_entry_true(tmp_path, monkeypatch, capsys):
+    from retinaseg.checkpoint import save_checkpoint, sha256
+    from retinaseg.manifest import main as manifest_main, read_manifest
+
+    run, _ = _recordable_run(tmp_path, monkeypatch)
+    spec = get_model("unet")
+    config = model_config(spec, {"width": 4})
+    weights = tmp_path / "unet.pt"
+    save_checkpoint(weights, build_module(spec, config).state_dict(), config, info={"epoch": 2})
+    manifest_main(["add", str(weights), "--run", str(run), "--command", "train",
+                   "--eval", f"drive={tmp_path / 'eval.json'}"])
+
+    manifest_main(["pack", str(weights), str(weights), "--fov-diameter", "640"])
+    entry = read_manifest()["unet.pt"]
+    assert entry["sha256"] == sha256(weights) and entry["config"]["fov_diameter"] == 640
+    assert entry["command"].startswith("train; python -m retinaseg.manifest pack ") and "640" in entry["command"]
+    # the old scores were measured at the old scale: kept apart, never shown as the file's own
+    assert entry["metrics"] == {} and entry["metrics_before_repack"]["drive"]["mean"]["f1"] == 0.5
+    assert "manifest entry updated" in capsys.readouterr().out
+    manifest_main(["metric", str(weights), "--eval", f"drive={tmp_path / 'eval.json'}"])  # the file matches again
+
+    other = tmp_path / "run" / "best.pt"  # other weights shipped under the recorded name: the entry is left alone
+    save_checkpoint(other, build_module(spec, config).state_dict(), config, info={"epoch": 1})
+    manifest_main(["pack", str(other), str(weights)])
+    assert "record this file with" in capsys.readouterr().out
+    assert read_manifest()["unet.pt"]["sha256"] != sha256(weights)
 
 
 @pytest.mark.parametrize("gate", [[], ["--vessel-model", "vesselnet"]], ids=["alone", "vessel-gate"])
