@@ -222,6 +222,13 @@ def _inference_options(f):
     return f
 
 
+def _message(text: str) -> None:
+    """A warning or failure line on stderr, above the progress bar rather than through it."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+
+
 def _runner(model, weights, device, batch_size, tta, max_downscale, notify, vessel_model=None,
             vessel_weights=None, **settings):
     from retinaseg.inference.runner import RunConfig, Runner
@@ -265,11 +272,13 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
       small_pre/<stem>.png   the same at the model's working size
       prob/<stem>.tif        probabilities (--save-prob)
       overlay/<stem>.png     prediction over the photo (--overlay)
-      run.json               model, weights sha256, settings, versions, per-image status
+      run.json               model, weights sha256, settings, versions; per image:
+                             status, sizes, vessel_fraction (FOV share labelled vessel)
     Photos are rescaled so their field of view matches the weights' working scale,
     so any camera resolution works. Inputs already done are skipped, so re-running
     an interrupted command resumes it. Bad files are reported and skipped; the exit
-    status is 0 only if every input succeeded.
+    status is 0 only if every input succeeded. Photos with under 3% of their FOV
+    labelled vessel are written but flagged "check the photo".
 
     \b
     Examples:
@@ -281,11 +290,11 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
     from retinaseg.io.inputs import find_inputs
 
     runner = _runner(model, weights, device, batch_size, tta, max_downscale,
-                     notify=lambda m: click.echo(m, err=True), vessel_model=vessel_model,
+                     notify=_message, vessel_model=vessel_model,
                      vessel_weights=vessel_weights, save_prob=save_prob, overlay=overlay,
                      overwrite=overwrite, fov_dir=fov_dir, tile_size=tile_size, overlap=overlap, resize=resize,
                      workers=workers)
-    paths = find_inputs(inputs, recursive=recursive, notify=lambda m: click.echo(m, err=True),
+    paths = find_inputs(inputs, recursive=recursive, notify=_message,
                         output_dir=output_dir)
     summary = runner.run(paths, output_dir, progress=not quiet)
     click.echo(f"{summary.line()}; outputs in {output_dir}")
@@ -336,7 +345,7 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_mod
     runner, source = None, f"predictions in {pred}"
     if model:
         runner = _runner(model, weights, device, batch_size, tta, max_downscale,
-                         notify=lambda m: click.echo(m, err=True), vessel_model=vessel_model,
+                         notify=_message, vessel_model=vessel_model,
                          vessel_weights=vessel_weights)
         source = " + vessels from ".join(
             f"model {r.model.spec.name}" + (f" ({r.model.weights.name})" if r.model.weights else "")

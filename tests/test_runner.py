@@ -226,11 +226,34 @@ def test_run_json_records_model_settings_versions_and_each_input(cli, tmp_path, 
     assert report["settings"]["tile_size"] == 64 and report["settings"]["overlap"] == 0.5
     assert report["device"] == "cpu"
     assert {"retinaseg", "torch", "torchvision", "numpy", "python"} <= set(report["versions"])
-    assert report["summary"] == {"ok": 3, "skipped": 0, "failed": 1}
+    assert {k: report["summary"][k] for k in ("ok", "skipped", "failed")} == {"ok": 3, "skipped": 0, "failed": 1}
     by_stem = {r["stem"]: r for r in report["images"]}
     assert by_stem["broken"]["status"] == "failed" and "not a readable image" in by_stem["broken"]["message"]
     for stem in SIZES:
         assert by_stem[stem]["status"] == "ok" and by_stem[stem]["seconds"] > 0
+
+
+def test_photos_with_few_vessels_found_are_flagged_not_failed(cli, tmp_path):
+    import torchvision.transforms.functional as TF
+
+    sample = synthetic_fundus((400, 440), seed=3)
+    photo = sample.image_uint8()
+    blurred = TF.gaussian_blur(torch.from_numpy(photo).permute(2, 0, 1), 41, 10.0).permute(1, 2, 0).numpy()
+    disc = np.where(sample.fov[..., None], np.array([180, 80, 40], dtype=np.uint8), 0).astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    for name, image in {"eye": photo, "out_of_focus": blurred, "blank_disc": disc}.items():
+        iio.imwrite(tmp_path / "in" / f"{name}.png", image)
+    result = cli.invoke(retinaseg_cli, ["run", "-q", "--device", "cpu", str(tmp_path / "in"), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output  # flagged photos were still processed
+    assert "3 ok (2 with few vessels: see run.json)" in result.output
+    report = json.loads((tmp_path / "out" / "run.json").read_text())
+    by_stem = {r["stem"]: r for r in report["images"]}
+    # the synthetic photo has 12% vessels in its FOV; the shipped default finds most of them
+    assert 0.06 < by_stem["eye"]["vessel_fraction"] < 0.2 and by_stem["eye"]["message"] == ""
+    for stem in ("out_of_focus", "blank_disc"):
+        assert by_stem[stem]["status"] == "ok" and by_stem[stem]["vessel_fraction"] < 0.03
+        assert "few vessels found" in by_stem[stem]["message"] and f"{stem}.png" in result.output
+    assert report["summary"]["few_vessels"] == 2
 
 
 def test_shipped_weights_are_recorded_with_their_sha256(tmp_path, photo_folder):
