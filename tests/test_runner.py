@@ -243,9 +243,10 @@ def test_photos_with_few_vessels_found_are_flagged_not_failed(cli, tmp_path):
     (tmp_path / "in").mkdir()
     for name, image in {"eye": photo, "out_of_focus": blurred, "blank_disc": disc}.items():
         iio.imwrite(tmp_path / "in" / f"{name}.png", image)
-    result = cli.invoke(retinaseg_cli, ["run", "-q", "--device", "cpu", str(tmp_path / "in"), str(tmp_path / "out")])
+    command = ["run", "-q", "--device", "cpu", str(tmp_path / "in"), str(tmp_path / "out")]
+    result = cli.invoke(retinaseg_cli, command)
     assert result.exit_code == 0, result.output  # flagged photos were still processed
-    assert "3 ok (2 with few vessels: see run.json)" in result.output
+    assert "3 ok, 0 skipped, 0 failed" in result.output and "2 with few vessels found" in result.output
     report = json.loads((tmp_path / "out" / "run.json").read_text())
     by_stem = {r["stem"]: r for r in report["images"]}
     # the synthetic photo has 12% vessels in its FOV; the shipped default finds most of them
@@ -254,6 +255,14 @@ def test_photos_with_few_vessels_found_are_flagged_not_failed(cli, tmp_path):
         assert by_stem[stem]["status"] == "ok" and by_stem[stem]["vessel_fraction"] < 0.03
         assert "few vessels found" in by_stem[stem]["message"] and f"{stem}.png" in result.output
     assert report["summary"]["few_vessels"] == 2
+
+    # resumed runs skip them all and keep what the first run measured of each
+    for _ in range(2):
+        result = cli.invoke(retinaseg_cli, command)
+        assert "0 ok, 3 skipped" in result.output and "2 with few vessels found" in result.output
+        resumed = json.loads((tmp_path / "out" / "run.json").read_text())
+        assert [r["vessel_fraction"] for r in resumed["images"]] == [r["vessel_fraction"] for r in report["images"]]
+        assert resumed["summary"]["few_vessels"] == 2
 
 
 def test_shipped_weights_are_recorded_with_their_sha256(tmp_path, photo_folder):

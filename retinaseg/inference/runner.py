@@ -7,6 +7,7 @@ before thresholding. Pixels outside the FOV are background.
 """
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections import deque
@@ -230,6 +231,18 @@ class ImageRecord:
     vessel_fraction: Optional[float] = None  # share of the FOV labelled vessel: sort by it to find failed photos
 
 
+MEASURED = ("raw_size", "working_size", "fov_diameter", "vessel_fraction")  # per photo, kept across resumed runs
+
+
+def _earlier_records(report: Path) -> dict:
+    """stem -> what an earlier run.json in the same output folder recorded of each photo done."""
+    try:
+        images = json.loads(report.read_text())["images"]
+        return {r["stem"]: r for r in images if r.get("status") in ("ok", "skipped")}
+    except (OSError, ValueError, KeyError, TypeError):  # no earlier report, or an unreadable one: nothing to keep
+        return {}
+
+
 @dataclass
 class RunSummary:
     ok: int = 0
@@ -237,7 +250,7 @@ class RunSummary:
     failed: int = 0
     seconds: float = 0.0
     records: list = field(default_factory=list)
-    few_vessels: int = 0  # ok, but flagged: check the photo
+    few_vessels: int = 0  # written, but flagged: check the photo (those done by an earlier run included)
 
     @property
     def success(self) -> bool:
@@ -245,9 +258,9 @@ class RunSummary:
 
     def line(self) -> str:
         processed = self.ok / self.seconds if self.seconds > 0 else 0.0
-        flagged = f" ({self.few_vessels} with few vessels: see run.json)" if self.few_vessels else ""
-        return (f"{self.ok} ok{flagged}, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s "
-                f"({processed:.2f} images/s)")
+        flagged = f"; {self.few_vessels} with few vessels found (see run.json)" if self.few_vessels else ""
+        return (f"{self.ok} ok, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s "
+                f"({processed:.2f} images/s){flagged}")
 
 
 class Runner:
@@ -430,7 +443,7 @@ class Runner:
                 ok=sum(r.status == "ok" for r in records), skipped=sum(r.status == "skipped" for r in records),
                 failed=sum(r.status in ("failed", "pending") for r in records),
                 seconds=time.perf_counter() - started, records=records,
-                few_vessels=sum(r.status == "ok" and r.vessel_fraction < FEW_VESSELS for r in records))
+                few_vessels=sum(r.vessel_fraction is not None and r.vessel_fraction < FEW_VESSELS for r in records))
             for r in records:
                 if r.status == "pending":
                     r.status, r.message = "failed", "interrupted before it was processed"
@@ -439,8 +452,9 @@ class Runner:
 
     def _select(self, records: list[ImageRecord], out_dir: Path) -> list[int]:
         """Indices to process: not already done (unless overwrite), and not clashing with another input's
-        output name."""
+        output name. A photo done by an earlier run keeps what that run's run.json measured of it."""
         todo, owners = [], {}
+        earlier = _earlier_records(out_dir / "run.json")
         for i, record in enumerate(records):
             if record.stem in owners:
                 record.status = "failed"
@@ -451,6 +465,8 @@ class Runner:
             owners[record.stem] = i
             if not self.config.overwrite and all(p.exists() for p in self.outputs(out_dir, record.stem).values()):
                 record.status, record.message = "skipped", "outputs exist (use --overwrite to redo)"
+                for key in MEASURED:
+                    setattr(record, key, earlier.get(record.stem, {}).get(key))
                 continue
             todo.append(i)
         return todo
