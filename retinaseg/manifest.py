@@ -96,17 +96,18 @@ def pack_and_record(source: Path, destination: Path, command: str, **options) ->
     what the user should do next, if anything."""
     manifest = read_manifest()
     entry = manifest.get(destination.name) if destination.resolve().parent == weights_dir().resolve() else None
-    recorded = entry is not None and destination.exists() and sha256(destination) == entry["sha256"]
-    in_place = destination.exists() and source.resolve() == destination.resolve()
+    repacked_in_place = (entry is not None and destination.exists() and source.resolve() == destination.resolve()
+                         and sha256(destination) == entry["sha256"])
     pack_checkpoint(source, destination, **options)
     if entry is None:
         return ""
-    if not (recorded and in_place):
+    if not repacked_in_place:
         return (f"{destination.name}'s manifest entry describes other weights: record this file with "
                 f"`python -m retinaseg.manifest add`")
-    if sha256(destination) == entry["sha256"]:
+    digest = sha256(destination)
+    if digest == entry["sha256"]:
         return ""  # the same bytes again: the entry and its metrics still hold
-    entry.update(sha256=sha256(destination), config=load_checkpoint(destination)["config"],
+    entry.update(sha256=digest, config=load_checkpoint(destination)["config"],
                  command=f"{entry['command']}; {command}", metrics_before_repack=entry["metrics"], metrics={})
     write_json(manifest_path(), manifest)
     return (f"{destination.name}'s manifest entry updated; its metrics were measured before this re-pack: "

@@ -230,6 +230,10 @@ class ImageRecord:
     fov_diameter: Optional[int] = None
     vessel_fraction: Optional[float] = None  # share of the FOV labelled vessel: sort by it to find failed photos
 
+    @property
+    def few_vessels(self) -> bool:
+        return self.vessel_fraction is not None and self.vessel_fraction < FEW_VESSELS
+
 
 MEASURED = ("raw_size", "working_size", "fov_diameter", "vessel_fraction")  # per photo, kept across resumed runs
 
@@ -250,7 +254,11 @@ class RunSummary:
     failed: int = 0
     seconds: float = 0.0
     records: list = field(default_factory=list)
-    few_vessels: int = 0  # written, but flagged: check the photo (those done by an earlier run included)
+
+    @property
+    def few_vessels(self) -> int:
+        """Photos written but flagged "check the photo" (those done by an earlier run included)."""
+        return sum(r.few_vessels for r in self.records)
 
     @property
     def success(self) -> bool:
@@ -412,7 +420,7 @@ class Runner:
             try:
                 record.vessel_fraction = round(future.result(), 4)
                 record.status = "ok"
-                if record.vessel_fraction < FEW_VESSELS:
+                if record.few_vessels:
                     record.message = f"few vessels found ({record.vessel_fraction:.1%} of the FOV): check the photo"
                     self.notify(f"warning: {record.input}: {record.message}")
             except Exception as exc:
@@ -442,8 +450,7 @@ class Runner:
             summary = RunSummary(
                 ok=sum(r.status == "ok" for r in records), skipped=sum(r.status == "skipped" for r in records),
                 failed=sum(r.status in ("failed", "pending") for r in records),
-                seconds=time.perf_counter() - started, records=records,
-                few_vessels=sum(r.vessel_fraction is not None and r.vessel_fraction < FEW_VESSELS for r in records))
+                seconds=time.perf_counter() - started, records=records)
             for r in records:
                 if r.status == "pending":
                     r.status, r.message = "failed", "interrupted before it was processed"
