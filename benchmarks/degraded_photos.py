@@ -1,5 +1,5 @@
 """Share of the FOV labelled vessel on real photos and on degraded copies of them: the evidence behind the
-runner's "few vessels found: check the photo" flag (retinaseg.inference.runner.FEW_VESSELS).
+runner's "few vessels found: check the photo" flag (retinaseg.inference.FEW_VESSELS).
 
     python benchmarks/degraded_photos.py [--data-root ../shared/data] [--images 5] [--model vesselnet]
 
@@ -20,7 +20,8 @@ import torch
 import torchvision.transforms.functional as TF
 
 from retinaseg.datasets import load_samples, read_fov
-from retinaseg.inference.runner import FEW_VESSELS, RunConfig, Runner
+from retinaseg.inference import FEW_VESSELS
+from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 

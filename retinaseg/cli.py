@@ -10,7 +10,7 @@ import click
 
 from retinaseg import __version__
 from retinaseg.errors import RetinasegError
-from retinaseg.inference import MAX_DOWNSCALE
+from retinaseg.inference import FEW_VESSELS, MAX_DOWNSCALE
 
 
 class _Command(click.Command):
@@ -222,6 +222,14 @@ def _inference_options(f):
     return f
 
 
+def _help_with(**values):
+    """Fills {names} in a command's docstring before click reads it, so --help shows the code's own values."""
+    def decorate(f):
+        f.__doc__ = f.__doc__.format(**values)
+        return f
+    return decorate
+
+
 def _message(text: str) -> None:
     """A warning or failure line on stderr, above the progress bar rather than through it."""
     from tqdm import tqdm
@@ -243,6 +251,7 @@ def _runner(model, weights, device, batch_size, tta, max_downscale, notify, vess
 
 
 @cli.command()
+@_help_with(few_vessels=f"{FEW_VESSELS:.0%}")
 @click.argument("inputs", nargs=-1, required=True)
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--model", "-m", default=None, help="Model name (see `retinaseg plugins`). Default: vesselnet.")
@@ -277,7 +286,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
     Photos are rescaled so their field of view matches the weights' working scale,
     so any camera resolution works. Inputs already done are skipped, so re-running
     an interrupted command resumes it. Bad files are reported and skipped; the exit
-    status is 0 only if every input succeeded. Photos with under 3% of their FOV
+    status is 0 only if every input succeeded. Photos with under {few_vessels} of their FOV
     labelled vessel are written but flagged "check the photo".
 
     \b

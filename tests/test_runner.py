@@ -14,6 +14,7 @@ import torch
 import retinaseg.io.atomic as atomic
 from retinaseg import av, hookimpl
 from retinaseg.cli import cli as retinaseg_cli
+from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.runner import Runner, RunConfig
 from retinaseg.models import load_model
 from retinaseg.registry import ModelSpec
@@ -230,7 +231,22 @@ def test_run_json_records_model_settings_versions_and_each_input(cli, tmp_path, 
     by_stem = {r["stem"]: r for r in report["images"]}
     assert by_stem["broken"]["status"] == "failed" and "not a readable image" in by_stem["broken"]["message"]
     for stem in SIZES:
-        assert by_stem[stem]["status"] == "ok" and by_stem[stem]["seconds"] > 0
+        assert by_stem[stem]["status"] == "ok" and by_stem[stem]["seconds"] > 0 and by_stem[stem]["read_seconds"] > 0
+    # reads overlap the model: the photos' times add up to no more than the run's
+    assert sum(r["seconds"] for r in report["images"]) <= report["seconds"]
+
+
+def test_help_states_the_flag_threshold_and_loads_no_torch():
+    # --help must be instant: a fresh interpreter shows every command's help without importing torch
+    code = ("import sys; from click.testing import CliRunner; from retinaseg.cli import cli\n"
+            "for command in ([], ['run'], ['train'], ['eval'], ['plugins']):\n"
+            "    result = CliRunner().invoke(cli, [*command, '--help'])\n"
+            "    assert result.exit_code == 0, result.output\n"
+            "    print(result.output)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"under {FEW_VESSELS:.0%} of their FOV" in done.stdout
 
 
 def test_photos_with_few_vessels_found_are_flagged_not_failed(cli, tmp_path):

@@ -4,3 +4,8 @@
 # vessels (chosen on the HRF-AV training split; see README); a model may declare its own. Here, not in
 # runner.py, so the CLI can show it without importing torch.
 MAX_DOWNSCALE = 3.5
+
+# Below this share of the FOV labelled vessel a photo is flagged "check the photo". The default model marks
+# 5.8-15.9% on every DRIVE, LES-AV and HRF-AV test photo; noise and blank discs get under 1.1%, most heavily
+# blurred copies under 3% (benchmarks/degraded_photos.py).
+FEW_VESSELS = 0.03

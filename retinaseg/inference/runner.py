@@ -23,6 +23,7 @@ import torch
 from retinaseg import __version__, av
 from retinaseg.errors import ImageReadError, RetinasegError
 from retinaseg.fov import estimate_fov, fov_diameter
+from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.io.atomic import write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
@@ -33,12 +34,6 @@ from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize,
 OUTPUT_FOLDERS = {"raw": "raw_pre", "small": "small_pre", "prob": "prob", "overlay": "overlay"}
 VESSEL_OVERLAY_COLOUR = np.array([255, 255, 0], dtype=np.float32)  # yellow shows on red-orange fundus
 OVERLAY_ALPHA = 0.6
-# Below this share of the FOV labelled vessel a photo is flagged "check the photo". The default model marks
-# 5.8-15.9% on every DRIVE, LES-AV and HRF-AV test photo; noise and blank discs get under 1.1%, most heavily
-# blurred copies under 3% (benchmarks/degraded_photos.py).
-FEW_VESSELS = 0.03
-
-
 @dataclass
 class RunConfig:
     device: str = "auto"
@@ -224,7 +219,9 @@ class ImageRecord:
     stem: str  # output name: the file stem, with sub-folders under --recursive
     status: str = "pending"  # ok, skipped, failed
     message: str = ""
+    # the run's wall time between this photo's prediction and the one before: these sum to about the run's time
     seconds: float = 0.0
+    read_seconds: float = 0.0  # reading and preparing it, in a reader thread, overlapped with other photos
     raw_size: Optional[list] = None  # [width, height]
     working_size: Optional[list] = None
     fov_diameter: Optional[int] = None
@@ -432,7 +429,7 @@ class Runner:
             for prepared, prob in self.predict_prepared(prepared_items()):
                 record = records[prepared.index]
                 now = time.perf_counter()
-                record.seconds = round(prepared.seconds + now - last, 3)
+                record.seconds, record.read_seconds = round(now - last, 3), round(prepared.seconds, 3)
                 last = now
                 record.raw_size = [int(prepared.raw_size[1]), int(prepared.raw_size[0])]
                 record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
