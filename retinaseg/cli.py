@@ -154,11 +154,14 @@ def _max_downscale_option(help: str):
               help="Dataset option (the folder dataset: images=, labels=, fov=, label_suffix=). Repeatable.")
 @click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from these weights (fine-tuning).")
+@click.option("--ema", default=0.0, show_default=True, metavar="DECAY",
+              help="Keep a moving average of the weights (decay per step, e.g. 0.999); validation scores it and "
+                   "best.pt holds it. 0: off.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (epoch lines are still printed).")
 def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size, patch_size, sampling, lr,
           val_fraction, patience, fov_diameter, max_downscale, no_augment, seed, device, model_options, loss_options,
-          dataset_options, init_weights, resume, quiet):
+          dataset_options, init_weights, ema, resume, quiet):
     """Train a model on one or more datasets' training splits.
 
     \b
@@ -179,7 +182,7 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
         dataset_options=_parse_options(dataset_options, "--dataset-option"),
         epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
         lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, fov_diameter=fov_diameter,
-        max_downscale=max_downscale, augment=not no_augment, device=device, init_weights=init_weights)
+        max_downscale=max_downscale, augment=not no_augment, device=device, init_weights=init_weights, ema=ema)
     summary = run_training(config, resume=resume, progress=not quiet)
     click.echo(f"done: {summary['epochs']} epochs, best validation F1 {summary['best_val_f1']:.4f}; "
                f"weights in {Path(out) / 'best.pt'}")

@@ -80,11 +80,12 @@ def test_resume_continues_from_last_checkpoint(cli, tmp_path, folder_dataset):
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
 
 
-def test_a_killed_run_resumes_to_the_same_weights(cli, tmp_path, folder_dataset, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["--ema", "0.9"]], ids=["plain", "moving-average"])
+def test_a_killed_run_resumes_to_the_same_weights(cli, tmp_path, folder_dataset, monkeypatch, extra):
     import retinaseg.training.engine as engine
 
     straight = tmp_path / "straight"
-    assert train(cli, straight, folder_dataset).exit_code == 0
+    assert train(cli, straight, folder_dataset, *extra).exit_code == 0
 
     killed = tmp_path / "killed"
     real_save = engine.save_checkpoint
@@ -95,14 +96,31 @@ def test_a_killed_run_resumes_to_the_same_weights(cli, tmp_path, folder_dataset,
         return real_save(path, *args, **kwargs)
 
     monkeypatch.setattr(engine, "save_checkpoint", die_at_second_last_save)
-    assert train(cli, killed, folder_dataset).exit_code != 0
+    assert train(cli, killed, folder_dataset, *extra).exit_code != 0
     monkeypatch.setattr(engine, "save_checkpoint", real_save)
     assert len(list(csv.DictReader(open(killed / "metrics.csv")))) == 2
-    assert train(cli, killed, folder_dataset, "--resume").exit_code == 0
+    assert train(cli, killed, folder_dataset, *extra, "--resume").exit_code == 0
     assert [r["epoch"] for r in csv.DictReader(open(killed / "metrics.csv"))] == ["1", "2"]
-    a = load_checkpoint(straight / "last.pt")["state_dict"]
-    b = load_checkpoint(killed / "last.pt")["state_dict"]
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    for name in ("last.pt", "best.pt"):
+        a = load_checkpoint(straight / name)["state_dict"]
+        b = load_checkpoint(killed / name)["state_dict"]
+        assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_a_moving_average_of_the_weights_is_what_best_pt_keeps(cli, tmp_path, folder_dataset):
+    out = tmp_path / "run"
+    # no validation split: best.pt is written every epoch, so it must hold the final average
+    assert train(cli, out, folder_dataset, "--ema", "0.9", "--val-fraction", "0").exit_code == 0
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
+    average = last["training"]["averaged"]
+    assert all(torch.equal(best["state_dict"][k], average[f"module.{k}"]) for k in best["state_dict"])
+    assert any(not torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in best["state_dict"])
+    load_model("unet", out / "best.pt")  # loads like any other weights file
+    # resuming must keep the run's own setting
+    result = train(cli, out, folder_dataset, "--val-fraction", "0", "--epochs", "3", "--resume")
+    assert result.exit_code == 1 and "resume with the run's own --ema" in result.output
+    result = train(cli, out, folder_dataset, "--ema", "1.5", "--val-fraction", "0", "--epochs", "3", "--resume")
+    assert result.exit_code == 1 and "--ema must be in [0, 1)" in result.output
 
 
 def test_eval_with_a_model_reports_the_second_observer(cli, tmp_path):

@@ -1,5 +1,6 @@
 """The training loop shared by every model: patches or whole images, augmentation, validation F1 inside the
-FOV, best/last checkpoints, resume, LR schedule, early stopping, AMP on CUDA.
+FOV, best/last checkpoints, resume, LR schedule, early stopping, AMP on CUDA, an optional moving average of
+the weights.
 
 A model whose training differs (the A/V fusion GAN) brings its own step through ModelSpec.training_step:
 a factory called as factory(model=..., loss=..., lr=..., weight_decay=..., device=...) that returns an object
@@ -18,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from retinaseg import __version__
@@ -60,6 +62,7 @@ class TrainConfig:
     augment: bool = True
     device: str = "auto"
     init_weights: Optional[str] = None  # start from these weights (fine-tuning)
+    ema: float = 0.0  # decay of a moving average of the weights, validated and saved as best.pt; 0: off
 
 
 class SupervisedStep:
@@ -170,6 +173,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                              f"predicts {spec.task}")
     if config.sampling not in ("patch", "whole"):
         raise RetinasegError(f"sampling must be 'patch' or 'whole'; got {config.sampling!r}")
+    if not 0 <= config.ema < 1:
+        raise RetinasegError(f"--ema must be in [0, 1) (e.g. 0.999); got {config.ema}")
     if resume and not (out / "last.pt").is_file():
         raise RetinasegError(f"--resume: no {out / 'last.pt'} to resume from")
     if not resume and (out / "last.pt").exists():
@@ -187,6 +192,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     loss_fn = loss_spec.build(**config.loss_options)
     factory = spec.training_step or SupervisedStep
     step = factory(model=model, loss=loss_fn, lr=config.lr, weight_decay=config.weight_decay, device=device)
+    # the average, not the last step's weights, is what validation scores and best.pt keeps
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) \
+        if config.ema else None
+    kept = averaged.module if averaged else model
     generator = torch.Generator().manual_seed(config.seed)
     start_epoch, best = 1, -1.0
     if resume:
@@ -196,6 +205,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         model_cfg = state["config"]
         model.load_state_dict(state["state_dict"])
         step.load_state_dict(state["training"]["step"])
+        if (averaged is None) != ("averaged" not in state["training"]):
+            raise RetinasegError(f"{out / 'last.pt'} was trained {'with' if averaged is None else 'without'} a "
+                                 f"moving average of the weights: resume with the run's own --ema setting")
+        if averaged is not None:
+            averaged.load_state_dict(state["training"]["averaged"])
         generator.set_state(state["training"]["generator"])
         start_epoch, best = state["training"]["epoch"] + 1, state["training"]["best"]
     out.mkdir(parents=True, exist_ok=True)
@@ -225,12 +239,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                     group["lr"] = lr * factor
             images, targets, fov = sampler.sample(config.batch_size, generator)
             stats = step(images, targets, fov)
+            if averaged is not None:
+                averaged.update_parameters(model)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}")
         row = {"epoch": epoch, **{k: v / config.iterations for k, v in sums.items()},
                "lr": base_lrs[0][0] * factor}
-        score = validate(model, val_images, device, model_cfg["size_divisor"]) if val_images else float("nan")
+        score = validate(kept, val_images, device, model_cfg["size_divisor"]) if val_images else float("nan")
         row.update(val_f1=score, seconds=round(time.time() - epoch_start, 1))
         improved = val_images and score > best
         if improved:
@@ -240,12 +256,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         info = {"epoch": epoch, "best_val_f1": best, "datasets": config.datasets, "loss": config.loss,
                 "retinaseg": __version__}
         if improved or not val_images:
-            save_checkpoint(out / "best.pt", model.state_dict(), model_cfg, info=info)
+            save_checkpoint(out / "best.pt", kept.state_dict(), model_cfg, info=info)
         # the row goes first: a kill between the two leaves a row that resume drops, never a missing one
         _append_row(metrics_path, row)
-        save_checkpoint(out / "last.pt", model.state_dict(), model_cfg, info=info,
-                        training={"step": step.state_dict(), "generator": generator.get_state(),
-                                  "epoch": epoch, "best": best})
+        progress_state = {"step": step.state_dict(), "generator": generator.get_state(), "epoch": epoch, "best": best}
+        if averaged is not None:
+            progress_state["averaged"] = averaged.state_dict()
+        save_checkpoint(out / "last.pt", model.state_dict(), model_cfg, info=info, training=progress_state)
         # one line per epoch, with or without progress bars
         tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in row.items() if k != "epoch"))
