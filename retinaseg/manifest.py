@@ -36,6 +36,22 @@ def _require_entry(manifest: dict, name: str) -> dict:
     return manifest[name]
 
 
+def _starting_entry(manifest: dict, start: str) -> dict:
+    """The entry of the weights a run started from: a manifest name, or a weights file recorded anywhere in the
+    manifest (a retired file survives inside the entries fine-tuned from it), found by its sha256."""
+    if start in manifest or not Path(start).is_file():
+        return _require_entry(manifest, start)
+    digest = sha256(start)
+    pending = list(manifest.values())
+    while pending:
+        entry = pending.pop()
+        if entry.get("sha256") == digest:
+            return entry
+        if "fine_tuned_from" in entry:
+            pending.append(entry["fine_tuned_from"])
+    raise SystemExit(f"Error: {start} is not recorded in the manifest (sha256 {digest[:12]}...)")
+
+
 def _metric_entries(evaluations: dict) -> dict:
     return {name: {"command": result.get("command", ""), "mean": result["mean"], "std": result["std"]}
             for name, result in evaluations.items()}
@@ -46,10 +62,11 @@ def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, not
     """Record a weight file: sha256, model and settings, datasets, epochs and wall time (from the run's
     metrics.csv), the exact training command, and the `retinaseg eval --json` results given.
 
-    fine_tuned_from names the manifest entry of the weights the run started from (`--init-weights`); that
-    entry is kept inside this one, so the history and the total training time stay on record."""
+    fine_tuned_from names the weights the run started from (`--init-weights`): a manifest entry, or a file the
+    manifest records; that entry is kept inside this one, so the history and the total training time stay on
+    record."""
     manifest = read_manifest()
-    start = None if fine_tuned_from is None else _require_entry(manifest, fine_tuned_from)
+    start = None if fine_tuned_from is None else _starting_entry(manifest, fine_tuned_from)
     checkpoint = load_checkpoint(weights)
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     training = json.loads((run_dir / "config.json").read_text())
@@ -58,7 +75,8 @@ def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, not
         "model": checkpoint["config"]["model"],
         "config": checkpoint["config"],
         "datasets": training["datasets"],
-        "splits": "training splits only; validation held out from them",
+        "splits": ("training splits only; validation held out from them" if training.get("val_fraction", 0.15) > 0
+                   else "training splits only, every image (no validation split)"),
         "loss": training["loss"],
         "epochs": len(rows),
         "best_epoch": checkpoint.get("info", {}).get("epoch"),
@@ -135,7 +153,8 @@ def main(argv=None):
                      help="a `retinaseg eval --json` output; its 'command' key, if any, is kept")
     add.add_argument("--notes", default="")
     add.add_argument("--fine-tuned-from", metavar="ENTRY",
-                     help="manifest entry (e.g. av-fusion.pt) of the weights the run started from")
+                     help="the weights the run started from: a manifest entry (e.g. av-fusion.pt), or a weights "
+                          "file the manifest records, even inside another entry")
     metric = sub.add_parser("metric", help="replace or add metric results of an existing entry")
     metric.add_argument("weights", type=Path)
     metric.add_argument("--eval", action="append", required=True, metavar="NAME=EVAL.json",

@@ -136,12 +136,22 @@ def test_manifest_records_fine_tuning_lineage_and_replaces_metrics(tmp_path, mon
     ship(0)
     manifest_main(["add", str(weights), "--run", str(run), "--command", "first",
                    "--eval", f"drive={tmp_path / 'eval.json'}"])
+    retired = tmp_path / "first.pt"
+    retired.write_bytes(weights.read_bytes())
     ship(1)
     manifest_main(["add", str(weights), "--run", str(run), "--command", "second",
                    "--eval", f"drive={tmp_path / 'eval.json'}", "--fine-tuned-from", "unet.pt"])
     entry = read_manifest()["unet.pt"]
     assert entry["command"] == "second" and entry["fine_tuned_from"]["command"] == "first"
     assert entry["wall_time_minutes"] == 2.0 and entry["total_wall_time_minutes"] == 4.0
+    # a retired starting file, recorded only inside the entry fine-tuned from it, is found by its sha256
+    ship(2)
+    manifest_main(["add", str(weights), "--run", str(run), "--command", "third",
+                   "--eval", f"drive={tmp_path / 'eval.json'}", "--fine-tuned-from", str(retired)])
+    assert read_manifest()["unet.pt"]["fine_tuned_from"]["command"] == "first"
+    with pytest.raises(SystemExit, match="not recorded in the manifest"):
+        manifest_main(["add", str(weights), "--run", str(run), "--command", "fourth",
+                       "--fine-tuned-from", str(run / "metrics.csv")])
 
     result["mean"]["f1"] = 0.75
     (tmp_path / "hrf.json").write_text(json.dumps(result))
@@ -149,7 +159,7 @@ def test_manifest_records_fine_tuning_lineage_and_replaces_metrics(tmp_path, mon
     metrics = read_manifest()["unet.pt"]["metrics"]
     assert metrics["hrf"]["mean"]["f1"] == 0.75 and metrics["drive"]["mean"]["f1"] == 0.5
 
-    ship(2)  # the file changed since it was recorded: its metrics must not be updated silently
+    ship(3)  # the file changed since it was recorded: its metrics must not be updated silently
     with pytest.raises(SystemExit, match="does not match"):
         manifest_main(["metric", str(weights), "--eval", f"hrf={tmp_path / 'hrf.json'}"])
 
