@@ -34,6 +34,8 @@ from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize,
 OUTPUT_FOLDERS = {"raw": "raw_pre", "small": "small_pre", "prob": "prob", "overlay": "overlay"}
 VESSEL_OVERLAY_COLOUR = np.array([255, 255, 0], dtype=np.float32)  # yellow shows on red-orange fundus
 OVERLAY_ALPHA = 0.6
+
+
 @dataclass
 class RunConfig:
     device: str = "auto"
