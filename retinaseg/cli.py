@@ -184,7 +184,7 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
         lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, fov_diameter=fov_diameter,
         max_downscale=max_downscale, augment=not no_augment, device=device, init_weights=init_weights, ema=ema)
     summary = run_training(config, resume=resume, progress=not quiet)
-    chosen = (f"best validation F1 {summary['best_val_f1']:.4f}" if summary["best_val_f1"] >= 0
+    chosen = (f"best validation F1 {summary['best_val_f1']:.4f}" if summary["best_val_f1"] is not None
               else "no validation images, so best.pt holds the last epoch")
     click.echo(f"done: {summary['epochs']} epochs, {chosen}; weights in {Path(out) / 'best.pt'}")
 

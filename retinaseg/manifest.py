@@ -75,7 +75,7 @@ def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, not
         "model": checkpoint["config"]["model"],
         "config": checkpoint["config"],
         "datasets": training["datasets"],
-        "splits": ("training splits only; validation held out from them" if training.get("val_fraction", 0.15) > 0
+        "splits": ("training splits only; validation held out from them" if training["val_fraction"] > 0
                    else "training splits only, every image (no validation split)"),
         "loss": training["loss"],
         "epochs": len(rows),

@@ -113,7 +113,8 @@ def _recordable_run(tmp_path, monkeypatch):
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"datasets": ["drive"], "loss": "bce-dice", "iterations": 5}))
+    (run / "config.json").write_text(json.dumps({"datasets": ["drive"], "loss": "bce-dice", "iterations": 5,
+                                                    "val_fraction": 0.15}))
     (run / "metrics.csv").write_text("epoch,seconds\n1,60\n2,60\n")
     result = {"command": "retinaseg eval ...", "mean": {"f1": 0.5}, "std": {"f1": 0.1}}
     (tmp_path / "eval.json").write_text(json.dumps(result))

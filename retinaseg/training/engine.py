@@ -164,7 +164,8 @@ def _load_images(config: TrainConfig, task: str, model_cfg: dict, classes: int, 
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train; returns a summary dict. Writes best.pt, last.pt, metrics.csv and config.json to config.out."""
+    """Train; returns a summary dict (best_val_f1 is None when no images were held out). Writes best.pt,
+    last.pt, metrics.csv and config.json to config.out."""
     out = Path(config.out)
     spec = get_model(config.model)
     loss_spec = get_loss(config.loss)
@@ -227,7 +228,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
     started = time.time()
     epochs_without_gain = 0
-    summary = {"best_val_f1": best, "epochs": start_epoch - 1}
+    summary = {"best_val_f1": best if val_images else None, "epochs": start_epoch - 1}
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start, sums = time.time(), {}
         bar = tqdm(range(config.iterations), desc=f"epoch {epoch}/{config.epochs}", unit="it",
@@ -266,7 +267,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         # one line per epoch, with or without progress bars
         tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in row.items() if k != "epoch"))
-        summary = {"best_val_f1": best, "epochs": epoch}
+        summary = {"best_val_f1": best if val_images else None, "epochs": epoch}
         if config.patience and epochs_without_gain >= config.patience:
             tqdm.write(f"early stop: no validation gain in {config.patience} epochs")
             break
