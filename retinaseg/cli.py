@@ -210,9 +210,9 @@ def _inference_options(f):
     f = click.option("--tta/--no-tta", default=None,
                      help="Average over horizontal and vertical flips: 4x slower, slightly better. Default: the "
                           "model's own, off unless `retinaseg plugins` lists it.")(f)
-    f = click.option("--batch-size", "-b", type=int, default=None,
+    f = click.option("--batch-size", "-b", type=int, default=1, show_default=True,
                      help="Tiles (or whole small images) per forward pass; tiles of several photos share a batch. "
-                          "Default: 8 on CUDA, 1 on CPU.")(f)
+                          "Larger batches were no faster, on CPU or GPU (README, Speed).")(f)
     f = click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present), cpu, cuda or cuda:N.")(f)
     f = click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
@@ -297,7 +297,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
     Examples:
       retinaseg run photos/ out/
       retinaseg run --model av-fusion --save-prob --overlay photos/ out/
-      retinaseg run -r "study/**/*.jpg" out/ --device cuda --batch-size 16
+      retinaseg run -r "study/**/*.jpg" out/ --device cuda
       retinaseg run -m av-fusion --vessel-model vesselnet photos/ out/
     """
     from retinaseg.io.inputs import find_inputs
