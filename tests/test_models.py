@@ -26,6 +26,19 @@ def test_forward_keeps_the_input_size(name):
     assert out.shape == (2, spec.classes, *size)
 
 
+def test_vesselnet_dropblock_changes_training_only_and_keeps_the_parameter_names():
+    spec = get_model("vesselnet")
+    plain = build_module(spec, model_config(spec))
+    dropping = build_module(spec, model_config(spec, {"dropblock": 0.2}))
+    assert list(dropping.state_dict()) == list(plain.state_dict())  # shipped files still load
+    dropping.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 48, 80)  # the deepest maps (3x5) are narrower than the block
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert torch.equal(dropping.eval()(x), plain.eval()(x))
+        assert not torch.equal(dropping.train()(x), plain.train()(x))
+
+
 def test_av_fusion_outputs_side_outputs_and_branches():
     spec = get_model("av-fusion")
     model = build_module(spec, model_config(spec, {"width": 4}))
