@@ -228,7 +228,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
     started = time.time()
     epochs_without_gain = 0
-    summary = {"best_val_f1": best if val_images else None, "epochs": start_epoch - 1}
+    last_epoch = start_epoch - 1
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start, sums = time.time(), {}
         bar = tqdm(range(config.iterations), desc=f"epoch {epoch}/{config.epochs}", unit="it",
@@ -267,12 +267,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         # one line per epoch, with or without progress bars
         tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in row.items() if k != "epoch"))
-        summary = {"best_val_f1": best if val_images else None, "epochs": epoch}
+        last_epoch = epoch
         if config.patience and epochs_without_gain >= config.patience:
             tqdm.write(f"early stop: no validation gain in {config.patience} epochs")
             break
-    summary["seconds"] = round(time.time() - started, 1)
-    return summary
+    return {"best_val_f1": best if val_images else None, "epochs": last_epoch,
+            "seconds": round(time.time() - started, 1)}
 
 
 def _keep_rows_up_to(path: Path, epoch: int) -> None:
