@@ -28,7 +28,8 @@ def main():
     parser.add_argument("--model", default="av-fusion")
     parser.add_argument("--weights", default=None, help="default: the model's shipped weights")
     parser.add_argument("--datasets", default="drive-av,les-av,hrf-av", help="the training run's -d")
-    parser.add_argument("--seed", type=int, default=1, help="the training run's --seed")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="the training run's --split-seed, or its --seed if it had none")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="the training run's --val-fraction")
     parser.add_argument("--vessel-model", default=None,
                         help="compare without / with this binary model gating the vessels (TTA: the model's default)")

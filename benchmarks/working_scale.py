@@ -36,7 +36,7 @@ def main():
     scales.add_argument("--diameters", default="540,960,1440", help="working FOV diameters, comma-separated")
     scales.add_argument("--max-downscales", default=None, help="caps on shrinking, comma-separated")
     parser.add_argument("--held-out-seed", type=int, default=None,
-                        help="score only the training images held out by a run with this --seed")
+                        help="score only the training images held out by a run with this --split-seed (or --seed)")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="that run's --val-fraction")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

@@ -15,7 +15,7 @@ from retinaseg.errors import CheckpointError
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.models import load_model
-from retinaseg.training.engine import lr_factor, split_validation
+from retinaseg.training.engine import TrainConfig, _load_images, lr_factor, split_validation
 
 TINY = ["--epochs", "2", "--iterations", "3", "--batch-size", "2", "--patch-size", "32", "--val-fraction", "0.34",
         "--device", "cpu", "--fov-diameter", "60"]
@@ -242,3 +242,14 @@ def test_the_gpu_sampler_cuts_the_same_patches_as_the_cpu_one(folder_dataset):
                     on_gpu.sample(8, torch.Generator().manual_seed(1))):
         assert b.device.type == "cuda"
         torch.testing.assert_close(a, b.cpu(), atol=1e-4, rtol=1e-4)
+
+
+def test_split_seed_holds_out_the_same_images_whatever_the_training_seed(folder_dataset):
+    def held_out(**seeds):
+        config = TrainConfig(model="unet", loss="bce-dice", datasets=["folder"], data_root=str(folder_dataset),
+                             out="unused", dataset_options={"label_suffix": "_gt"}, val_fraction=0.34, **seeds)
+        _, validation = _load_images(config, "vessel", {"fov_diameter": 60}, classes=1, progress=False)
+        return [item.id for item in validation]
+
+    assert held_out(seed=0) != held_out(seed=2)  # the seed alone draws other images
+    assert held_out(seed=2, split_seed=0) == held_out(seed=0)

@@ -57,6 +57,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     patience: int = 0  # epochs without improvement before stopping; 0 never stops early
     seed: int = 0
+    split_seed: Optional[int] = None  # draws the held-out images; None: seed
     fov_diameter: Optional[int] = None
     max_downscale: Optional[float] = None  # cap on shrinking photos to the working scale; None: the model's
     augment: bool = True
@@ -149,7 +150,8 @@ def _load_images(config: TrainConfig, task: str, model_cfg: dict, classes: int, 
         if spec.task != task and not (spec.task == "av" and task == "vessel"):
             raise RetinasegError(f"dataset {name} has {spec.task} labels but model {config.model} is a {task} "
                                  f"model")
-        fit, held = split_validation(samples, config.val_fraction, config.seed)
+        split_seed = config.seed if config.split_seed is None else config.split_seed
+        fit, held = split_validation(samples, config.val_fraction, split_seed)
         train += [(s, spec.task) for s in fit]
         val += [(s, spec.task) for s in held]
     prepared = []
