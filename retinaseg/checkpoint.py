@@ -58,6 +58,13 @@ def pack_checkpoint(source, destination, half: bool = False, max_downscale: Opti
     fov_diameter the working scale it runs at (FOV width in pixels), when held-out images favour another scale
     than the one it was trained at."""
     payload = load_checkpoint(source)
+    state, config = for_shipping(payload, half, max_downscale, fov_diameter)
+    save_checkpoint(destination, state, config, info=payload.get("info", {}))
+
+
+def for_shipping(payload: dict, half: bool = False, max_downscale: Optional[float] = None,
+                 fov_diameter: Optional[int] = None) -> tuple[dict, dict]:
+    """(state_dict, config) of a loaded checkpoint as pack_checkpoint ships them."""
     state = {key: value.half() if half and value.is_floating_point() and value.dim() >= 2 else value
              for key, value in payload["state_dict"].items()}
     config = dict(payload["config"])
@@ -69,4 +76,4 @@ def pack_checkpoint(source, destination, half: bool = False, max_downscale: Opti
         if fov_diameter < 32:
             raise CheckpointError(f"fov_diameter must be at least 32 pixels, got {fov_diameter}")
         config["fov_diameter"] = int(fov_diameter)
-    save_checkpoint(destination, state, config, info=payload.get("info", {}))
+    return state, config

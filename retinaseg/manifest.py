@@ -5,6 +5,7 @@
         --command "retinaseg train ..." --eval drive=drive.json --eval hrf=hrf.json
     python -m retinaseg.manifest metric weights/vesselnet.pt --eval hrf=hrf.json
     python -m retinaseg.manifest pack weights/vesselnet.pt weights/vesselnet.pt --half --fov-diameter 640
+    python -m retinaseg.manifest pack runs/a/best.pt runs/b/best.pt pair.pt --half   # an ensemble of the two
 
 Re-packing a shipped file in place updates its entry; its metrics must then be measured again.
 """
@@ -18,7 +19,9 @@ import sys
 from pathlib import Path
 
 from retinaseg.checkpoint import load_checkpoint, pack_checkpoint, sha256, weights_dir
+from retinaseg.errors import RetinasegError
 from retinaseg.io.atomic import write_json
+from retinaseg.models import pack_ensemble
 
 
 def manifest_path() -> Path:
@@ -107,16 +110,19 @@ def set_metrics(weights: Path, evaluations: dict) -> dict:
     return entry
 
 
-def pack_and_record(source: Path, destination: Path, command: str, **options) -> str:
-    """pack_checkpoint, keeping the manifest true. Re-packing a recorded file in place (to record a working
-    scale, say) updates its entry: the new sha256 and config, the pack command appended to the entry's command,
-    and the old metrics moved to metrics_before_repack, since they were measured with the old settings. Returns
-    what the user should do next, if anything."""
+def pack_and_record(sources: list[Path], destination: Path, command: str, **options) -> str:
+    """pack_checkpoint (models.pack_ensemble for several sources), keeping the manifest true. Re-packing a
+    recorded file in place (to record a working scale, say) updates its entry: the new sha256 and config, the
+    pack command appended to the entry's command, and the old metrics moved to metrics_before_repack, since they
+    were measured with the old settings. Returns what the user should do next, if anything."""
     manifest = read_manifest()
     entry = manifest.get(destination.name) if destination.resolve().parent == weights_dir().resolve() else None
-    repacked_in_place = (entry is not None and destination.exists() and source.resolve() == destination.resolve()
-                         and sha256(destination) == entry["sha256"])
-    pack_checkpoint(source, destination, **options)
+    repacked_in_place = (entry is not None and destination.exists() and len(sources) == 1
+                         and sources[0].resolve() == destination.resolve() and sha256(destination) == entry["sha256"])
+    if len(sources) == 1:
+        pack_checkpoint(sources[0], destination, **options)
+    else:
+        pack_ensemble(sources, destination, **options)
     if entry is None:
         return ""
     if not repacked_in_place:
@@ -159,9 +165,10 @@ def main(argv=None):
     metric.add_argument("weights", type=Path)
     metric.add_argument("--eval", action="append", required=True, metavar="NAME=EVAL.json",
                         help="a `retinaseg eval --json` output")
-    pack = sub.add_parser("pack", help="copy a run's best.pt for shipping, without optimiser state; "
-                          "re-packing a shipped file in place updates its manifest entry")
-    pack.add_argument("source", type=Path)
+    pack = sub.add_parser("pack", help="copy a run's best.pt for shipping, without optimiser state (several: one "
+                          "file that runs them as an ensemble, the mean of their probabilities); re-packing a "
+                          "shipped file in place updates its manifest entry")
+    pack.add_argument("sources", type=Path, nargs="+", metavar="SOURCE")
     pack.add_argument("destination", type=Path)
     pack.add_argument("--half", action="store_true", help="store kernels as float16 (half the size)")
     pack.add_argument("--max-downscale", type=float, default=None,
@@ -171,8 +178,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.action == "pack":
         command = shlex.join(["python", "-m", "retinaseg.manifest", *(sys.argv[1:] if argv is None else argv)])
-        advice = pack_and_record(args.source, args.destination, command, half=args.half,
-                                 max_downscale=args.max_downscale, fov_diameter=args.fov_diameter)
+        try:
+            advice = pack_and_record(args.sources, args.destination, command, half=args.half,
+                                     max_downscale=args.max_downscale, fov_diameter=args.fov_diameter)
+        except RetinasegError as exc:
+            raise SystemExit(f"Error: {exc}") from None
         print(f"{args.destination}: {args.destination.stat().st_size / 1e6:.1f} MB")
         if advice:
             print(advice)

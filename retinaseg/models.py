@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from retinaseg.checkpoint import load_checkpoint, sha256, weights_dir
+from retinaseg.checkpoint import for_shipping, load_checkpoint, save_checkpoint, sha256, weights_dir
 from retinaseg.errors import CheckpointError, RetinasegError
 from retinaseg.preprocess import NORMALIZATION
 from retinaseg.registry import ModelSpec, get_model
@@ -49,8 +49,52 @@ def model_config(spec: ModelSpec, options: Optional[dict] = None, fov_diameter: 
     }
 
 
+class ProbabilityMean(torch.nn.Module):
+    """Several trainings of one architecture as one model: their probabilities are averaged and returned as
+    logits, so the runner, evaluation and TTA treat the ensemble like any model. The output kind is fixed at
+    construction (no branching on shapes), so torch.fx can trace it and the runner folds its BatchNorms."""
+
+    def __init__(self, members: list[torch.nn.Module], classes: int):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.binary = classes == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.binary:
+            mean = torch.stack([torch.sigmoid(member(x).float()) for member in self.members]).mean(dim=0)
+            return torch.logit(mean, eps=1e-6)
+        mean = torch.stack([torch.softmax(member(x).float(), dim=1) for member in self.members]).mean(dim=0)
+        return torch.log(mean.clamp_min(1e-12))  # softmax(log p) = p
+
+
 def build_module(spec: ModelSpec, config: dict) -> torch.nn.Module:
-    return spec.build(in_channels=3, classes=config["classes"], **config["options"])
+    """The architecture config describes; config["members"] > 1 makes a ProbabilityMean of that many copies."""
+    def one():
+        return spec.build(in_channels=3, classes=config["classes"], **config["options"])
+    members = config.get("members", 1)
+    return ProbabilityMean([one() for _ in range(members)], config["classes"]) if members > 1 else one()
+
+
+def pack_ensemble(sources: list, destination, **options) -> None:
+    """One weights file holding several trainings of the same model and settings, which loads as a
+    ProbabilityMean of them. The options (half, max_downscale, fov_diameter) are pack_checkpoint's, applied to
+    every member. Settings are compared with the model's option defaults filled in, so files saved before an
+    option existed still match."""
+    if len(sources) < 2:
+        raise CheckpointError("an ensemble needs at least two weights files")
+    state, settings = {}, []
+    for index, source in enumerate(sources):
+        member_state, config = for_shipping(load_checkpoint(source), **options)
+        if config.get("members", 1) > 1:
+            raise CheckpointError(f"{source} is an ensemble already; name its members instead")
+        config["options"] = {**get_model(config["model"]).options, **config["options"]}
+        if settings and config != settings[0]:
+            raise CheckpointError(f"{source}: its model or settings differ from {sources[0]}'s ({config} vs "
+                                  f"{settings[0]}); an ensemble's members must share them")
+        settings.append(config)
+        state.update({f"members.{index}.{key}": value for key, value in member_state.items()})
+    save_checkpoint(destination, state, {**settings[0], "members": len(sources)},
+                    info={"members": [Path(source).name for source in sources]})
 
 
 def default_weights(spec: ModelSpec) -> Optional[Path]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from retinaseg.checkpoint import WEIGHTS_DIR_ENV, sha256, weights_dir
-from retinaseg.inference.runner import Runner, RunConfig
+from retinaseg.inference.runner import Runner, RunConfig, _fold_batch_norm
 from retinaseg.models import DEFAULT_MODEL, build_module, load_model, model_config
 from retinaseg.registry import get_model
 from retinaseg.synthetic import synthetic_fundus
@@ -232,3 +232,70 @@ def test_run_av_fusion_on_a_synthetic_photo(cli, tmp_path, gate):
     # never saw a synthetic photo, scores 0.74-0.88 on seeds 21-23, so 0.65 fails a swapped or untrained model.
     named = np.isin(sample.av_labels, [av.ARTERY, av.VEIN]) & np.isin(labels, [av.ARTERY, av.VEIN]) & sample.fov
     assert (labels[named] == sample.av_labels[named]).mean() > 0.65
+
+
+def _two_trainings(tmp_path, **options):
+    """Two unet checkpoints (different weights, the same settings unless options say otherwise)."""
+    from retinaseg.checkpoint import save_checkpoint
+
+    spec = get_model("unet")
+    paths = []
+    for seed, extra in enumerate(({}, options)):
+        torch.manual_seed(seed)
+        config = model_config(spec, {"width": 4}, fov_diameter=200)
+        config.update(extra)
+        save_checkpoint(tmp_path / f"m{seed}.pt", build_module(spec, config).state_dict(), config)
+        paths.append(tmp_path / f"m{seed}.pt")
+    return paths
+
+
+def test_an_ensemble_file_runs_as_the_mean_of_its_members_probabilities(tmp_path):
+    from retinaseg.models import pack_ensemble
+
+    members = _two_trainings(tmp_path)
+    pack_ensemble(members, tmp_path / "pair.pt")
+    photo = (synthetic_fundus((220, 240), seed=3).image * 255).astype(np.uint8)
+    # through the whole runner (BatchNorm folding, resizing back): the same as running each and averaging
+    alone = [Runner(load_model("unet", path), RunConfig(device="cpu")).predict(photo) for path in members]
+    pair = Runner(load_model("unet", tmp_path / "pair.pt"), RunConfig(device="cpu")).predict(photo)
+    assert np.abs(alone[0] - alone[1]).max() > 0.05  # the members differ, so the test can tell them apart
+    np.testing.assert_allclose(pair, (alone[0] + alone[1]) / 2, atol=1e-4)
+    # traceable, so the runner folds its BatchNorms as it does a single model's
+    folded = _fold_batch_norm(load_model("unet", tmp_path / "pair.pt").module.eval())
+    assert not any(isinstance(layer, torch.nn.BatchNorm2d) for layer in folded.modules())
+
+
+def test_probability_mean_averages_class_probabilities_too():
+    from retinaseg.models import ProbabilityMean, to_probabilities
+
+    torch.manual_seed(0)
+    members = [torch.nn.Conv2d(3, 4, 3, padding=1) for _ in range(3)]
+    x = torch.randn(2, 3, 16, 16)
+    with torch.inference_mode():
+        expected = torch.stack([to_probabilities(m(x)) for m in members]).mean(0)
+        assert torch.allclose(to_probabilities(ProbabilityMean(members, classes=4)(x)), expected, atol=1e-6)
+
+
+def test_an_ensemble_refuses_members_with_other_settings(tmp_path):
+    from retinaseg.models import pack_ensemble
+    from retinaseg.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="m1.pt: its model or settings differ"):
+        pack_ensemble(_two_trainings(tmp_path, fov_diameter=300), tmp_path / "pair.pt")
+    with pytest.raises(CheckpointError, match="at least two"):
+        pack_ensemble(_two_trainings(tmp_path)[:1], tmp_path / "pair.pt")
+
+
+
+def test_an_ensemble_takes_a_file_saved_before_an_option_existed(tmp_path):
+    from retinaseg.checkpoint import save_checkpoint
+    from retinaseg.models import pack_ensemble
+
+    spec = get_model("unet")
+    config = model_config(spec)  # records the default width
+    state = build_module(spec, config).state_dict()
+    save_checkpoint(tmp_path / "new.pt", state, config)
+    old_options = {key: value for key, value in config["options"].items() if key != "width"}
+    save_checkpoint(tmp_path / "old.pt", state, {**config, "options": old_options})  # as before the option
+    pack_ensemble([tmp_path / "old.pt", tmp_path / "new.pt"], tmp_path / "pair.pt")
+    assert load_model("unet", tmp_path / "pair.pt").config["options"] == config["options"]

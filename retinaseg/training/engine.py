@@ -190,7 +190,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     model_cfg["max_downscale"] = float(spec.max_downscale if config.max_downscale is None else config.max_downscale)
     model = build_module(spec, model_cfg)
     if config.init_weights:
-        model.load_state_dict(load_model(spec.name, config.init_weights).module.state_dict())
+        start = load_model(spec.name, config.init_weights)
+        if start.config.get("members", 1) > 1:
+            raise RetinasegError(f"--init-weights {config.init_weights}: an ensemble of {start.config['members']} "
+                                 f"trainings; fine-tune from one of its members")
+        model.load_state_dict(start.module.state_dict())
     model.to(device)
     loss_fn = loss_spec.build(**config.loss_options)
     factory = spec.training_step or SupervisedStep
