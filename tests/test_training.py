@@ -80,6 +80,17 @@ def test_resume_continues_from_last_checkpoint(cli, tmp_path, folder_dataset):
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
 
 
+def test_fine_tuning_starts_from_a_training_not_an_ensemble(cli, tmp_path, folder_dataset):
+    from retinaseg.models import pack_ensemble
+
+    assert train(cli, tmp_path / "run", folder_dataset).exit_code == 0
+    best = tmp_path / "run" / "best.pt"
+    assert train(cli, tmp_path / "tuned", folder_dataset, "--init-weights", str(best)).exit_code == 0
+    pack_ensemble([best, best], tmp_path / "pair.pt")
+    result = train(cli, tmp_path / "again", folder_dataset, "--init-weights", str(tmp_path / "pair.pt"))
+    assert result.exit_code == 1 and "an ensemble of 2 trainings; fine-tune from one of its members" in result.output
+
+
 @pytest.mark.parametrize("extra", [[], ["--ema", "0.9"]], ids=["plain", "moving-average"])
 def test_a_killed_run_resumes_to_the_same_weights(cli, tmp_path, folder_dataset, monkeypatch, extra):
     import retinaseg.training.engine as engine
