@@ -144,6 +144,9 @@ def _max_downscale_option(help: str):
                        "photos are trained at the scale they will run at, and the weights file records it. 0: no "
                        "limit. Default: the model's.")
 @click.option("--no-augment", is_flag=True, help="Turn off augmentation.")
+@click.option("--elastic", default=0.0, show_default=True, metavar="PIXELS",
+              help="Add elastic deformation: a smooth random displacement of this standard deviation (working-scale "
+                   "pixels, e.g. 3) that bends vessels. 0: off.")
 @click.option("--seed", default=0, show_default=True, help="Seeds the weights, the patches and (unless "
               "--split-seed is given) which images are held out.")
 @click.option("--split-seed", type=int, default=None,
@@ -164,8 +167,8 @@ def _max_downscale_option(help: str):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (epoch lines are still printed).")
 def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size, patch_size, sampling, lr,
-          val_fraction, patience, fov_diameter, max_downscale, no_augment, seed, split_seed, device, model_options,
-          loss_options, dataset_options, init_weights, ema, resume, quiet):
+          val_fraction, patience, fov_diameter, max_downscale, no_augment, elastic, seed, split_seed, device,
+          model_options, loss_options, dataset_options, init_weights, ema, resume, quiet):
     """Train a model on one or more datasets' training splits.
 
     \b
@@ -186,8 +189,8 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
         dataset_options=_parse_options(dataset_options, "--dataset-option"),
         epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
         lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, split_seed=split_seed,
-        fov_diameter=fov_diameter, max_downscale=max_downscale, augment=not no_augment, device=device,
-        init_weights=init_weights, ema=ema)
+        fov_diameter=fov_diameter, max_downscale=max_downscale, augment=not no_augment, elastic=elastic,
+        device=device, init_weights=init_weights, ema=ema)
     summary = run_training(config, resume=resume, progress=not quiet)
     chosen = (f"best validation F1 {summary['best_val_f1']:.4f}" if summary["best_val_f1"] is not None
               else "no validation images, so best.pt holds the last epoch")

@@ -236,6 +236,33 @@ def test_patches_are_cut_where_the_sampler_draws_and_repeat_with_the_seed(folder
                    for y in range(label.shape[0] - 16) for x in range(label.shape[1] - 16))
 
 
+def test_elastic_deformation_bends_the_sampling_grid_smoothly_by_the_drawn_displacements(folder_dataset):
+    from retinaseg.training.data import Augmentation
+
+    images, sampler = _sampler(folder_dataset, "cpu")
+    sampler.augmentation = Augmentation.none()
+    params = sampler._params(torch.Generator().manual_seed(0))
+    assert params["warp"] is None  # off unless asked for
+    warp = torch.zeros(2, 5, 5)  # (y, x) displacement in pixels at 5x5 control points spanning the patch
+    warp[1, 0, 0], warp[0, 4, 4] = 2.0, -1.5
+    straight = sampler._grids([(0, params, (20.0, 20.0))], 33)
+    bent = sampler._grids([(0, {**params, "warp": warp}, (20.0, 20.0))], 33)
+    height, width = images[0].fov.shape
+    shift = (bent - straight)[0] * torch.tensor([width / 2, height / 2])  # grid units back to pixels (x, y)
+    assert shift[0, 0].tolist() == pytest.approx([2.0, 0.0], abs=1e-4)
+    assert shift[-1, -1].tolist() == pytest.approx([0.0, -1.5], abs=1e-4)
+    assert shift[16, 16].abs().max() < 1e-4 and shift.abs().max() < 2.5  # smooth: no overshoot far past 2
+    sampler.augmentation = Augmentation(elastic=3.0)
+    g = torch.Generator().manual_seed(1)
+    assert torch.stack([sampler._params(g)["warp"] for _ in range(200)]).std() == pytest.approx(3.0, rel=0.1)
+
+
+def test_train_with_elastic_deformation_and_a_bad_amount(cli, tmp_path, folder_dataset):
+    assert train(cli, tmp_path / "bent", folder_dataset, "--elastic", "2").exit_code == 0
+    result = train(cli, tmp_path / "bad", folder_dataset, "--elastic", "-1")
+    assert result.exit_code == 1 and "--elastic is a displacement in pixels" in result.output
+
+
 def test_each_training_photo_is_held_once_in_memory(folder_dataset):
     images, sampler = _sampler(folder_dataset, "cpu")
     for item, stack in zip(images, sampler._stacks):

@@ -15,6 +15,7 @@ from retinaseg.io.images import read_photo
 from retinaseg.preprocess import channel_statistics, photo_tensor, resize, resize_mask, standardize, working_size
 
 STATISTICS_PIXELS = 4096  # FOV pixels kept per image to renormalise after photometric augmentation
+ELASTIC_CONTROL_POINTS = 5  # per side of a patch: displacements drawn there, smoothly interpolated between
 
 
 @dataclass
@@ -70,10 +71,11 @@ class Augmentation:
     contrast: tuple = (0.75, 1.3)
     colour: float = 0.1  # per-channel gain jitter
     blur_probability: float = 0.2  # simulates softer optics
+    elastic: float = 0.0  # std of a smooth random displacement, in working-scale pixels (bends vessels); 0: off
 
     @classmethod
     def none(cls):
-        return cls(False, False, (1.0, 1.0), (1.0, 1.0), 0.0, (1.0, 1.0), 0.0, 0.0)
+        return cls(False, False, (1.0, 1.0), (1.0, 1.0), 0.0, (1.0, 1.0), 0.0, 0.0, 0.0)
 
 
 def _uniform(low, high, generator):
@@ -118,6 +120,9 @@ class PatchSampler:
             "brightness": _uniform(-a.brightness, a.brightness, g),
             "gain": 1 + (torch.rand(3, generator=g) * 2 - 1) * a.colour,
             "blur": torch.rand((), generator=g).item() < a.blur_probability,
+            # drawn only when on, so runs without it repeat their earlier patches
+            "warp": (torch.randn(2, ELASTIC_CONTROL_POINTS, ELASTIC_CONTROL_POINTS, generator=g) * a.elastic
+                     if a.elastic else None),
         }
 
     def _centre(self, item: TrainingImage, g: torch.Generator) -> tuple[float, float]:
@@ -139,6 +144,10 @@ class PatchSampler:
         sin = _per_patch([math.sin(params["angle"]) for _, params, _ in draws])
         y = _per_patch([cy for _, _, (cy, _) in draws]) + scale * (cos * yy - sin * xx)
         x = _per_patch([cx for _, _, (_, cx) in draws]) + scale * (sin * yy + cos * xx)
+        if draws[0][1]["warp"] is not None:
+            warp = F.interpolate(torch.stack([params["warp"] for _, params, _ in draws]), size=(size, size),
+                                 mode="bicubic", align_corners=True)
+            y, x = y + warp[:, 0], x + warp[:, 1]
         height = _per_patch([self.images[index].fov.shape[0] for index, _, _ in draws])
         width = _per_patch([self.images[index].fov.shape[1] for index, _, _ in draws])
         return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).to(self.device)

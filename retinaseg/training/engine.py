@@ -61,6 +61,7 @@ class TrainConfig:
     fov_diameter: Optional[int] = None
     max_downscale: Optional[float] = None  # cap on shrinking photos to the working scale; None: the model's
     augment: bool = True
+    elastic: float = 0.0  # Augmentation.elastic: smooth random displacement (pixels); 0: off
     device: str = "auto"
     init_weights: Optional[str] = None  # start from these weights (fine-tuning)
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved as best.pt; 0: off
@@ -176,6 +177,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                              f"predicts {spec.task}")
     if config.sampling not in ("patch", "whole"):
         raise RetinasegError(f"sampling must be 'patch' or 'whole'; got {config.sampling!r}")
+    if config.elastic < 0:
+        raise RetinasegError(f"--elastic is a displacement in pixels, at least 0; got {config.elastic}")
     if not 0 <= config.ema < 1:
         raise RetinasegError(f"--ema must be in [0, 1) (e.g. 0.999); got {config.ema}")
     if resume and not (out / "last.pt").is_file():
@@ -228,7 +231,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if not train_images:
         raise RetinasegError("no training images")
     sampler = PatchSampler(train_images, config.patch_size,
-                           Augmentation() if config.augment else Augmentation.none(),
+                           Augmentation(elastic=config.elastic) if config.augment else Augmentation.none(),
                            config.vessel_fraction, whole_image=config.sampling == "whole", device=device)
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers]
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
