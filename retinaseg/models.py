@@ -67,11 +67,16 @@ class ProbabilityMean(torch.nn.Module):
         return torch.log(mean.clamp_min(1e-12))  # softmax(log p) = p
 
 
+def member_count(config: dict) -> int:
+    """How many trainings a weights file's config holds: 1, or an ensemble's members."""
+    return config.get("members", 1)
+
+
 def build_module(spec: ModelSpec, config: dict) -> torch.nn.Module:
     """The architecture config describes; config["members"] > 1 makes a ProbabilityMean of that many copies."""
     def one():
         return spec.build(in_channels=3, classes=config["classes"], **config["options"])
-    members = config.get("members", 1)
+    members = member_count(config)
     return ProbabilityMean([one() for _ in range(members)], config["classes"]) if members > 1 else one()
 
 
@@ -85,7 +90,7 @@ def pack_ensemble(sources: list, destination, **options) -> None:
     state, settings = {}, []
     for index, source in enumerate(sources):
         member_state, config = for_shipping(load_checkpoint(source), **options)
-        if config.get("members", 1) > 1:
+        if member_count(config) > 1:
             raise CheckpointError(f"{source} is an ensemble already; name its members instead")
         config["options"] = {**get_model(config["model"]).options, **config["options"]}
         if settings and config != settings[0]:

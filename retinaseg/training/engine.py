@@ -29,7 +29,8 @@ from retinaseg.datasets import load_samples
 from retinaseg.errors import RetinasegError
 from retinaseg.evaluation.metrics import confusion, scores_from_confusion
 from retinaseg.inference.sliding_window import SlidingWindow, sliding_window_inference
-from retinaseg.models import build_module, load_model, model_config, resolve_device, to_probabilities
+from retinaseg.models import (build_module, load_model, member_count, model_config, resolve_device,
+                              to_probabilities)
 from retinaseg.preprocess import standardize
 from retinaseg.registry import get_loss, get_model
 from retinaseg.training.data import Augmentation, PatchSampler, prepare
@@ -146,12 +147,12 @@ def validate(model, images, device, size_divisor) -> float:
 
 def _load_images(config: TrainConfig, task: str, model_cfg: dict, classes: int, progress: bool):
     train, val = [], []
+    split_seed = config.seed if config.split_seed is None else config.split_seed
     for name in config.datasets:
         spec, samples = load_samples(name, config.data_root, "training", **config.dataset_options)
         if spec.task != task and not (spec.task == "av" and task == "vessel"):
             raise RetinasegError(f"dataset {name} has {spec.task} labels but model {config.model} is a {task} "
                                  f"model")
-        split_seed = config.seed if config.split_seed is None else config.split_seed
         fit, held = split_validation(samples, config.val_fraction, split_seed)
         train += [(s, spec.task) for s in fit]
         val += [(s, spec.task) for s in held]
@@ -194,9 +195,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     model = build_module(spec, model_cfg)
     if config.init_weights:
         start = load_model(spec.name, config.init_weights)
-        if start.config.get("members", 1) > 1:
-            raise RetinasegError(f"--init-weights {config.init_weights}: an ensemble of {start.config['members']} "
-                                 f"trainings; fine-tune from one of its members")
+        members = member_count(start.config)
+        if members > 1:
+            raise RetinasegError(f"--init-weights {config.init_weights}: an ensemble of {members} trainings; "
+                                 f"fine-tune from one of its members")
         model.load_state_dict(start.module.state_dict())
     model.to(device)
     loss_fn = loss_spec.build(**config.loss_options)
