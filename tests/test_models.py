@@ -13,6 +13,7 @@ from retinaseg.synthetic import synthetic_fundus
 
 from conftest import f1
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 MODELS = ["vesselnet", "unet", "linkseg", "unet-resnet34", "unet-efficientnet-b0", "av-fusion"]
 
 
@@ -99,6 +100,20 @@ def test_each_shipped_weight_file_loads_and_segments_a_synthetic_photo(file_name
         vessels = prob[0] >= 0.5 if prob.shape[0] == 1 else prob.argmax(0) > 0
         scores.append(f1(vessels, sample.vessels, sample.fov))
     assert np.mean(scores) > SYNTHETIC_F1_BOUND, scores
+
+
+@CUDA
+def test_the_default_model_segments_alike_on_cuda_and_cpu():
+    # On CUDA the runner predicts under bf16 autocast (8 significant bits, against float32's 24 on the CPU).
+    # Bounds: bf16 rounding moves a trained model's probabilities by about 1e-3 on average; a wrong
+    # normalisation, scale or device transfer moves them by 0.1 or more and flips many labels.
+    sample = synthetic_fundus((400, 440), seed=21)
+    model = load_model(DEFAULT_MODEL)
+    on_cpu, on_gpu = (Runner(model, RunConfig(device=device)).predict(sample.image)[0] for device in ("cpu", "cuda"))
+    difference = np.abs(on_cpu - on_gpu)[sample.fov]
+    flipped = ((on_cpu >= 0.5) != (on_gpu >= 0.5))[sample.fov].mean()
+    print(f"mean |difference| {difference.mean():.2e}, max {difference.max():.3f}, labels flipped {flipped:.2e}")
+    assert difference.mean() < 0.01 and flipped < 0.005
 
 
 def test_packed_half_precision_weights_load_and_match(tmp_path):
@@ -249,17 +264,19 @@ def _two_trainings(tmp_path, **options):
     return paths
 
 
-def test_an_ensemble_file_runs_as_the_mean_of_its_members_probabilities(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_an_ensemble_file_runs_as_the_mean_of_its_members_probabilities(tmp_path, device):
     from retinaseg.models import pack_ensemble
 
     members = _two_trainings(tmp_path)
     pack_ensemble(members, tmp_path / "pair.pt")
     photo = (synthetic_fundus((220, 240), seed=3).image * 255).astype(np.uint8)
-    # through the whole runner (BatchNorm folding, resizing back): the same as running each and averaging
-    alone = [Runner(load_model("unet", path), RunConfig(device="cpu")).predict(photo) for path in members]
-    pair = Runner(load_model("unet", tmp_path / "pair.pt"), RunConfig(device="cpu")).predict(photo)
+    # through the whole runner (BatchNorm folding, resizing back; bf16 autocast on CUDA): the same as running
+    # each and averaging
+    alone = [Runner(load_model("unet", path), RunConfig(device=device)).predict(photo) for path in members]
+    pair = Runner(load_model("unet", tmp_path / "pair.pt"), RunConfig(device=device)).predict(photo)
     assert np.abs(alone[0] - alone[1]).max() > 0.05  # the members differ, so the test can tell them apart
-    np.testing.assert_allclose(pair, (alone[0] + alone[1]) / 2, atol=1e-4)
+    np.testing.assert_allclose(pair, (alone[0] + alone[1]) / 2, atol=1e-4 if device == "cpu" else 2e-3)
     # traceable, so the runner folds its BatchNorms as it does a single model's
     folded = _fold_batch_norm(load_model("unet", tmp_path / "pair.pt").module.eval())
     assert not any(isinstance(layer, torch.nn.BatchNorm2d) for layer in folded.modules())

@@ -273,9 +273,13 @@ def test_each_training_photo_is_held_once_in_memory(folder_dataset):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_the_gpu_sampler_cuts_the_same_patches_as_the_cpu_one(folder_dataset):
+@pytest.mark.parametrize("elastic", [0.0, 3.0])
+def test_the_gpu_sampler_cuts_the_same_patches_as_the_cpu_one(folder_dataset, elastic):
+    from retinaseg.training.data import Augmentation
+
     _, on_cpu = _sampler(folder_dataset, "cpu")
     _, on_gpu = _sampler(folder_dataset, "cuda")
+    on_cpu.augmentation = on_gpu.augmentation = Augmentation(elastic=elastic)
     for a, b in zip(on_cpu.sample(8, torch.Generator().manual_seed(1)),
                     on_gpu.sample(8, torch.Generator().manual_seed(1))):
         assert b.device.type == "cuda"
