@@ -15,6 +15,7 @@ from retinaseg.errors import CheckpointError
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.models import load_model
+from retinaseg.synthetic import synthetic_fundus
 from retinaseg.training.engine import TrainConfig, _load_images, lr_factor, split_validation
 
 TINY = ["--epochs", "2", "--iterations", "3", "--batch-size", "2", "--patch-size", "32", "--val-fraction", "0.34",
@@ -263,6 +264,36 @@ def test_train_with_elastic_deformation_and_a_bad_amount(cli, tmp_path, folder_d
     assert result.exit_code == 1 and "--elastic is a displacement in pixels" in result.output
 
 
+def test_jpeg_round_trip_adds_compression_error_that_falls_with_quality():
+    from retinaseg.training.data import jpeg_round_trip
+
+    photo = synthetic_fundus((96, 128), seed=2).image
+    patches = torch.from_numpy(photo).permute(2, 0, 1)[None].repeat(3, 1, 1, 1)
+    compressed = jpeg_round_trip(patches, [20, 60, 95])
+    assert compressed.shape == patches.shape and compressed.dtype == patches.dtype
+    error = (compressed - patches).abs().mean(dim=(1, 2, 3))
+    assert error[0] > error[1] > error[2] > 0 and error[2] < 0.01, error
+
+
+def test_jpeg_is_drawn_for_half_the_patches_and_only_when_asked_for(folder_dataset):
+    from retinaseg.training.data import JPEG_BEST_QUALITY, Augmentation
+
+    _, sampler = _sampler(folder_dataset, "cpu")
+    g = torch.Generator().manual_seed(0)
+    assert all(sampler._params(g)["jpeg"] is None for _ in range(50))  # off: nothing drawn, earlier runs repeat
+    sampler.augmentation = Augmentation(jpeg=40)
+    qualities = [sampler._params(g)["jpeg"] for _ in range(400)]
+    drawn = [q for q in qualities if q is not None]
+    assert 0.4 < len(drawn) / len(qualities) < 0.6
+    assert min(drawn) >= 40 and max(drawn) <= JPEG_BEST_QUALITY and len(set(drawn)) > 30
+
+
+def test_train_with_jpeg_and_a_bad_quality(cli, tmp_path, folder_dataset):
+    assert train(cli, tmp_path / "jpeg", folder_dataset, "--jpeg", "40").exit_code == 0
+    result = train(cli, tmp_path / "bad", folder_dataset, "--jpeg", "120")
+    assert result.exit_code == 1 and "--jpeg is the lowest JPEG quality drawn, 1-95" in result.output
+
+
 def test_each_training_photo_is_held_once_in_memory(folder_dataset):
     images, sampler = _sampler(folder_dataset, "cpu")
     for item, stack in zip(images, sampler._stacks):
@@ -273,13 +304,13 @@ def test_each_training_photo_is_held_once_in_memory(folder_dataset):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("elastic", [0.0, 3.0])
-def test_the_gpu_sampler_cuts_the_same_patches_as_the_cpu_one(folder_dataset, elastic):
+@pytest.mark.parametrize("extra", [{}, {"elastic": 3.0}, {"jpeg": 40}])
+def test_the_gpu_sampler_cuts_the_same_patches_as_the_cpu_one(folder_dataset, extra):
     from retinaseg.training.data import Augmentation
 
     _, on_cpu = _sampler(folder_dataset, "cpu")
     _, on_gpu = _sampler(folder_dataset, "cuda")
-    on_cpu.augmentation = on_gpu.augmentation = Augmentation(elastic=elastic)
+    on_cpu.augmentation = on_gpu.augmentation = Augmentation(**extra)
     for a, b in zip(on_cpu.sample(8, torch.Generator().manual_seed(1)),
                     on_gpu.sample(8, torch.Generator().manual_seed(1))):
         assert b.device.type == "cuda"

@@ -16,6 +16,8 @@ from retinaseg.preprocess import channel_statistics, photo_tensor, resize, resiz
 
 STATISTICS_PIXELS = 4096  # FOV pixels kept per image to renormalise after photometric augmentation
 ELASTIC_CONTROL_POINTS = 5  # per side of a patch: displacements drawn there, smoothly interpolated between
+JPEG_SHARE = 0.5  # of patches re-encoded when --jpeg is on; the rest stay as read
+JPEG_BEST_QUALITY = 95  # the highest quality drawn: cameras' and archives' usual "high" setting
 
 
 @dataclass
@@ -72,11 +74,12 @@ class Augmentation:
     colour: float = 0.1  # per-channel gain jitter
     blur_probability: float = 0.2  # simulates softer optics
     elastic: float = 0.0  # std of a smooth random displacement, in working-scale pixels (bends vessels); 0: off
+    jpeg: int = 0  # lowest quality of the JPEG re-encoding of some patches (uniform up to JPEG_BEST_QUALITY); 0: off
 
     @classmethod
     def none(cls):
         return cls(rotate=False, flip=False, scale=(1.0, 1.0), gamma=(1.0, 1.0), brightness=0.0, contrast=(1.0, 1.0),
-                   colour=0.0, blur_probability=0.0, elastic=0.0)
+                   colour=0.0, blur_probability=0.0, elastic=0.0, jpeg=0)
 
 
 def _uniform(low, high, generator):
@@ -124,6 +127,8 @@ class PatchSampler:
             # drawn only when on, so runs without it repeat their earlier patches
             "warp": (torch.randn(2, ELASTIC_CONTROL_POINTS, ELASTIC_CONTROL_POINTS, generator=g) * a.elastic
                      if a.elastic else None),
+            "jpeg": (torch.randint(a.jpeg, JPEG_BEST_QUALITY + 1, (), generator=g).item()
+                     if a.jpeg and torch.rand((), generator=g).item() < JPEG_SHARE else None),
         }
 
     def _centre(self, item: TrainingImage, g: torch.Generator) -> tuple[float, float]:
@@ -179,6 +184,9 @@ class PatchSampler:
         blurred = [i for i, (_, params, _) in enumerate(draws) if params["blur"]]  # chosen on the CPU: no GPU sync
         if blurred:
             image[blurred] = _blur(image[blurred])
+        compressed = [i for i, (_, params, _) in enumerate(draws) if params["jpeg"]]
+        if compressed:
+            image[compressed] = jpeg_round_trip(image[compressed], [draws[i][1]["jpeg"] for i in compressed])
         statistics = photometric(torch.stack([self._statistics[index] for index, _, _ in draws]), *colour)
         mean, std = channel_statistics(statistics)
         image = standardize(image, fov, mean, std)
@@ -188,6 +196,16 @@ class PatchSampler:
 def _per_patch(values: list, device="cpu") -> torch.Tensor:
     """One number per patch as a Bx1x1 tensor, to broadcast over each patch's pixels."""
     return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+
+def jpeg_round_trip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
+    """Bx3xHxW images in [0, 1], each encoded as a JPEG at its quality and decoded again: the 8x8 blocks and
+    ringing of compressed photos, which an untrained model reads as thin vessels."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    decoded = [decode_jpeg(encode_jpeg(patch, quality=quality)) for patch, quality in zip(pixels, qualities)]
+    return (torch.stack(decoded).to(images.device, images.dtype) / 255)
 
 
 def _blur(images: torch.Tensor) -> torch.Tensor:

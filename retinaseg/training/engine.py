@@ -33,7 +33,7 @@ from retinaseg.models import (build_module, load_model, member_count, model_conf
                               to_probabilities)
 from retinaseg.preprocess import standardize
 from retinaseg.registry import get_loss, get_model
-from retinaseg.training.data import Augmentation, PatchSampler, prepare
+from retinaseg.training.data import JPEG_BEST_QUALITY, Augmentation, PatchSampler, prepare
 
 
 @dataclass
@@ -63,6 +63,7 @@ class TrainConfig:
     max_downscale: Optional[float] = None  # cap on shrinking photos to the working scale; None: the model's
     augment: bool = True
     elastic: float = 0.0  # Augmentation.elastic: smooth random displacement (pixels); 0: off
+    jpeg: int = 0  # Augmentation.jpeg: lowest quality of JPEG-re-encoded patches; 0: off
     device: str = "auto"
     init_weights: Optional[str] = None  # start from these weights (fine-tuning)
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved as best.pt; 0: off
@@ -180,6 +181,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         raise RetinasegError(f"sampling must be 'patch' or 'whole'; got {config.sampling!r}")
     if config.elastic < 0:
         raise RetinasegError(f"--elastic is a displacement in pixels, at least 0; got {config.elastic}")
+    if not 0 <= config.jpeg <= JPEG_BEST_QUALITY:
+        raise RetinasegError(f"--jpeg is the lowest JPEG quality drawn, 1-{JPEG_BEST_QUALITY} (e.g. 40), or 0 for "
+                             f"off; got {config.jpeg}")
     if not 0 <= config.ema < 1:
         raise RetinasegError(f"--ema must be in [0, 1) (e.g. 0.999); got {config.ema}")
     if resume and not (out / "last.pt").is_file():
@@ -233,7 +237,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if not train_images:
         raise RetinasegError("no training images")
     sampler = PatchSampler(train_images, config.patch_size,
-                           Augmentation(elastic=config.elastic) if config.augment else Augmentation.none(),
+                           Augmentation(elastic=config.elastic, jpeg=config.jpeg) if config.augment
+                           else Augmentation.none(),
                            config.vessel_fraction, whole_image=config.sampling == "whole", device=device)
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers]
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations

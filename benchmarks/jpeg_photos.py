@@ -1,0 +1,100 @@
+"""What JPEG compression costs: photos re-encoded at several JPEG qualities, segmented by `retinaseg run`'s
+Runner and scored by `retinaseg eval`'s scoring, for one or more weights files in the same run.
+
+    python benchmarks/jpeg_photos.py [--data-root ../shared/data] [--datasets drive] [--qualities 90,75,50]
+    python benchmarks/jpeg_photos.py --weights weights/vesselnet.pt,runs/candidate.pt --held-out 0 \\
+        --datasets drive,les,hrf
+
+Cameras and archives often store fundus photos as JPEG; its 8x8 blocks and ringing can look like thin vessels.
+Each photo is written as a JPEG at each quality (from the pixels the project's reader returns, at the photo's
+own size, as a camera would), and every copy, the original included, goes through the same path as
+`retinaseg run DIR OUT` followed by `retinaseg eval --pred OUT` (FOV estimated by the runner, scored inside the
+dataset's FOV mask at threshold 0.5). Prints mean F1 and specificity per weights file and quality.
+
+--held-out SEED scores the training images that a run with --split-seed SEED held out (as
+benchmarks/held_out_tta.py does), so weights can be compared without touching a test split; without it, the
+test split.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from retinaseg.datasets import load_samples
+from retinaseg.evaluation.evaluate import evaluate
+from retinaseg.evaluation.metrics import summarize
+from retinaseg.inference.runner import RunConfig, Runner
+from retinaseg.io.images import read_photo
+from retinaseg.models import load_model
+from retinaseg.training.engine import held_out_ids
+
+ORIGINAL = "original"
+
+
+def write_copies(dataset: str, data_root, split: str, ids, qualities: list[int], folder: Path) -> dict:
+    """{condition: [photo paths]}: the originals, and a JPEG copy of each at each quality."""
+    _, samples = load_samples(dataset, data_root, split)
+    samples = [s for s in samples if ids is None or s.id in ids]
+    copies = {ORIGINAL: [s.image for s in samples]}
+    for quality in qualities:
+        (folder / f"q{quality}").mkdir(parents=True)
+        copies[f"q{quality}"] = []
+        for sample in samples:
+            photo = np.round(read_photo(sample.image) * 255).astype(np.uint8)  # JPEG holds 8 bits a channel
+            path = folder / f"q{quality}" / f"{sample.id}.jpg"
+            iio.imwrite(path, photo, quality=quality)
+            copies[f"q{quality}"].append(path)
+    return copies
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
+    parser.add_argument("--datasets", default="drive", help="comma-separated binary vessel datasets")
+    parser.add_argument("--model", default="vesselnet")
+    parser.add_argument("--weights", default=None,
+                        help="comma-separated weights files, scored in this run (default: the shipped file)")
+    parser.add_argument("--qualities", default="90,75,50", help="JPEG qualities (1-100), comma-separated")
+    parser.add_argument("--held-out", type=int, default=None, metavar="SEED",
+                        help="score the training images held out by --split-seed SEED instead of the test split")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="the training run's --val-fraction")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    qualities = [int(q) for q in args.qualities.split(",")]
+    weights = args.weights.split(",") if args.weights else [None]
+    datasets = [d.strip() for d in args.datasets.split(",")]
+    split = "test" if args.held_out is None else "training"
+    rows = {}  # (weights, condition) -> per-image rows over all datasets
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        for dataset in datasets:
+            ids = None if args.held_out is None else held_out_ids(dataset, args.data_root, args.val_fraction,
+                                                                  args.held_out)
+            copies = write_copies(dataset, args.data_root, split, ids, qualities, scratch / dataset / "photos")
+            for index, weights_file in enumerate(weights):
+                runner = Runner(load_model(args.model, weights_file), RunConfig(device="cpu"), notify=lambda m: None)
+                for condition, photos in copies.items():
+                    out = scratch / dataset / f"out{index}-{condition}"
+                    runner.run(photos, out, progress=False)
+                    evaluation = evaluate(dataset, args.data_root, split, pred_dir=out, ids=ids)
+                    rows.setdefault((weights_file, condition), []).extend(evaluation.rows)
+    conditions = [ORIGINAL] + [f"q{q}" for q in qualities]
+    images = len(rows[(weights[0], ORIGINAL)])
+    where = f"{split} split" if args.held_out is None else f"training images held out by split seed {args.held_out}"
+    print(f"{args.model} on {images} photos of {args.datasets} ({where}): mean F1 / specificity by JPEG quality")
+    print(f"{'weights':<40}" + "".join(f"{c:>18}" for c in conditions))
+    for weights_file in weights:
+        summaries = [summarize(rows[(weights_file, c)]) for c in conditions]
+        print(f"{weights_file or 'shipped':<40}"
+              + "".join(f"{s['f1'][0]:>10.4f} / {s['sp'][0]:.3f}" for s in summaries))
+
+
+if __name__ == "__main__":
+    main()
