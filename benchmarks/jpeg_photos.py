@@ -53,6 +53,11 @@ def write_copies(dataset: str, data_root, split: str, ids, qualities: list[int],
     return copies
 
 
+def of_group(rows: list[dict], group: str) -> list[dict]:
+    """The per-image rows of one dataset ("all": every dataset), without their dataset tag."""
+    return [{k: v for k, v in row.items() if k != "dataset"} for row in rows if group in ("all", row["dataset"])]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
@@ -84,16 +89,20 @@ def main():
                     out = scratch / dataset / f"out{index}-{condition}"
                     runner.run(photos, out, progress=False)
                     evaluation = evaluate(dataset, args.data_root, split, pred_dir=out, ids=ids)
-                    rows.setdefault((weights_file, condition), []).extend(evaluation.rows)
+                    rows.setdefault((weights_file, condition), []).extend(
+                        {"dataset": dataset, **row} for row in evaluation.rows)
     conditions = [ORIGINAL] + [f"q{q}" for q in qualities]
-    images = len(rows[(weights[0], ORIGINAL)])
     where = f"{split} split" if args.held_out is None else f"training images held out by split seed {args.held_out}"
-    print(f"{args.model} on {images} photos of {args.datasets} ({where}): mean F1 / specificity by JPEG quality")
-    print(f"{'weights':<40}" + "".join(f"{c:>18}" for c in conditions))
-    for weights_file in weights:
-        summaries = [summarize(rows[(weights_file, c)]) for c in conditions]
-        print(f"{weights_file or 'shipped':<40}"
-              + "".join(f"{s['f1'][0]:>10.4f} / {s['sp'][0]:.3f}" for s in summaries))
+    groups = (datasets + ["all"]) if len(datasets) > 1 else datasets
+    for group in groups:
+        images = len(of_group(rows[(weights[0], ORIGINAL)], group))
+        print(f"{args.model} on {images} photos of {args.datasets if group == 'all' else group} ({where}): "
+              f"mean F1 / specificity by JPEG quality")
+        print(f"{'weights':<40}" + "".join(f"{c:>18}" for c in conditions))
+        for weights_file in weights:
+            summaries = [summarize(of_group(rows[(weights_file, c)], group)) for c in conditions]
+            print(f"{weights_file or 'shipped':<40}"
+                  + "".join(f"{s['f1'][0]:>10.4f} / {s['sp'][0]:.3f}" for s in summaries))
 
 
 if __name__ == "__main__":
