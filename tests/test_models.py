@@ -105,7 +105,7 @@ def test_each_shipped_weight_file_loads_and_segments_a_synthetic_photo(file_name
 @CUDA
 def test_the_default_model_segments_alike_on_cuda_and_cpu():
     # On CUDA the runner predicts under bf16 autocast (8 significant bits, against float32's 24 on the CPU).
-    # Bounds: bf16 rounding moves a trained model's probabilities by about 1e-3 on average; a wrong
+    # Bounds: bf16 rounding moves a trained model's probabilities by under 1e-3 on average; a wrong
     # normalisation, scale or device transfer moves them by 0.1 or more and flips many labels.
     sample = synthetic_fundus((400, 440), seed=21)
     model = load_model(DEFAULT_MODEL)

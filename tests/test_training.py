@@ -288,6 +288,22 @@ def test_jpeg_is_drawn_for_half_the_patches_and_only_when_asked_for(folder_datas
     assert min(drawn) >= 40 and max(drawn) <= JPEG_BEST_QUALITY and len(set(drawn)) > 30
 
 
+def test_the_sampler_compresses_the_patches_drawn_for_jpeg(folder_dataset, monkeypatch):
+    from retinaseg.training.data import Augmentation
+
+    _, sampler = _sampler(folder_dataset, "cpu")
+    sampler.augmentation = Augmentation.none()
+    draw = sampler._params
+
+    def batch(quality):
+        monkeypatch.setattr(sampler, "_params", lambda g: {**draw(g), "jpeg": quality})
+        return sampler.sample(4, torch.Generator().manual_seed(0))
+
+    (plain, target, fov), (compressed, same_target, same_fov) = batch(None), batch(10)
+    assert torch.equal(target, same_target) and torch.equal(fov, same_fov)  # the same patches, cut alike
+    assert (compressed - plain)[fov.expand_as(plain) > 0].abs().mean() > 0.05  # but their pixels re-encoded
+
+
 def test_train_with_jpeg_and_a_bad_quality(cli, tmp_path, folder_dataset):
     assert train(cli, tmp_path / "jpeg", folder_dataset, "--jpeg", "40").exit_code == 0
     result = train(cli, tmp_path / "bad", folder_dataset, "--jpeg", "120")

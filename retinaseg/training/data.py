@@ -205,7 +205,7 @@ def jpeg_round_trip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
 
     pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     decoded = [decode_jpeg(encode_jpeg(patch, quality=quality)) for patch, quality in zip(pixels, qualities)]
-    return (torch.stack(decoded).to(images.device, images.dtype) / 255)
+    return torch.stack(decoded).to(images.device, images.dtype) / 255
 
 
 def _blur(images: torch.Tensor) -> torch.Tensor:
