@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from retinaseg.datasets import load_samples
+from retinaseg.errors import RetinasegError
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.evaluation.metrics import summarize
 from retinaseg.inference.runner import RunConfig, Runner
@@ -106,4 +107,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RetinasegError as error:  # no data, a bad weights file: one line, not a traceback
+        raise SystemExit(f"Error: {error}")
