@@ -150,6 +150,9 @@ def _max_downscale_option(help: str):
 @click.option("--jpeg", default=0, show_default=True, metavar="QUALITY",
               help="Re-encode half the patches as JPEG at a random quality from this (e.g. 40) to 95, so the "
                    "blocks of compressed photos are not read as vessels. 0: off.")
+@click.option("--grey", default=0.0, show_default=True, metavar="SHARE",
+              help="Turn this share of the patches (e.g. 0.3) grey, as the green channel alone (red-free photos) or "
+                   "as luminance, so grey photos are segmented as well as colour ones. 0: off.")
 @click.option("--seed", default=0, show_default=True, help="Seeds the weights, the patches and (unless "
               "--split-seed is given) which images are held out.")
 @click.option("--split-seed", type=int, default=None,
@@ -170,8 +173,8 @@ def _max_downscale_option(help: str):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (epoch lines are still printed).")
 def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size, patch_size, sampling, lr,
-          val_fraction, patience, fov_diameter, max_downscale, no_augment, elastic, jpeg, seed, split_seed, device,
-          model_options, loss_options, dataset_options, init_weights, ema, resume, quiet):
+          val_fraction, patience, fov_diameter, max_downscale, no_augment, elastic, jpeg, grey, seed, split_seed,
+          device, model_options, loss_options, dataset_options, init_weights, ema, resume, quiet):
     """Train a model on one or more datasets' training splits.
 
     \b
@@ -192,7 +195,7 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
         dataset_options=_parse_options(dataset_options, "--dataset-option"),
         epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
         lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, split_seed=split_seed,
-        fov_diameter=fov_diameter, max_downscale=max_downscale, augment=not no_augment, elastic=elastic, jpeg=jpeg,
+        fov_diameter=fov_diameter, max_downscale=max_downscale, augment=not no_augment, elastic=elastic, jpeg=jpeg, grey=grey,
         device=device, init_weights=init_weights, ema=ema)
     summary = run_training(config, resume=resume, progress=not quiet)
     chosen = (f"best validation F1 {summary['best_val_f1']:.4f}" if summary["best_val_f1"] is not None

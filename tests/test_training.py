@@ -304,10 +304,41 @@ def test_the_sampler_compresses_the_patches_drawn_for_jpeg(folder_dataset, monke
     assert (compressed - plain)[fov.expand_as(plain) > 0].abs().mean() > 0.05  # but their pixels re-encoded
 
 
+def test_grey_patches_are_the_drawn_channel_mix_in_all_three_channels(folder_dataset, monkeypatch):
+    from retinaseg.training.data import GREY_WEIGHTS, Augmentation
+
+    _, sampler = _sampler(folder_dataset, "cpu")
+    g = torch.Generator().manual_seed(0)
+    assert all(sampler._params(g)["grey"] is None for _ in range(50))  # off: nothing drawn, earlier runs repeat
+    sampler.augmentation = Augmentation(grey=0.3)
+    drawn = [sampler._params(g)["grey"] for _ in range(1000)]
+    assert 0.25 < sum(d is not None for d in drawn) / len(drawn) < 0.35
+    assert {d for d in drawn if d is not None} == set(GREY_WEIGHTS)
+
+    sampler.augmentation = Augmentation.none()
+    draw = sampler._params
+
+    def batch(weights):
+        monkeypatch.setattr(sampler, "_params", lambda g: {**draw(g), "grey": weights})
+        return sampler.sample(3, torch.Generator().manual_seed(0))
+
+    colour, target, fov = batch(None)
+    green, same_target, _ = batch(GREY_WEIGHTS[0])
+    assert torch.equal(target, same_target)
+    assert torch.equal(green[:, 0], green[:, 1]) and torch.equal(green[:, 1], green[:, 2])
+    # normalised with the grey photo's statistics, as the runner would: every channel is then the colour
+    # patch's green channel standardised on its own
+    inside = fov[:, 0] > 0
+    for channel in range(3):
+        torch.testing.assert_close(green[:, channel][inside], colour[:, 1][inside], atol=1e-4, rtol=1e-4)
+
+
 def test_train_with_jpeg_and_a_bad_quality(cli, tmp_path, folder_dataset):
     assert train(cli, tmp_path / "jpeg", folder_dataset, "--jpeg", "40").exit_code == 0
     result = train(cli, tmp_path / "bad", folder_dataset, "--jpeg", "120")
     assert result.exit_code == 1 and "--jpeg is the lowest JPEG quality drawn, 1-95" in result.output
+    result = train(cli, tmp_path / "grey", folder_dataset, "--grey", "1.5")
+    assert result.exit_code == 1 and "--grey is a share of patches, in [0, 1]" in result.output
 
 
 def test_each_training_photo_is_held_once_in_memory(folder_dataset):
@@ -320,7 +351,7 @@ def test_each_training_photo_is_held_once_in_memory(folder_dataset):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("extra", [{}, {"elastic": 3.0}, {"jpeg": 40}])
+@pytest.mark.parametrize("extra", [{}, {"elastic": 3.0}, {"jpeg": 40}, {"grey": 0.5}])
 def test_the_gpu_sampler_cuts_the_same_patches_as_the_cpu_one(folder_dataset, extra):
     from retinaseg.training.data import Augmentation
 

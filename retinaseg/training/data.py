@@ -18,6 +18,9 @@ STATISTICS_PIXELS = 4096  # FOV pixels kept per image to renormalise after photo
 ELASTIC_CONTROL_POINTS = 5  # per side of a patch: displacements drawn there, smoothly interpolated between
 JPEG_SHARE = 0.5  # of patches re-encoded when --jpeg is on; the rest stay as read
 JPEG_BEST_QUALITY = 95  # the highest quality drawn: cameras' and archives' usual "high" setting
+# Grey versions of a colour patch (R, G, B weights): a red-free photo is close to the green channel alone; a
+# colour photo saved as grey is its luminance (ITU-R BT.601)
+GREY_WEIGHTS = ((0.0, 1.0, 0.0), (0.299, 0.587, 0.114))
 
 
 @dataclass
@@ -75,11 +78,13 @@ class Augmentation:
     blur_probability: float = 0.2  # simulates softer optics
     elastic: float = 0.0  # std of a smooth random displacement, in working-scale pixels (bends vessels); 0: off
     jpeg: int = 0  # lowest quality of the JPEG re-encoding of some patches (uniform up to JPEG_BEST_QUALITY); 0: off
+    grey: float = 0.0  # share of patches turned grey, each by one of GREY_WEIGHTS (red-free photos); 0: off
 
     @classmethod
     def none(cls):
         return cls(rotate=False, flip=False, scale=(1.0, 1.0), gamma=(1.0, 1.0), brightness=0.0, contrast=(1.0, 1.0),
-                   colour=0.0, blur_probability=0.0, elastic=0.0, jpeg=0)
+                   colour=0.0, blur_probability=0.0, elastic=0.0, jpeg=0,
+                   grey=0.0)
 
 
 def _uniform(low, high, generator):
@@ -129,6 +134,8 @@ class PatchSampler:
                      if a.elastic else None),
             "jpeg": (torch.randint(a.jpeg, JPEG_BEST_QUALITY + 1, (), generator=g).item()
                      if a.jpeg and torch.rand((), generator=g).item() < JPEG_SHARE else None),
+            "grey": (GREY_WEIGHTS[torch.randint(len(GREY_WEIGHTS), (), generator=g).item()]
+                     if a.grey and torch.rand((), generator=g).item() < a.grey else None),
         }
 
     def _centre(self, item: TrainingImage, g: torch.Generator) -> tuple[float, float]:
@@ -181,13 +188,17 @@ class PatchSampler:
         image, target, fov = patch[:, :3], patch[:, 3:-1], patch[:, -1:] > 0.5
         colour = self._colour(draws)
         image = photometric(image, *colour)
+        statistics = photometric(torch.stack([self._statistics[index] for index, _, _ in draws]), *colour)
+        greyed = [i for i, (_, params, _) in enumerate(draws) if params["grey"]]
+        if greyed:  # the normalising statistics too, as the runner takes them from the grey photo
+            weights = torch.tensor([draws[i][1]["grey"] for i in greyed], device=self.device)
+            image[greyed], statistics[greyed] = to_grey(image[greyed], weights), to_grey(statistics[greyed], weights)
         blurred = [i for i, (_, params, _) in enumerate(draws) if params["blur"]]  # chosen on the CPU: no GPU sync
         if blurred:
             image[blurred] = _blur(image[blurred])
         compressed = [i for i, (_, params, _) in enumerate(draws) if params["jpeg"]]
         if compressed:
             image[compressed] = jpeg_round_trip(image[compressed], [draws[i][1]["jpeg"] for i in compressed])
-        statistics = photometric(torch.stack([self._statistics[index] for index, _, _ in draws]), *colour)
         mean, std = channel_statistics(statistics)
         image = standardize(image, fov, mean, std)
         return image, target, fov.float()
@@ -196,6 +207,12 @@ class PatchSampler:
 def _per_patch(values: list, device="cpu") -> torch.Tensor:
     """One number per patch as a Bx1x1 tensor, to broadcast over each patch's pixels."""
     return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+
+def to_grey(pixels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Bx3x... colour pixels as grey in all three channels, each sample with its Bx3 channel weights."""
+    grey = (pixels * weights.view(weights.shape + (1,) * (pixels.dim() - 2))).sum(dim=1, keepdim=True)
+    return grey.expand_as(pixels)
 
 
 def jpeg_round_trip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:

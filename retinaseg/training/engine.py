@@ -64,6 +64,7 @@ class TrainConfig:
     augment: bool = True
     elastic: float = 0.0  # Augmentation.elastic: smooth random displacement (pixels); 0: off
     jpeg: int = 0  # Augmentation.jpeg: lowest quality of JPEG-re-encoded patches; 0: off
+    grey: float = 0.0  # Augmentation.grey: share of patches turned grey; 0: off
     device: str = "auto"
     init_weights: Optional[str] = None  # start from these weights (fine-tuning)
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved as best.pt; 0: off
@@ -184,6 +185,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if not 0 <= config.jpeg <= JPEG_BEST_QUALITY:
         raise RetinasegError(f"--jpeg is the lowest JPEG quality drawn, 1-{JPEG_BEST_QUALITY} (e.g. 40), or 0 for "
                              f"off; got {config.jpeg}")
+    if not 0 <= config.grey <= 1:
+        raise RetinasegError(f"--grey is a share of patches, in [0, 1] (e.g. 0.3); got {config.grey}")
     if not 0 <= config.ema < 1:
         raise RetinasegError(f"--ema must be in [0, 1) (e.g. 0.999); got {config.ema}")
     if resume and not (out / "last.pt").is_file():
@@ -237,7 +240,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if not train_images:
         raise RetinasegError("no training images")
     sampler = PatchSampler(train_images, config.patch_size,
-                           Augmentation(elastic=config.elastic, jpeg=config.jpeg) if config.augment
+                           Augmentation(elastic=config.elastic, jpeg=config.jpeg, grey=config.grey) if config.augment
                            else Augmentation.none(),
                            config.vessel_fraction, whole_image=config.sampling == "whole", device=device)
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers]
