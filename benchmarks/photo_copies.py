@@ -37,9 +37,10 @@ from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
+from retinaseg.training.data import GREY_WEIGHTS
 
 ORIGINAL = "original"
-GREY_COPIES = {"green": (0.0, 1.0, 0.0), "luminance": (0.299, 0.587, 0.114)}  # R, G, B weights
+GREY_COPIES = dict(zip(("green", "luminance"), GREY_WEIGHTS))  # the grey versions --grey trains on
 
 
 def write_copies(dataset: str, data_root, split: str, ids, qualities: list[int], grey: bool, folder: Path) -> dict:

@@ -195,8 +195,8 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
         dataset_options=_parse_options(dataset_options, "--dataset-option"),
         epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
         lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, split_seed=split_seed,
-        fov_diameter=fov_diameter, max_downscale=max_downscale, augment=not no_augment, elastic=elastic, jpeg=jpeg, grey=grey,
-        device=device, init_weights=init_weights, ema=ema)
+        fov_diameter=fov_diameter, max_downscale=max_downscale, augment=not no_augment, elastic=elastic, jpeg=jpeg,
+        grey=grey, device=device, init_weights=init_weights, ema=ema)
     summary = run_training(config, resume=resume, progress=not quiet)
     chosen = (f"best validation F1 {summary['best_val_f1']:.4f}" if summary["best_val_f1"] is not None
               else "no validation images, so best.pt holds the last epoch")

@@ -83,8 +83,7 @@ class Augmentation:
     @classmethod
     def none(cls):
         return cls(rotate=False, flip=False, scale=(1.0, 1.0), gamma=(1.0, 1.0), brightness=0.0, contrast=(1.0, 1.0),
-                   colour=0.0, blur_probability=0.0, elastic=0.0, jpeg=0,
-                   grey=0.0)
+                   colour=0.0, blur_probability=0.0, elastic=0.0, jpeg=0, grey=0.0)
 
 
 def _uniform(low, high, generator):
