@@ -102,7 +102,7 @@ def main():
                     evaluation = evaluate(dataset, args.data_root, split, pred_dir=out, ids=ids)
                     rows.setdefault((weights_file, condition), []).extend(
                         {"dataset": dataset, **row} for row in evaluation.rows)
-    conditions = [ORIGINAL] + [f"q{q}" for q in qualities] + (list(GREY_COPIES) if args.grey else [])
+    conditions = list(copies)  # every dataset has the same copies, in write_copies' order
     where = f"{split} split" if args.held_out is None else f"training images held out by split seed {args.held_out}"
     groups = (datasets + ["all"]) if len(datasets) > 1 else datasets
     for group in groups:

@@ -188,19 +188,26 @@ class PatchSampler:
         colour = self._colour(draws)
         image = photometric(image, *colour)
         statistics = photometric(torch.stack([self._statistics[index] for index, _, _ in draws]), *colour)
-        greyed = [i for i, (_, params, _) in enumerate(draws) if params["grey"]]
+        # each optional step runs once on the patches that drew it (chosen on the CPU: no GPU sync)
+        greyed, weights = _drawn(draws, "grey")
         if greyed:  # the normalising statistics too, as the runner takes them from the grey photo
-            weights = torch.tensor([draws[i][1]["grey"] for i in greyed], device=self.device)
+            weights = torch.tensor(weights, device=self.device)
             image[greyed], statistics[greyed] = to_grey(image[greyed], weights), to_grey(statistics[greyed], weights)
-        blurred = [i for i, (_, params, _) in enumerate(draws) if params["blur"]]  # chosen on the CPU: no GPU sync
+        blurred, _ = _drawn(draws, "blur")
         if blurred:
             image[blurred] = _blur(image[blurred])
-        compressed = [i for i, (_, params, _) in enumerate(draws) if params["jpeg"]]
+        compressed, qualities = _drawn(draws, "jpeg")
         if compressed:
-            image[compressed] = jpeg_round_trip(image[compressed], [draws[i][1]["jpeg"] for i in compressed])
+            image[compressed] = jpeg_round_trip(image[compressed], qualities)
         mean, std = channel_statistics(statistics)
         image = standardize(image, fov, mean, std)
         return image, target, fov.float()
+
+
+def _drawn(draws: list, key: str) -> tuple[list[int], list]:
+    """(indices, values) of the patches whose drawn parameter `key` is set."""
+    chosen = [(i, params[key]) for i, (_, params, _) in enumerate(draws) if params[key]]
+    return [i for i, _ in chosen], [value for _, value in chosen]
 
 
 def _per_patch(values: list, device="cpu") -> torch.Tensor:
