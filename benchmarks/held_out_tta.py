@@ -1,5 +1,5 @@
-"""Flip TTA on or off (or, with --vessel-model, the vessel gate off or on), scored on the images a training run
-held out for validation.
+"""TTA (the model's test-time views) on or off (or, with --vessel-model, the vessel gate off or on), scored on
+the images a training run held out for validation.
 
     python benchmarks/held_out_tta.py --model av-fusion --datasets drive-av,les-av,hrf-av --seed 1
     python benchmarks/held_out_tta.py --model av-fusion --datasets hrf-av --seed 0 --vessel-model vesselnet
@@ -44,7 +44,7 @@ def main():
     else:
         runners = {on: Runner(load_model(args.model, args.weights), RunConfig(device="cpu", tta=on))
                    for on in (False, True)}
-        what, labels = "without / with flip TTA", {False: "--no-tta", True: "--tta"}
+        what, labels = "without / with TTA (the model's test-time views)", {False: "--no-tta", True: "--tta"}
     rows = {on: [] for on in runners}  # False: the setting off, True: on
     task = None
     for dataset in args.datasets.split(","):

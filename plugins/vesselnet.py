@@ -11,9 +11,13 @@ from torch import nn
 from torchvision.ops import drop_block2d
 
 from retinaseg import hookimpl
+from retinaseg.inference.views import View
 from retinaseg.registry import ModelSpec
 
 DROPBLOCK_SIZE = 7  # SA-UNet's block; smaller (odd) on feature maps narrower than that
+# --tta: the photo as it is, and mirrored at 1.125x the working scale. On images held out of training this pair
+# gained as much F1 as the four flips (README, Results) for about 2.3x the time instead of 4x.
+TTA_VIEWS = (View(), View(scale=1.125, flip="h"))
 
 
 class ResidualBlock(nn.Module):
@@ -74,4 +78,5 @@ def register_models(register):
         options={"width": 16, "depth": 4, "dropblock": 0.0},
         size_divisor=16,
         weights="vesselnet.pt",
+        tta_views=TTA_VIEWS,
     ))

@@ -11,6 +11,7 @@ import click
 from retinaseg import __version__
 from retinaseg.errors import RetinasegError
 from retinaseg.inference import FEW_VESSELS, MAX_DOWNSCALE
+from retinaseg.inference.views import FLIP_VIEWS
 
 
 class _Command(click.Command):
@@ -94,6 +95,7 @@ def plugins():
     def own_defaults(spec) -> str:
         own = [f"--max-downscale default {spec.max_downscale:g}"] if spec.max_downscale != MAX_DOWNSCALE else []
         own += ["--tta by default"] if spec.tta else []
+        own += [f"--tta views: {', '.join(map(str, spec.tta_views))}"] if spec.tta_views != FLIP_VIEWS else []
         return f" [{'; '.join(own)}]" if own else ""
 
     tables = [("models", all_models(), lambda s: f"{s.task}, {s.classes} class(es)", own_defaults),
@@ -222,8 +224,11 @@ def _inference_options(f):
                               "Default: the weights file's own if it records one, else the model's, "
                               f"{MAX_DOWNSCALE} unless `retinaseg plugins` lists another.")(f)
     f = click.option("--tta/--no-tta", default=None,
-                     help="Average over horizontal and vertical flips: 4x slower, slightly better. Default: the "
-                          "model's own, off unless `retinaseg plugins` lists it.")(f)
+                     help="Average the prediction over test-time views of each photo: slightly better, several "
+                          "times slower. The views are the model's (`retinaseg plugins`): the four flips unless it "
+                          "declares others; vesselnet's are the photo and its mirror image at 1.125x the scale "
+                          "(about 2.3x the time). Default: the model's own, off unless `retinaseg plugins` lists "
+                          "it.")(f)
     f = click.option("--batch-size", "-b", type=int, default=1, show_default=True,
                      help="Tiles (or whole small images) per forward pass; tiles of several photos share a batch. "
                           "Larger batches were no faster, on CPU or GPU (README, Speed).")(f)

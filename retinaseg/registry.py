@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 
 from retinaseg.errors import DuplicateNameError, UnknownNameError
 from retinaseg.inference import MAX_DOWNSCALE
+from retinaseg.inference.views import FLIP_VIEWS
 from retinaseg.plugins import load_plugins, plugin_package, pm
 
 VESSEL_CLASSES = 1  # one sigmoid channel: vessel probability
@@ -34,9 +35,11 @@ class ModelSpec:
     # Default cap on shrinking high-resolution photos to the working scale (--max-downscale; 0: no limit).
     # A model that needs context more than fine detail (artery/vein calls) may declare a larger one.
     max_downscale: float = MAX_DOWNSCALE
-    # Default for flip test-time augmentation (--tta / --no-tta): 4x the inference time, so only a model whose
-    # scores gain from it on held-out images, and for which accuracy matters more than speed, turns it on.
+    # Default for test-time augmentation (--tta / --no-tta): several times the inference time, so only a model
+    # whose scores gain from it on held-out images, and for which accuracy matters more than speed, turns it on.
     tta: bool = False
+    # The views --tta averages (retinaseg.inference.views.View: scale and flip); the four flips unless declared.
+    tta_views: tuple = FLIP_VIEWS
     # Name of the weights file in weights/ used when --weights is not given (None: needs no weights).
     weights: Optional[str] = None
     # Optional custom training step factory (e.g. a GAN); see retinaseg.training.engine.TrainingStep.

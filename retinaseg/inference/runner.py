@@ -2,8 +2,8 @@
 
 Reading runs in worker threads ahead of the network, and writing in a writer thread behind it, so decoding
 and encoding overlap with compute. Each photo is resized so its FOV has the model's working diameter (or to a
-fixed --resize), predicted by tiles or in one pass, and its probabilities are resized back to the raw size
-before thresholding. Pixels outside the FOV are background.
+fixed --resize), predicted by tiles or in one pass (with --tta once per test-time view, the views' probabilities
+averaged at the output's size), and its probabilities are resized back to the raw size before thresholding. Pixels outside the FOV are background.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from retinaseg.errors import ImageReadError, RetinasegError
 from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
+from retinaseg.inference.views import PLAIN, View
 from retinaseg.io.atomic import write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto
@@ -73,6 +74,9 @@ class Prepared:
     photo: Optional[np.ndarray] = None  # kept only for overlays and the vessel model
     seconds: float = 0.0
     vessel: Optional[np.ndarray] = None  # raw-size vessel probability (1xHxW) of the gating binary model, if any
+    # with --tta: (image, FOV) of the crop as each test-time view sees it; the image scaled and flipped, the FOV
+    # at the view's scale
+    view_inputs: Optional[list] = None
 
 
 def _fov_box(fov: np.ndarray, margin: int) -> tuple:
@@ -120,10 +124,28 @@ def _canvas(classes: int, size: tuple) -> torch.Tensor:
     return canvas
 
 
-def to_work_size(prob: torch.Tensor, prepared: Prepared) -> torch.Tensor:
-    """Crop probabilities -> the whole photo at working scale (gated by the vessel model's, if any)."""
-    canvas = _canvas(prob.shape[0], prepared.work_size)
+def merge_views(probs: list, size: tuple) -> torch.Tensor:
+    """Mean of the crop's probabilities as the test-time views saw it (one KxH'xW' tensor per view, flips undone),
+    each resized to `size`. Merged at the output's size, not the working scale: resampling a larger view onto a
+    coarser grid first blurred thin vessels (on HRF-size photos F1 fell below the plain view's)."""
+    resized = [resize(prob, size) for prob in probs]
+    return resized[0] if len(resized) == 1 else torch.stack(resized).mean(dim=0)
+
+
+def gate_with_fov(prob: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+    """Outside the FOV is background."""
+    prob = prob * fov.to(prob.dtype)
+    if prob.shape[0] > 1:
+        prob[av.BACKGROUND][~fov] = 1.0
+    return prob
+
+
+def to_work_size(probs: list, prepared: Prepared) -> torch.Tensor:
+    """Crop probabilities of each view -> the whole photo at working scale (gated by the vessel model's, if
+    any)."""
     top, bottom, left, right = prepared.work_box
+    prob = merge_views(probs, (bottom - top, right - left))
+    canvas = _canvas(prob.shape[0], prepared.work_size)
     canvas[:, top:bottom, left:right] = prob
     if prepared.vessel is not None:
         vessel = resize(torch.from_numpy(prepared.vessel), prepared.work_size).clamp_(0, 1).numpy()
@@ -131,11 +153,12 @@ def to_work_size(prob: torch.Tensor, prepared: Prepared) -> torch.Tensor:
     return canvas
 
 
-def to_raw_size(prob: torch.Tensor, prepared: Prepared) -> np.ndarray:
-    """Crop probabilities -> raw size, with everything outside the raw FOV set to background."""
+def to_raw_size(probs: list, prepared: Prepared) -> np.ndarray:
+    """Crop probabilities of each view -> raw size, with everything outside the raw FOV set to background."""
     top, bottom, left, right = prepared.raw_box
+    prob = merge_views(probs, (bottom - top, right - left)).clamp_(0, 1)
     canvas = _canvas(prob.shape[0], prepared.raw_size).numpy()
-    canvas[:, top:bottom, left:right] = resize(prob, (bottom - top, right - left)).clamp_(0, 1).numpy()
+    canvas[:, top:bottom, left:right] = prob.numpy()
     outside = ~prepared.fov_raw
     canvas[:, outside] = 0.0
     if canvas.shape[0] > 1:
@@ -177,10 +200,9 @@ def _fold_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
         return module
 
 
-def make_predictor(model: LoadedModel, device: torch.device, tta: bool,
+def make_predictor(model: LoadedModel, device: torch.device,
                    notify: Callable[[str], None] = print) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Batch -> probabilities on CPU. Folded BatchNorm, inference_mode, channels_last, bf16 autocast on CUDA,
-    optional flip TTA.
+    """Batch -> probabilities on CPU. Folded BatchNorm, inference_mode, channels_last, bf16 autocast on CUDA.
     A CUDA out-of-memory error splits the batch in half and retries, and says so."""
     module = _fold_batch_norm(model.module.eval()).to(device)
     module = module.to(memory_format=torch.channels_last)
@@ -191,14 +213,7 @@ def make_predictor(model: LoadedModel, device: torch.device, tta: bool,
     def forward(batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            if not tta:
-                return to_probabilities(module(x).float())
-            total = 0
-            for dims in ((), (3,), (2,), (2, 3)):
-                flipped = torch.flip(x, dims) if dims else x
-                prob = to_probabilities(module(flipped).float())
-                total = total + (torch.flip(prob, dims) if dims else prob)
-            return total / 4
+            return to_probabilities(module(x).float())
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
         chunk = state["chunk"] or len(batch)
@@ -299,39 +314,62 @@ class Runner:
         tile = max(divisor, config.tile_size // divisor * divisor)
         self.window = SlidingWindow(tile_size=tile, overlap=config.overlap, size_divisor=divisor,
                                     whole_image_pixels=config.whole_image_pixels)
-        self.predictor = make_predictor(model, self.device, config.tta, notify)
+        self.predictor = make_predictor(model, self.device, notify)
+        self.views = tuple(model.spec.tta_views) if config.tta else (PLAIN,)
 
     # -- in memory (used by `retinaseg eval` and tests) -----------------------------------------------------
     def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
                 keep_photo: bool = False) -> Prepared:
-        return prepare(photo, fov, self.model.fov_diameter, self.config.resize, index,
-                       keep_photo or self.vessel_runner is not None, self.config.max_downscale)
+        prepared = prepare(photo, fov, self.model.fov_diameter, self.config.resize, index,
+                           keep_photo or self.vessel_runner is not None, self.config.max_downscale)
+        if self.views != (PLAIN,):
+            prepared.view_inputs = [self._view_input(photo, prepared, view) for view in self.views]
+        return prepared
 
-    def predict_prepared(self, items: Iterable[Prepared]) -> Iterator[tuple[Prepared, torch.Tensor]]:
-        """Yield (prepared, working-size probabilities KxHxW) in input order."""
+    def _view_input(self, photo: np.ndarray, prepared: Prepared, view: View) -> tuple:
+        """(image, FOV) of the FOV crop at the view's scale: the same raw region, so its prediction resizes back
+        onto it."""
+        image, fov = prepared.image, prepared.fov_work
+        if view.scale != 1:
+            fixed = self.config.resize and tuple(round(side * view.scale) for side in self.config.resize)
+            cap = self.config.max_downscale
+            scaled = prepare(photo, prepared.fov_raw, round(self.model.fov_diameter * view.scale), fixed,
+                             max_downscale=cap / view.scale if cap else cap)
+            image, fov = scaled.image, scaled.fov_work
+        return (torch.flip(image, view.dims) if view.dims else image), fov
+
+    def predict_prepared(self, items: Iterable[Prepared]) -> Iterator[tuple[Prepared, list]]:
+        """Yield (prepared, crop probabilities) in input order: one KxHxW tensor at the working scale, or with
+        test-time views one per view at its own scale, flips undone (to_raw_size and to_work_size merge them)."""
         pending: dict = {}
 
         def stream():
             for item in items:
                 pending[item.index] = item
-                yield item.index, item.image
+                for view, (image, _) in enumerate(item.view_inputs or [(item.image, None)]):
+                    yield (item.index, view), image
 
-        for index, prob in predict_stream(stream(), self.predictor, self.window, self.config.batch_size):
+        views = []
+        for (index, _), prob in predict_stream(stream(), self.predictor, self.window, self.config.batch_size):
+            views.append(prob)
+            if len(views) < len(self.views):
+                continue
             item = pending.pop(index)
-            prob = prob * item.fov_work.to(prob.dtype)
-            if prob.shape[0] > 1:
-                prob[av.BACKGROUND][~item.fov_work] = 1.0
+            fovs = [fov for _, fov in item.view_inputs] if item.view_inputs else [item.fov_work]
+            probs = [gate_with_fov(torch.flip(prob, view.dims) if view.dims else prob, fov)
+                     for prob, view, fov in zip(views, self.views, fovs, strict=True)]
+            views, item.view_inputs = [], None
             if self.vessel_runner is not None:
                 item.vessel = self.vessel_runner.predict(item.photo, item.fov_raw)
                 if not self.config.overlay:
                     item.photo = None
-            yield item, prob
+            yield item, probs
 
     def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None) -> np.ndarray:
         """Raw-size probabilities (KxHxW) for one photo."""
         prepared = self.prepare(photo, fov)
-        _, prob = next(self.predict_prepared([prepared]))
-        return to_raw_size(prob, prepared)
+        _, probs = next(self.predict_prepared([prepared]))
+        return to_raw_size(probs, prepared)
 
     # -- on files -------------------------------------------------------------------------------------------
     def outputs(self, out_dir: Path, stem: str) -> dict:
@@ -357,11 +395,11 @@ class Runner:
         prepared.seconds = time.perf_counter() - started
         return prepared
 
-    def _write(self, paths: dict, prepared: Prepared, prob_work: torch.Tensor) -> float:
+    def _write(self, paths: dict, prepared: Prepared, probs: list) -> float:
         """Writes a photo's outputs; returns the share of its FOV labelled vessel."""
-        small = labels_of(to_work_size(prob_work, prepared).numpy())
+        small = labels_of(to_work_size(probs, prepared).numpy())
         write_png(paths["small"], render(small))
-        prob = to_raw_size(prob_work, prepared)
+        prob = to_raw_size(probs, prepared)
         labels = labels_of(prob)
         if "prob" in paths:
             write_float_tiff(paths["prob"], prob[0] if prob.shape[0] == 1 else prob)
@@ -427,7 +465,7 @@ class Runner:
 
         try:
             last = time.perf_counter()
-            for prepared, prob in self.predict_prepared(prepared_items()):
+            for prepared, probs in self.predict_prepared(prepared_items()):
                 record = records[prepared.index]
                 now = time.perf_counter()
                 record.seconds, record.read_seconds = round(now - last, 3), round(prepared.seconds, 3)
@@ -436,7 +474,7 @@ class Runner:
                 record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
                 record.fov_diameter = prepared.diameter
                 paths = self.outputs(out_dir, record.stem)
-                writes.append((writer.submit(self._write, paths, prepared, prob), record))
+                writes.append((writer.submit(self._write, paths, prepared, probs), record))
                 while len(writes) > lookahead or (writes and writes[0][0].done()):
                     finish(*writes.popleft())
             while writes:
@@ -489,7 +527,8 @@ class Runner:
         if self.device.type == "cuda":
             device += f" ({torch.cuda.get_device_name(self.device)})"
         settings = asdict(self.config)
-        settings.update(tile_size=self.window.tile_size, size_divisor=self.window.size_divisor)
+        settings.update(tile_size=self.window.tile_size, size_divisor=self.window.size_divisor,
+                        views=[str(view) for view in self.views])
         return {
             "model": self.model.spec.name,
             "model_config": self.model.config,
