@@ -3,7 +3,8 @@
 Reading runs in worker threads ahead of the network, and writing in a writer thread behind it, so decoding
 and encoding overlap with compute. Each photo is resized so its FOV has the model's working diameter (or to a
 fixed --resize), predicted by tiles or in one pass (with --tta once per test-time view, the views' probabilities
-averaged at the output's size), and its probabilities are resized back to the raw size before thresholding. Pixels outside the FOV are background.
+averaged at the output's size), and its probabilities are resized back to the raw size before thresholding.
+Pixels outside the FOV are background.
 """
 from __future__ import annotations
 
