@@ -16,7 +16,8 @@ naive   the seeds' way: one photo at a time, resize to 512x512, one forward pass
 runner  `retinaseg run`'s Runner end to end (read, FOV, working scale, forward, raw size, write raw_pre and
         small_pre), with the batch size given, at the default --max-downscale (3.5: an HRF photo's FOV
         becomes ~940 px across) and, for HRF, also with no limit (the FOV at the weights' working scale: 640 px
-        for the default file, about the naive loop's pixel count).
+        for the default file, about the naive loop's pixel count); and batch 1 with --tta (the model's test-time
+        views).
 
 With --device cuda both methods run on the GPU (the runner under its bfloat16 autocast, batches 1 and 8), every
 timing ends with a synchronize, and a column adds the peak GPU memory torch allocated.
@@ -93,7 +94,7 @@ def _worker(args) -> None:
             link = links / f"{i}_{path.name}"
             link.symlink_to(path.resolve())
             inputs.append(link)
-        summary = Runner(model, RunConfig(device=args.device, batch_size=args.batch_size,
+        summary = Runner(model, RunConfig(device=args.device, batch_size=args.batch_size, tta=args.tta,
                                           max_downscale=args.max_downscale)).run(inputs, out / "run", progress=False)
         assert summary.failed == 0, summary.line()
 
@@ -117,12 +118,13 @@ def _worker(args) -> None:
     print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb, "gpu_mb": gpu_mb}))
 
 
-def _measure(mode, files, model, weights, batch_size, max_downscale, threads, device) -> dict:
+def _measure(mode, files, model, weights, batch_size, max_downscale, tta, threads, device) -> dict:
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, __file__, "--worker", mode, "--files", json.dumps([str(f) for f in files]),
                    "--model", model, "--batch-size", str(batch_size), "--max-downscale", str(max_downscale),
                    "--out", out, "--threads", str(threads), "--device", device]
         command += ["--weights", weights] if weights else []
+        command += ["--tta"] if tta else []
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(result.stderr)
@@ -142,6 +144,7 @@ def main():
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--max-downscale", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--tta", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.mode = args.worker
@@ -162,13 +165,16 @@ def main():
             count = args.images if kind == "drive" else max(2, args.images // 2)
             files, source = _photos(args.data_root, kind, count, Path(scratch))
             batches = (1, 8) if cuda else (1, 4)
-            rows = [("naive", 1, 0)] + [("runner", b, MAX_DOWNSCALE) for b in batches]
+            rows = [("naive", 1, 0, False)] + [("runner", b, MAX_DOWNSCALE, False) for b in batches]
             if kind == "hrf":
-                rows.insert(1, ("runner", 1, 0))
-            for mode, batch, max_downscale in rows:
-                r = _measure(mode, files, args.model, args.weights, batch, max_downscale, args.threads, args.device)
+                rows.insert(1, ("runner", 1, 0, False))
+            rows.append(("runner", 1, MAX_DOWNSCALE, True))
+            for mode, batch, max_downscale, tta in rows:
+                r = _measure(mode, files, args.model, args.weights, batch, max_downscale, tta, args.threads,
+                             args.device)
                 name = ("naive 512x512 loop" if mode == "naive" else
-                        f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit"))
+                        f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit")
+                        + (", --tta" if tta else ""))
                 per = r["seconds"] / r["images"]
                 gpu = f"{r['gpu_mb']:>10.0f}" if cuda else ""
                 print(f"{label + f' ({source})':<32}{name:<36}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}{gpu}",
