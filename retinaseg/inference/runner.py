@@ -350,16 +350,16 @@ class Runner:
                 for view, (image, _) in enumerate(item.view_inputs or [(item.image, None)]):
                     yield (item.index, view), image
 
-        views = []
+        view_probs = []  # the current photo's, one per view, in the order of self.views
         for (index, _), prob in predict_stream(stream(), self.predictor, self.window, self.config.batch_size):
-            views.append(prob)
-            if len(views) < len(self.views):
+            view_probs.append(prob)
+            if len(view_probs) < len(self.views):
                 continue
             item = pending.pop(index)
             fovs = [fov for _, fov in item.view_inputs] if item.view_inputs else [item.fov_work]
             probs = [gate_with_fov(torch.flip(prob, view.dims) if view.dims else prob, fov)
-                     for prob, view, fov in zip(views, self.views, fovs, strict=True)]
-            views, item.view_inputs = [], None
+                     for prob, view, fov in zip(view_probs, self.views, fovs, strict=True)]
+            view_probs, item.view_inputs = [], None
             if self.vessel_runner is not None:
                 item.vessel = self.vessel_runner.predict(item.photo, item.fov_raw)
                 if not self.config.overlay:
