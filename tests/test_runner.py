@@ -137,7 +137,8 @@ def test_a_model_declares_its_own_tta_default(cli, tmp_path, photo_folder):
         assert run(cli, "-m", "halves-av-tta", "--save-prob", photo_folder, tmp_path / "default").exit_code == 0
         assert run(cli, "-m", "halves-av-tta", "--save-prob", "--no-tta", photo_folder,
                    tmp_path / "plain").exit_code == 0
-    default, plain = (json.loads((tmp_path / name / "run.json").read_text())["settings"] for name in ("default", "plain"))
+    default, plain = (json.loads((tmp_path / name / "run.json").read_text())["settings"]
+                      for name in ("default", "plain"))
     assert default["tta"] is True and default["views"] == ["x1", "x1 flipped h", "x1 flipped v", "x1 flipped hv"]
     assert plain["tta"] is False and plain["views"] == ["x1"]
     # flips average the left-is-artery and right-is-artery views into equal artery and vein probabilities (but
@@ -181,6 +182,18 @@ def test_each_test_time_view_is_undone_before_views_are_averaged(views):
         viewed = Runner(model, RunConfig(device="cpu", tta=True)).predict(photo, fov)[0]
     assert plain[:, -1].mean() - plain[:, 0].mean() > 0.6  # what a view left flipped would get wrong
     assert np.abs(viewed - plain).mean() < 0.01
+
+
+def test_views_of_several_photos_sharing_batches_stay_with_their_photo(cli, tmp_path, photo_folder):
+    views = (View(), View(scale=1.125, flip="h"), View(scale=0.75, flip="v"))
+    with registered(ViewsPlugin(views), "views-plugin"):
+        for batch in (1, 4):
+            result = run(cli, "-m", "green-level", "--tta", "-b", batch, "--save-prob", photo_folder,
+                         tmp_path / f"b{batch}")
+            assert result.exit_code == 0, result.output
+    for stem in SIZES:
+        one, four = (tifffile.imread(tmp_path / f"b{batch}" / "prob" / f"{stem}.tif") for batch in (1, 4))
+        np.testing.assert_allclose(four, one, atol=1e-5)
 
 
 def test_a_view_must_have_a_known_flip_and_a_sane_scale():
