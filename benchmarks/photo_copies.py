@@ -87,6 +87,7 @@ def main():
     datasets = [d.strip() for d in args.datasets.split(",")]
     split = "test" if args.held_out is None else "training"
     rows = {}  # (weights, condition) -> per-image rows over all datasets
+    runners = [Runner(load_model(args.model, w), RunConfig(device="cpu"), notify=lambda m: None) for w in weights]
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for dataset in datasets:
@@ -94,8 +95,7 @@ def main():
                                                                   args.held_out)
             copies = write_copies(dataset, args.data_root, split, ids, qualities, args.grey,
                                   scratch / dataset / "photos")
-            for index, weights_file in enumerate(weights):
-                runner = Runner(load_model(args.model, weights_file), RunConfig(device="cpu"), notify=lambda m: None)
+            for index, (weights_file, runner) in enumerate(zip(weights, runners)):
                 for condition, photos in copies.items():
                     out = scratch / dataset / f"out{index}-{condition}"
                     runner.run(photos, out, progress=False)

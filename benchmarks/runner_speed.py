@@ -118,12 +118,13 @@ def _worker(args) -> None:
     print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb, "gpu_mb": gpu_mb}))
 
 
-def _measure(mode, files, model, weights, batch_size, max_downscale, tta, threads, device) -> dict:
+def _measure(args, mode, files, batch_size, max_downscale, tta) -> dict:
+    """Runs one configuration in a fresh process, with the model, weights, threads and device of `args`."""
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, __file__, "--worker", mode, "--files", json.dumps([str(f) for f in files]),
-                   "--model", model, "--batch-size", str(batch_size), "--max-downscale", str(max_downscale),
-                   "--out", out, "--threads", str(threads), "--device", device]
-        command += ["--weights", weights] if weights else []
+                   "--model", args.model, "--batch-size", str(batch_size), "--max-downscale", str(max_downscale),
+                   "--out", out, "--threads", str(args.threads), "--device", args.device]
+        command += ["--weights", args.weights] if args.weights else []
         command += ["--tta"] if tta else []
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
@@ -170,8 +171,7 @@ def main():
                 rows.insert(1, ("runner", 1, 0, False))
             rows.append(("runner", 1, MAX_DOWNSCALE, True))
             for mode, batch, max_downscale, tta in rows:
-                r = _measure(mode, files, args.model, args.weights, batch, max_downscale, tta, args.threads,
-                             args.device)
+                r = _measure(args, mode, files, batch, max_downscale, tta)
                 name = ("naive 512x512 loop" if mode == "naive" else
                         f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit")
                         + (", --tta" if tta else ""))

@@ -75,8 +75,8 @@ class Prepared:
     photo: Optional[np.ndarray] = None  # kept only for overlays and the vessel model
     seconds: float = 0.0
     vessel: Optional[np.ndarray] = None  # raw-size vessel probability (1xHxW) of the gating binary model, if any
-    # with --tta: (image, FOV) of the crop as each test-time view sees it; the image scaled and flipped, the FOV
-    # at the view's scale
+    # (image, FOV) of the crop as each test-time view sees it (the image scaled and flipped, the FOV at the view's
+    # scale); without --tta one plain view, the image itself
     view_inputs: Optional[list] = None
 
 
@@ -323,8 +323,7 @@ class Runner:
                 keep_photo: bool = False) -> Prepared:
         prepared = prepare(photo, fov, self.model.fov_diameter, self.config.resize, index,
                            keep_photo or self.vessel_runner is not None, self.config.max_downscale)
-        if self.views != (PLAIN,):
-            prepared.view_inputs = [self._view_input(photo, prepared, view) for view in self.views]
+        prepared.view_inputs = [self._view_input(photo, prepared, view) for view in self.views]
         return prepared
 
     def _view_input(self, photo: np.ndarray, prepared: Prepared, view: View) -> tuple:
@@ -347,7 +346,7 @@ class Runner:
         def stream():
             for item in items:
                 pending[item.index] = item
-                for view, (image, _) in enumerate(item.view_inputs or [(item.image, None)]):
+                for view, (image, _) in enumerate(item.view_inputs):
                     yield (item.index, view), image
 
         view_probs = []  # the current photo's, one per view, in the order of self.views
@@ -356,9 +355,8 @@ class Runner:
             if len(view_probs) < len(self.views):
                 continue
             item = pending.pop(index)
-            fovs = [fov for _, fov in item.view_inputs] if item.view_inputs else [item.fov_work]
             probs = [gate_with_fov(torch.flip(prob, view.dims) if view.dims else prob, fov)
-                     for prob, view, fov in zip(view_probs, self.views, fovs, strict=True)]
+                     for prob, view, (_, fov) in zip(view_probs, self.views, item.view_inputs, strict=True)]
             view_probs, item.view_inputs = [], None
             if self.vessel_runner is not None:
                 item.vessel = self.vessel_runner.predict(item.photo, item.fov_raw)
