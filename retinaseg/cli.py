@@ -287,6 +287,10 @@ def _runner(model, weights, device, batch_size, tta, max_downscale, notify, vess
               "so an interrupted run resumes).")
 @click.option("--fov-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of FOV masks named <stem>, <stem>_mask or <stem>_fov (default: estimated).")
+@click.option("--raw-fov-diameter", type=click.IntRange(min=8), default=None, metavar="PX",
+              help="For photos that show no dark surround (crops inside the retina, close-ups): the diameter the "
+              "whole FOV would have, in the photos' own pixels, so they are scaled like the rest. Default: the frame "
+              "is taken as the FOV. Photos with a visible FOV edge are always measured.")
 @click.option("--tile-size", default=512, show_default=True, help="Sliding-window tile side (working pixels).")
 @click.option("--overlap", default=0.25, show_default=True, help="Tile overlap fraction, in [0, 1).")
 @click.option("--resize", callback=_parse_size, default=None, metavar="WxH",
@@ -294,7 +298,8 @@ def _runner(model, weights, device, batch_size, tta, max_downscale, notify, vess
 @click.option("--workers", default=2, show_default=True, help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device, batch_size, tta, max_downscale,
-        recursive, save_prob, overlay, overwrite, fov_dir, tile_size, overlap, resize, workers, quiet):
+        recursive, save_prob, overlay, overwrite, fov_dir, raw_fov_diameter, tile_size, overlap, resize, workers,
+        quiet):
     """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
 
     \b
@@ -324,8 +329,8 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
     runner = _runner(model, weights, device, batch_size, tta, max_downscale,
                      notify=_message, vessel_model=vessel_model,
                      vessel_weights=vessel_weights, save_prob=save_prob, overlay=overlay,
-                     overwrite=overwrite, fov_dir=fov_dir, tile_size=tile_size, overlap=overlap, resize=resize,
-                     workers=workers)
+                     overwrite=overwrite, fov_dir=fov_dir, raw_fov_diameter=raw_fov_diameter, tile_size=tile_size,
+                     overlap=overlap, resize=resize, workers=workers)
     paths = find_inputs(inputs, recursive=recursive, notify=_message,
                         output_dir=output_dir)
     summary = runner.run(paths, output_dir, progress=not quiet)

@@ -7,6 +7,8 @@ pixels (so dark vessels, the fovea or lesions inside never punch holes).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,8 +16,11 @@ import torch.nn.functional as F
 THUMBNAIL_SIDE = 256
 # A pixel is "surround" when darker than this fraction of the bright retina level.
 DARK_FRACTION = 0.15
-# Below this share of surround pixels, the photo has no surround: the FOV fills the frame.
-MIN_SURROUND_SHARE = 0.01
+# Below this share of surround pixels, the photo has no surround: the FOV fills the frame. Low, since a disc cut
+# on all four sides (an HRF-size photo cropped at the sides) leaves only ~1% of the frame dark, in its corners.
+MIN_SURROUND_SHARE = 0.003
+# Fewer edge pixels than this (in all) fit no circle.
+MIN_EDGE_POINTS = 20
 
 
 def _thumbnail(photo: np.ndarray) -> torch.Tensor:
@@ -72,10 +77,44 @@ def estimate_fov(photo: np.ndarray) -> np.ndarray:
 
 
 def fov_diameter(mask: np.ndarray) -> int:
-    """Pixels across the FOV: the larger side of its bounding box, so a disc cut off at the top and bottom
-    (as on many cameras) still measures its true diameter."""
+    """Pixels across the FOV. The larger side of its bounding box, so a disc cut off at the top and bottom (as on
+    many cameras) still measures its true diameter; when the frame cuts the disc on both axes (only the corners
+    dark), the box is too small on both sides, and the circle through the disc's visible edge measures it."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return max(mask.shape)
-    return int(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+    box = int(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+    cut_vertically = rows[0] == 0 or rows[-1] == mask.shape[0] - 1
+    cut_horizontally = cols[0] == 0 or cols[-1] == mask.shape[1] - 1
+    if cut_vertically and cut_horizontally:
+        circle = _edge_circle_diameter(mask)
+        if circle is not None:
+            return max(box, round(circle))
+    return box
+
+
+def _edge_circle_diameter(mask: np.ndarray) -> Optional[float]:
+    """Diameter of the least-squares circle (Kasa's fit) through the FOV's edge pixels that are not on the
+    frame's border; None when too little edge is visible to fit one."""
+    height, width = mask.shape
+    points = []
+    for m, swap in ((mask, False), (mask.T, True)):
+        lines = np.flatnonzero(m.any(axis=1))
+        first = m[lines].argmax(axis=1)
+        last = m.shape[1] - 1 - m[lines, ::-1].argmax(axis=1)
+        for ends in (first, last):
+            inner = (ends > 0) & (ends < m.shape[1] - 1)  # an end on the frame's border is the frame, not the edge
+            y, x = lines[inner], ends[inner]
+            points.append(np.stack([x, y] if swap else [y, x], axis=1))
+    points = np.concatenate(points).astype(np.float64)
+    if len(points) < MIN_EDGE_POINTS:
+        return None
+    centre = points.mean(axis=0)
+    y, x = (points - centre).T
+    # x^2 + y^2 = a x + b y + c: linear in (a, b, c); centre (a/2, b/2), r^2 = c + (a^2 + b^2) / 4
+    (a, b, c), *_ = np.linalg.lstsq(np.stack([x, y, np.ones_like(x)], axis=1), x**2 + y**2, rcond=None)
+    radius_squared = c + (a * a + b * b) / 4
+    if not np.isfinite(radius_squared) or radius_squared <= 0:
+        return None
+    return 2 * float(np.sqrt(radius_squared))

@@ -24,6 +24,20 @@ def test_fov_cut_at_top_and_bottom_keeps_its_true_diameter():
     assert abs(fov_diameter(estimate) - 2 * radius) < 8
 
 
+@pytest.mark.parametrize("rows, cols", [
+    (slice(60, 540), slice(60, 540)),  # cut on all four sides: only the corners are dark
+    (slice(0, 400), slice(0, 400)),  # one corner of the disc in the frame
+    (slice(0, 400), slice(80, 520)),  # the top half, cut on three sides
+    (slice(107, 493), slice(84, 516)),  # HRF-like: cut at top and bottom, then on the sides; corners ~1% dark
+])
+def test_fov_cut_on_both_axes_keeps_its_true_diameter(rows, cols):
+    sample = synthetic_fundus(600, seed=2, fov_fraction=0.9)
+    true_diameter = fov_diameter(sample.fov)
+    crop = np.ascontiguousarray(sample.image[rows, cols])
+    assert abs(fov_diameter(sample.fov[rows, cols]) - true_diameter) <= 3
+    assert abs(fov_diameter(estimate_fov(crop)) - true_diameter) <= 6
+
+
 def test_photo_whose_fov_fills_the_frame_is_all_fov():
     sample = synthetic_fundus(200, seed=3, fov_fraction=3.0)
     assert sample.fov.all()

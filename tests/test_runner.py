@@ -58,6 +58,28 @@ def test_fov_scale_brings_photos_to_the_model_working_diameter(cli, tmp_path, ph
         assert abs(record["fov_diameter"] * scale - 150) < 4  # the fake model declares fov_diameter=150
 
 
+def test_crops_inside_the_retina_are_scaled_by_the_diameter_given(cli, tmp_path, fake_models):
+    whole = synthetic_fundus(300, seed=6, fov_fraction=0.9)  # FOV 270 px across
+    (tmp_path / "in").mkdir()
+    for name, (top, left) in {"crop1": (60, 60), "crop2": (90, 80)}.items():  # 120 px squares inside the FOV
+        iio.imwrite(tmp_path / "in" / f"{name}.png", whole.image_uint8()[top:top + 120, left:left + 120])
+    iio.imwrite(tmp_path / "in" / "whole.png", whole.image_uint8())
+    out = tmp_path / "out"
+    result = run(cli, "-m", "dark-vessels", tmp_path / "in", out)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("no dark surround") == 1  # said once, not once per crop
+    report = {r["stem"]: r for r in json.loads((out / "run.json").read_text())["images"]}
+    assert report["crop1"]["fov_diameter"] == 120  # the frame taken as the FOV: shown 150/120 too large
+    result = run(cli, "-m", "dark-vessels", "--overwrite", "--raw-fov-diameter", 270, tmp_path / "in", out)
+    assert result.exit_code == 0 and "no dark surround" not in result.output
+    report = {r["stem"]: r for r in json.loads((out / "run.json").read_text())["images"]}
+    for stem in ("crop1", "crop2"):
+        assert report[stem]["fov_diameter"] == 270
+        assert report[stem]["working_size"] == [round(120 * 150 / 270)] * 2
+    assert abs(report["whole"]["fov_diameter"] - 270) <= 6  # a photo with a FOV edge is still measured
+    assert iio.imread(out / "raw_pre" / "crop1.png").shape == (120, 120)
+
+
 def working_scales(out) -> list[tuple[float, int]]:
     """(working/raw scale, FOV diameter in raw pixels) of each photo in a run's report."""
     report = json.loads((out / "run.json").read_text())

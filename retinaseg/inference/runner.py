@@ -53,6 +53,9 @@ class RunConfig:
     overlay: bool = False
     overwrite: bool = False
     fov_dir: Optional[str] = None
+    # FOV diameter (raw pixels) of photos whose FOV fills the frame: a crop inside the retina shows no edge to
+    # measure, and scaling it as if the frame were the FOV shows its vessels too wide
+    raw_fov_diameter: Optional[int] = None
     workers: int = 2
 
 
@@ -90,16 +93,16 @@ def _fov_box(fov: np.ndarray, margin: int) -> tuple:
 
 def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
             fixed_size: Optional[tuple] = None, index: int = 0, keep_photo: bool = False,
-            max_downscale: Optional[float] = None) -> Prepared:
+            max_downscale: Optional[float] = None, raw_fov_diameter: Optional[int] = None) -> Prepared:
     """Bring a float HxWx3 photo to the model's working scale (shrunk by at most max_downscale) and
-    normalisation."""
+    normalisation. raw_fov_diameter, when given, is the FOV's diameter if the FOV fills the whole frame."""
     if fov is None:
         fov = estimate_fov(photo)
     elif fov.shape != photo.shape[:2]:
         raise RetinasegError(f"FOV mask is {fov.shape[1]}x{fov.shape[0]} but the photo is "
                              f"{photo.shape[1]}x{photo.shape[0]}")
     height, width = photo.shape[:2]
-    diameter = fov_diameter(fov)
+    diameter = raw_fov_diameter if raw_fov_diameter and fov.all() else fov_diameter(fov)
     if fixed_size:  # the seeds' fixed-size behaviour: the whole photo, stretched to WxH
         work_size = (fixed_size[1], fixed_size[0])
         raw_box, work_box = (0, height, 0, width), (0, work_size[0], 0, work_size[1])
@@ -304,7 +307,8 @@ class Runner:
                                      f"has {vessel_model.classes} classes")
             self.vessel_runner = Runner(vessel_model, RunConfig(
                 device=config.device, batch_size=config.batch_size, tile_size=config.tile_size,
-                overlap=config.overlap, whole_image_pixels=config.whole_image_pixels, resize=config.resize), notify)
+                overlap=config.overlap, whole_image_pixels=config.whole_image_pixels, resize=config.resize,
+                raw_fov_diameter=config.raw_fov_diameter), notify)
         self.device = resolve_device(config.device)
         if config.max_downscale is None:
             config = replace(config, max_downscale=model.max_downscale)
@@ -317,12 +321,14 @@ class Runner:
                                     whole_image_pixels=config.whole_image_pixels)
         self.predictor = make_predictor(model, self.device, notify)
         self.views = tuple(model.spec.tta_views) if config.tta else (PLAIN,)
+        self._told_frame_is_fov = False  # the warning for photos whose FOV fills the frame: once per run
 
     # -- in memory (used by `retinaseg eval` and tests) -----------------------------------------------------
     def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
                 keep_photo: bool = False) -> Prepared:
         prepared = prepare(photo, fov, self.model.fov_diameter, self.config.resize, index,
-                           keep_photo or self.vessel_runner is not None, self.config.max_downscale)
+                           keep_photo or self.vessel_runner is not None, self.config.max_downscale,
+                           self.config.raw_fov_diameter)
         prepared.view_inputs = [self._view_input(photo, prepared, view) for view in self.views]
         return prepared
 
@@ -334,7 +340,8 @@ class Runner:
             fixed = self.config.resize and tuple(round(side * view.scale) for side in self.config.resize)
             cap = self.config.max_downscale
             scaled = prepare(photo, prepared.fov_raw, round(self.model.fov_diameter * view.scale), fixed,
-                             max_downscale=cap / view.scale if cap else cap)
+                             max_downscale=cap / view.scale if cap else cap,
+                             raw_fov_diameter=self.config.raw_fov_diameter)
             image, fov = scaled.image, scaled.fov_work
         return (torch.flip(image, view.dims) if view.dims else image), fov
 
@@ -391,6 +398,11 @@ class Runner:
                 raise ImageReadError(f"{fov_path}: FOV mask is {fov.shape[1]}x{fov.shape[0]} but {path.name} is "
                                      f"{photo.shape[1]}x{photo.shape[0]}")
         prepared = self.prepare(photo, fov, index, keep_photo=self.config.overlay)
+        unmeasured = prepared.fov_raw.all() and not (self.config.raw_fov_diameter or self.config.resize)
+        if unmeasured and not self._told_frame_is_fov:  # a photo with no FOV edge: nothing to measure its size by
+            self._told_frame_is_fov = True
+            self.notify(f"warning: {path.name}: no dark surround, so the frame is taken as the FOV; for crops of a "
+                        f"larger retina give --raw-fov-diameter (said once per run)")
         prepared.seconds = time.perf_counter() - started
         return prepared
 
@@ -418,6 +430,7 @@ class Runner:
         records = [ImageRecord(str(p.path), p.name) if isinstance(p, InputPhoto) else ImageRecord(str(p), Path(p).stem)
                    for p in inputs]
         todo = self._select(records, out_dir)
+        self._told_frame_is_fov = False
         bar = tqdm(total=len(records), unit="img", desc="segmenting", disable=not progress, dynamic_ncols=True)
         bar.update(len(records) - len(todo))
 
