@@ -305,10 +305,8 @@ class Runner:
             if vessel_model.classes != 1:
                 raise RetinasegError(f"the vessel model must be a binary vessel model; {vessel_model.spec.name!r} "
                                      f"has {vessel_model.classes} classes")
-            self.vessel_runner = Runner(vessel_model, RunConfig(
-                device=config.device, batch_size=config.batch_size, tile_size=config.tile_size,
-                overlap=config.overlap, whole_image_pixels=config.whole_image_pixels, resize=config.resize,
-                raw_fov_diameter=config.raw_fov_diameter), notify)
+            # at its own working scale and test-time views; otherwise as this runner (device, tiles, FOV diameter)
+            self.vessel_runner = Runner(vessel_model, replace(config, tta=None, max_downscale=None), notify)
         self.device = resolve_device(config.device)
         if config.max_downscale is None:
             config = replace(config, max_downscale=model.max_downscale)
