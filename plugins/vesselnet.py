@@ -16,7 +16,7 @@ from retinaseg.registry import ModelSpec
 
 DROPBLOCK_SIZE = 7  # SA-UNet's block; smaller (odd) on feature maps narrower than that
 # --tta: the photo as it is, and mirrored at 1.125x the working scale. On images held out of training this pair
-# gained as much F1 as the four flips (README, Results) for about 2.3x the time instead of 4x.
+# gained as much F1 as the four flips (docs/experiments.md) for about 2.3x the time instead of 4x.
 TTA_VIEWS = (View(), View(scale=1.125, flip="h"))
 
 
