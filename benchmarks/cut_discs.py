@@ -31,7 +31,8 @@ from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.errors import RetinasegError
 from retinaseg.evaluation.metrics import binary_metrics
 from retinaseg.fov import fov_diameter
-from retinaseg.inference.runner import RunConfig, Runner, to_raw_size
+from retinaseg.inference.rescale import to_raw_size
+from retinaseg.inference.runner import RunConfig, Runner
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 

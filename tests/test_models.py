@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from retinaseg.checkpoint import WEIGHTS_DIR_ENV, sha256, weights_dir
-from retinaseg.inference.runner import Runner, RunConfig, _fold_batch_norm
+from retinaseg.inference.predictor import _fold_batch_norm
+from retinaseg.inference.runner import Runner, RunConfig
 from retinaseg.models import DEFAULT_MODEL, build_module, load_model, model_config
 from retinaseg.registry import get_model
 from retinaseg.synthetic import synthetic_fundus

@@ -511,7 +511,7 @@ def test_fov_masks_can_be_supplied(cli, tmp_path, fake_models):
 def test_out_of_memory_splits_the_batch_and_says_so(fake_models):
     import torch
 
-    from retinaseg.inference.runner import make_predictor
+    from retinaseg.inference.predictor import make_predictor
 
     model = load_model("dark-vessels")
     inner = model.module

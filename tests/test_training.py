@@ -189,7 +189,7 @@ def test_weights_for_another_model_are_refused(tmp_path):
 @pytest.mark.parametrize("max_downscale", [None, 0, 1.5])
 def test_training_images_have_the_working_size_the_runner_gives_them(folder_dataset, max_downscale):
     from retinaseg.datasets import read_fov
-    from retinaseg.inference.runner import prepare as prepare_for_running
+    from retinaseg.inference.rescale import prepare as prepare_for_running
     from retinaseg.io.images import read_photo
     from retinaseg.training.data import prepare as prepare_for_training
 

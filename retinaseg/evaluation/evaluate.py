@@ -17,7 +17,8 @@ from retinaseg import av
 from retinaseg.datasets import Sample, check_same_size, load_samples, read_fov, read_label
 from retinaseg.errors import RetinasegError
 from retinaseg.evaluation.metrics import av_metrics, binary_metrics, summarize
-from retinaseg.inference.runner import OUTPUT_FOLDERS, Runner
+from retinaseg.inference.outputs import OUTPUT_FOLDERS
+from retinaseg.inference.runner import Runner
 from retinaseg.io.images import read_binary_mask, read_mask, read_photo
 
 VESSEL_COLUMNS = ("se", "sp", "acc", "precision", "f1", "iou", "mcc", "mse", "auc_roc", "auc_pr")

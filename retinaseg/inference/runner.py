@@ -5,6 +5,9 @@ and encoding overlap with compute. Each photo is resized so its FOV has the mode
 fixed --resize), predicted by tiles or in one pass (with --tta once per test-time view, the views' probabilities
 averaged at the output's size), and its probabilities are resized back to the raw size before thresholding.
 Pixels outside the FOV are background.
+
+Here: the threads, the order of photos, skipping and resuming, run.json. The working scale and back is
+rescale.py, the call of the network predictor.py, tiling sliding_window.py, what is written outputs.py.
 """
 from __future__ import annotations
 
@@ -21,21 +24,18 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 import torch
 
-from retinaseg import __version__, av
+from retinaseg import __version__
 from retinaseg.errors import ImageReadError, RetinasegError
-from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference import FEW_VESSELS
+from retinaseg.inference.outputs import OUTPUT_FOLDERS, labels_of, overlay, render
+from retinaseg.inference.predictor import make_predictor
+from retinaseg.inference.rescale import Prepared, gate_with_fov, prepare, to_raw_size, to_work_size
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.inference.views import PLAIN, View
 from retinaseg.io.atomic import write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto
-from retinaseg.models import LoadedModel, resolve_device, to_probabilities
-from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize, working_size
-
-OUTPUT_FOLDERS = {"raw": "raw_pre", "small": "small_pre", "prob": "prob", "overlay": "overlay"}
-VESSEL_OVERLAY_COLOUR = np.array([255, 255, 0], dtype=np.float32)  # yellow shows on red-orange fundus
-OVERLAY_ALPHA = 0.6
+from retinaseg.models import LoadedModel, resolve_device
 
 
 @dataclass
@@ -57,182 +57,6 @@ class RunConfig:
     # measure, and scaling it as if the frame were the FOV shows its vessels too wide
     raw_fov_diameter: Optional[int] = None
     workers: int = 2
-
-
-@dataclass
-class Prepared:
-    """A photo ready for the network, and what is needed to bring its prediction back.
-
-    The network sees only the FOV's bounding box (everything outside is background by definition);
-    raw_box and work_box place that crop in the raw photo and in the full working-size frame."""
-
-    index: int
-    raw_size: tuple  # (height, width)
-    work_size: tuple  # the whole photo at working scale
-    raw_box: tuple  # (top, bottom, left, right) of the crop in raw pixels
-    work_box: tuple  # the same in working pixels
-    diameter: int  # FOV diameter in raw pixels
-    fov_raw: np.ndarray
-    fov_work: torch.Tensor  # inside the crop, working scale
-    image: torch.Tensor  # 3 x crop at working scale, standardised
-    photo: Optional[np.ndarray] = None  # kept only for overlays and the vessel model
-    seconds: float = 0.0
-    vessel: Optional[np.ndarray] = None  # raw-size vessel probability (1xHxW) of the gating binary model, if any
-    # (image, FOV) of the crop as each test-time view sees it (the image scaled and flipped, the FOV at the view's
-    # scale); without --tta one plain view, the image itself
-    view_inputs: Optional[list] = None
-
-
-def _fov_box(fov: np.ndarray, margin: int) -> tuple:
-    rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
-    if rows.size == 0:
-        return 0, fov.shape[0], 0, fov.shape[1]
-    return (max(0, rows[0] - margin), min(fov.shape[0], rows[-1] + 1 + margin),
-            max(0, cols[0] - margin), min(fov.shape[1], cols[-1] + 1 + margin))
-
-
-def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
-            fixed_size: Optional[tuple] = None, index: int = 0, keep_photo: bool = False,
-            max_downscale: Optional[float] = None, raw_fov_diameter: Optional[int] = None) -> Prepared:
-    """Bring a float HxWx3 photo to the model's working scale (shrunk by at most max_downscale) and
-    normalisation. raw_fov_diameter, when given, is the FOV's diameter if the FOV fills the whole frame."""
-    if fov is None:
-        fov = estimate_fov(photo)
-    elif fov.shape != photo.shape[:2]:
-        raise RetinasegError(f"FOV mask is {fov.shape[1]}x{fov.shape[0]} but the photo is "
-                             f"{photo.shape[1]}x{photo.shape[0]}")
-    height, width = photo.shape[:2]
-    diameter = raw_fov_diameter if raw_fov_diameter and fov.all() else fov_diameter(fov)
-    if fixed_size:  # the seeds' fixed-size behaviour: the whole photo, stretched to WxH
-        work_size = (fixed_size[1], fixed_size[0])
-        raw_box, work_box = (0, height, 0, width), (0, work_size[0], 0, work_size[1])
-    else:
-        work_size = working_size((height, width), diameter, fov_diameter_px, max_downscale)
-        raw_box = _fov_box(fov, margin=max(2, diameter // 200))
-        sy, sx = work_size[0] / height, work_size[1] / width
-        top, left = round(raw_box[0] * sy), round(raw_box[2] * sx)
-        work_box = (top, max(top + 1, round(raw_box[1] * sy)), left, max(left + 1, round(raw_box[3] * sx)))
-    top, bottom, left, right = raw_box
-    crop_size = (work_box[1] - work_box[0], work_box[3] - work_box[2])
-    fov_work = resize_mask(fov[top:bottom, left:right], crop_size)
-    image = standardize(resize(photo_tensor(photo[top:bottom, left:right]), crop_size), fov_work)
-    return Prepared(index, (height, width), work_size, raw_box, work_box, diameter, fov, fov_work, image,
-                    photo if keep_photo else None)
-
-
-def _canvas(classes: int, size: tuple) -> torch.Tensor:
-    """An all-background prediction."""
-    canvas = torch.zeros((classes,) + tuple(size))
-    if classes > 1:
-        canvas[av.BACKGROUND] = 1.0
-    return canvas
-
-
-def merge_views(probs: list, size: tuple) -> torch.Tensor:
-    """Mean of the crop's probabilities as the test-time views saw it (one KxH'xW' tensor per view, flips undone),
-    each resized to `size`. Merged at the output's size, not the working scale: resampling a larger view onto a
-    coarser grid first blurred thin vessels (on HRF-size photos F1 fell below the plain view's)."""
-    resized = [resize(prob, size) for prob in probs]
-    return resized[0] if len(resized) == 1 else torch.stack(resized).mean(dim=0)
-
-
-def gate_with_fov(prob: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
-    """Outside the FOV is background."""
-    prob = prob * fov.to(prob.dtype)
-    if prob.shape[0] > 1:
-        prob[av.BACKGROUND][~fov] = 1.0
-    return prob
-
-
-def to_work_size(probs: list, prepared: Prepared) -> torch.Tensor:
-    """Crop probabilities of each view -> the whole photo at working scale (gated by the vessel model's, if
-    any)."""
-    top, bottom, left, right = prepared.work_box
-    prob = merge_views(probs, (bottom - top, right - left))
-    canvas = _canvas(prob.shape[0], prepared.work_size)
-    canvas[:, top:bottom, left:right] = prob
-    if prepared.vessel is not None:
-        vessel = resize(torch.from_numpy(prepared.vessel), prepared.work_size).clamp_(0, 1).numpy()
-        canvas = torch.from_numpy(av.gate_with_vessels(canvas.numpy(), vessel))
-    return canvas
-
-
-def to_raw_size(probs: list, prepared: Prepared) -> np.ndarray:
-    """Crop probabilities of each view -> raw size, with everything outside the raw FOV set to background."""
-    top, bottom, left, right = prepared.raw_box
-    prob = merge_views(probs, (bottom - top, right - left)).clamp_(0, 1)
-    canvas = _canvas(prob.shape[0], prepared.raw_size).numpy()
-    canvas[:, top:bottom, left:right] = prob.numpy()
-    outside = ~prepared.fov_raw
-    canvas[:, outside] = 0.0
-    if canvas.shape[0] > 1:
-        canvas[av.BACKGROUND, outside] = 1.0
-    if prepared.vessel is not None:
-        canvas = av.gate_with_vessels(canvas, prepared.vessel)
-    return canvas
-
-
-def labels_of(prob: np.ndarray) -> np.ndarray:
-    """Thresholded vessel mask (bool) or A/V codes (arg-max)."""
-    return prob[0] >= 0.5 if prob.shape[0] == 1 else prob.argmax(axis=0).astype(np.uint8)
-
-
-def render(labels: np.ndarray) -> np.ndarray:
-    """The PNG form of a prediction: 0/255 mask, or the A/V colour map."""
-    return (labels.astype(np.uint8) * 255) if labels.dtype == bool else av.encode_colours(labels)
-
-
-def overlay(photo: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    base = photo.astype(np.float32) * 255
-    if labels.dtype == bool:
-        colour, where = VESSEL_OVERLAY_COLOUR, labels
-        base[where] = (1 - OVERLAY_ALPHA) * base[where] + OVERLAY_ALPHA * colour
-    else:
-        where = labels > 0
-        base[where] = (1 - OVERLAY_ALPHA) * base[where] + OVERLAY_ALPHA * av.COLOURS[labels[where]]
-    return np.clip(base + 0.5, 0, 255).astype(np.uint8)
-
-
-def _fold_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
-    """Inference copy with each BatchNorm folded into the convolution before it (the same function with
-    one memory pass less per layer: about 18% faster on CPU). Models torch.fx cannot trace run unchanged."""
-    from torch.fx.experimental.optimization import fuse
-
-    try:
-        return fuse(module)
-    except Exception:  # data-dependent control flow in a plugin's forward
-        return module
-
-
-def make_predictor(model: LoadedModel, device: torch.device,
-                   notify: Callable[[str], None] = print) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Batch -> probabilities on CPU. Folded BatchNorm, inference_mode, channels_last, bf16 autocast on CUDA.
-    A CUDA out-of-memory error splits the batch in half and retries, and says so."""
-    module = _fold_batch_norm(model.module.eval()).to(device)
-    module = module.to(memory_format=torch.channels_last)
-    cuda = device.type == "cuda"
-    state = {"chunk": None}
-
-    @torch.inference_mode()
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            return to_probabilities(module(x).float())
-
-    def predict(batch: torch.Tensor) -> torch.Tensor:
-        chunk = state["chunk"] or len(batch)
-        while True:
-            try:
-                return torch.cat([forward(batch[i:i + chunk]).cpu() for i in range(0, len(batch), chunk)])
-            except torch.cuda.OutOfMemoryError:
-                if chunk == 1:
-                    raise
-                torch.cuda.empty_cache()
-                chunk = max(1, chunk // 2)
-                state["chunk"] = chunk  # kept for later batches, so each reduction is said once
-                notify(f"warning: GPU out of memory; retrying with batches of {chunk}")
-
-    return predict
 
 
 @dataclass

@@ -1,0 +1,131 @@
+"""A photo to the model's working scale, and its prediction back.
+
+The network sees only the FOV's bounding box, resized so the FOV has the model's working diameter and
+standardised inside the FOV. Its probabilities (one set per test-time view, merged at the output's size) go back
+into the whole frame at the working scale (small_pre) or the raw size (raw_pre), background outside the FOV.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from retinaseg import av
+from retinaseg.errors import RetinasegError
+from retinaseg.fov import estimate_fov, fov_diameter
+from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize, working_size
+
+
+@dataclass
+class Prepared:
+    """A photo ready for the network, and what is needed to bring its prediction back.
+
+    The network sees only the FOV's bounding box (everything outside is background by definition);
+    raw_box and work_box place that crop in the raw photo and in the full working-size frame."""
+
+    index: int
+    raw_size: tuple  # (height, width)
+    work_size: tuple  # the whole photo at working scale
+    raw_box: tuple  # (top, bottom, left, right) of the crop in raw pixels
+    work_box: tuple  # the same in working pixels
+    diameter: int  # FOV diameter in raw pixels
+    fov_raw: np.ndarray
+    fov_work: torch.Tensor  # inside the crop, working scale
+    image: torch.Tensor  # 3 x crop at working scale, standardised
+    photo: Optional[np.ndarray] = None  # kept only for overlays and the vessel model
+    seconds: float = 0.0
+    vessel: Optional[np.ndarray] = None  # raw-size vessel probability (1xHxW) of the gating binary model, if any
+    # (image, FOV) of the crop as each test-time view sees it (the image scaled and flipped, the FOV at the view's
+    # scale); without --tta one plain view, the image itself
+    view_inputs: Optional[list] = None
+
+
+def _fov_box(fov: np.ndarray, margin: int) -> tuple:
+    rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
+    if rows.size == 0:
+        return 0, fov.shape[0], 0, fov.shape[1]
+    return (max(0, rows[0] - margin), min(fov.shape[0], rows[-1] + 1 + margin),
+            max(0, cols[0] - margin), min(fov.shape[1], cols[-1] + 1 + margin))
+
+
+def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
+            fixed_size: Optional[tuple] = None, index: int = 0, keep_photo: bool = False,
+            max_downscale: Optional[float] = None, raw_fov_diameter: Optional[int] = None) -> Prepared:
+    """Bring a float HxWx3 photo to the model's working scale (shrunk by at most max_downscale) and
+    normalisation. raw_fov_diameter, when given, is the FOV's diameter if the FOV fills the whole frame."""
+    if fov is None:
+        fov = estimate_fov(photo)
+    elif fov.shape != photo.shape[:2]:
+        raise RetinasegError(f"FOV mask is {fov.shape[1]}x{fov.shape[0]} but the photo is "
+                             f"{photo.shape[1]}x{photo.shape[0]}")
+    height, width = photo.shape[:2]
+    diameter = raw_fov_diameter if raw_fov_diameter and fov.all() else fov_diameter(fov)
+    if fixed_size:  # the seeds' fixed-size behaviour: the whole photo, stretched to WxH
+        work_size = (fixed_size[1], fixed_size[0])
+        raw_box, work_box = (0, height, 0, width), (0, work_size[0], 0, work_size[1])
+    else:
+        work_size = working_size((height, width), diameter, fov_diameter_px, max_downscale)
+        raw_box = _fov_box(fov, margin=max(2, diameter // 200))
+        sy, sx = work_size[0] / height, work_size[1] / width
+        top, left = round(raw_box[0] * sy), round(raw_box[2] * sx)
+        work_box = (top, max(top + 1, round(raw_box[1] * sy)), left, max(left + 1, round(raw_box[3] * sx)))
+    top, bottom, left, right = raw_box
+    crop_size = (work_box[1] - work_box[0], work_box[3] - work_box[2])
+    fov_work = resize_mask(fov[top:bottom, left:right], crop_size)
+    image = standardize(resize(photo_tensor(photo[top:bottom, left:right]), crop_size), fov_work)
+    return Prepared(index, (height, width), work_size, raw_box, work_box, diameter, fov, fov_work, image,
+                    photo if keep_photo else None)
+
+
+def _canvas(classes: int, size: tuple) -> torch.Tensor:
+    """An all-background prediction."""
+    canvas = torch.zeros((classes,) + tuple(size))
+    if classes > 1:
+        canvas[av.BACKGROUND] = 1.0
+    return canvas
+
+
+def merge_views(probs: list, size: tuple) -> torch.Tensor:
+    """Mean of the crop's probabilities as the test-time views saw it (one KxH'xW' tensor per view, flips undone),
+    each resized to `size`. Merged at the output's size, not the working scale: resampling a larger view onto a
+    coarser grid first blurred thin vessels (on HRF-size photos F1 fell below the plain view's)."""
+    resized = [resize(prob, size) for prob in probs]
+    return resized[0] if len(resized) == 1 else torch.stack(resized).mean(dim=0)
+
+
+def gate_with_fov(prob: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+    """Outside the FOV is background."""
+    prob = prob * fov.to(prob.dtype)
+    if prob.shape[0] > 1:
+        prob[av.BACKGROUND][~fov] = 1.0
+    return prob
+
+
+def to_work_size(probs: list, prepared: Prepared) -> torch.Tensor:
+    """Crop probabilities of each view -> the whole photo at working scale (gated by the vessel model's, if
+    any)."""
+    top, bottom, left, right = prepared.work_box
+    prob = merge_views(probs, (bottom - top, right - left))
+    canvas = _canvas(prob.shape[0], prepared.work_size)
+    canvas[:, top:bottom, left:right] = prob
+    if prepared.vessel is not None:
+        vessel = resize(torch.from_numpy(prepared.vessel), prepared.work_size).clamp_(0, 1).numpy()
+        canvas = torch.from_numpy(av.gate_with_vessels(canvas.numpy(), vessel))
+    return canvas
+
+
+def to_raw_size(probs: list, prepared: Prepared) -> np.ndarray:
+    """Crop probabilities of each view -> raw size, with everything outside the raw FOV set to background."""
+    top, bottom, left, right = prepared.raw_box
+    prob = merge_views(probs, (bottom - top, right - left)).clamp_(0, 1)
+    canvas = _canvas(prob.shape[0], prepared.raw_size).numpy()
+    canvas[:, top:bottom, left:right] = prob.numpy()
+    outside = ~prepared.fov_raw
+    canvas[:, outside] = 0.0
+    if canvas.shape[0] > 1:
+        canvas[av.BACKGROUND, outside] = 1.0
+    if prepared.vessel is not None:
+        canvas = av.gate_with_vessels(canvas, prepared.vessel)
+    return canvas
