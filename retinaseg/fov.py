@@ -97,16 +97,15 @@ def fov_diameter(mask: np.ndarray) -> int:
 def _edge_circle_diameter(mask: np.ndarray) -> Optional[float]:
     """Diameter of the least-squares circle (Kasa's fit) through the FOV's edge pixels that are not on the
     frame's border; None when too little edge is visible to fit one."""
-    height, width = mask.shape
-    points = []
-    for m, swap in ((mask, False), (mask.T, True)):
+    points = []  # (row, column) of each edge pixel: the first and last FOV pixel of each row, then of each column
+    for m, transposed in ((mask, False), (mask.T, True)):
         lines = np.flatnonzero(m.any(axis=1))
         first = m[lines].argmax(axis=1)
         last = m.shape[1] - 1 - m[lines, ::-1].argmax(axis=1)
         for ends in (first, last):
             inner = (ends > 0) & (ends < m.shape[1] - 1)  # an end on the frame's border is the frame, not the edge
-            y, x = lines[inner], ends[inner]
-            points.append(np.stack([x, y] if swap else [y, x], axis=1))
+            pair = (ends[inner], lines[inner]) if transposed else (lines[inner], ends[inner])
+            points.append(np.stack(pair, axis=1))
     points = np.concatenate(points).astype(np.float64)
     if len(points) < MIN_EDGE_POINTS:
         return None
