@@ -92,6 +92,21 @@ def test_fine_tuning_starts_from_a_training_not_an_ensemble(cli, tmp_path, folde
     assert result.exit_code == 1 and "an ensemble of 2 trainings; fine-tune from one of its members" in result.output
 
 
+def test_fine_tuning_a_file_packed_to_run_at_another_scale_says_how_to_keep_that_scale(cli, tmp_path,
+                                                                                        folder_dataset):
+    from retinaseg.checkpoint import pack_checkpoint
+
+    assert train(cli, tmp_path / "run", folder_dataset).exit_code == 0
+    best = tmp_path / "run" / "best.pt"
+    result = train(cli, tmp_path / "same", folder_dataset, "--init-weights", str(best))
+    assert result.exit_code == 0 and "note:" not in result.output  # trained and runs at 60 px, as this run does
+    pack_checkpoint(best, tmp_path / "at80.pt", fov_diameter=80)  # as the default: trained at one scale, run at another
+    result = train(cli, tmp_path / "tuned", folder_dataset, "--init-weights", str(tmp_path / "at80.pt"))
+    assert result.exit_code == 0, result.output
+    assert "runs with the FOV 80 px across; this run trains, and its files run, at 60 px" in result.output
+    assert f"pack {tmp_path / 'tuned'}/best.pt OUT.pt --fov-diameter 80" in result.output
+
+
 @pytest.mark.parametrize("extra", [[], ["--ema", "0.9"]], ids=["plain", "moving-average"])
 def test_a_killed_run_resumes_to_the_same_weights(cli, tmp_path, folder_dataset, monkeypatch, extra):
     import retinaseg.training.engine as engine

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -207,6 +208,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             raise RetinasegError(f"--init-weights {config.init_weights}: an ensemble of {members} trainings; "
                                  f"fine-tune from one of its members")
         model.load_state_dict(start.module.state_dict())
+        if start.fov_diameter != model_cfg["fov_diameter"] and not resume:
+            # a packed file may run at another scale than it trained at (the default: 540 trained, 640 run)
+            tqdm.write(f"note: {config.init_weights} runs with the FOV {start.fov_diameter} px across; this run "
+                       f"trains, and its files run, at {model_cfg['fov_diameter']} px (--fov-diameter). To run a "
+                       f"result at {start.fov_diameter} px: python -m retinaseg.manifest pack {out}/best.pt OUT.pt "
+                       f"--fov-diameter {start.fov_diameter}", file=sys.stderr)
     model.to(device)
     loss_fn = loss_spec.build(**config.loss_options)
     factory = spec.training_step or SupervisedStep
