@@ -45,10 +45,9 @@ CROPS = {  # name: (height, width) as fractions of D; None keeps the photo's sid
 }
 
 
-def crop_box(fov: np.ndarray, height_fraction, width_fraction) -> tuple[slice, slice]:
-    """Rows and columns of the crop centred on the FOV's bounding box."""
+def crop_box(fov: np.ndarray, diameter: int, height_fraction, width_fraction) -> tuple[slice, slice]:
+    """Rows and columns of the crop centred on the FOV's bounding box, its sides fractions of the FOV diameter."""
     rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
-    diameter = fov_diameter(fov)
 
     def span(extent, fraction, size):
         if fraction is None:
@@ -81,20 +80,20 @@ def main():
         for sample in samples:
             photo = read_photo(sample.image)
             fov, truth = read_fov(sample, photo), read_label(sample.label, "vessel")
-            whole = runner.predict(photo)[0]
+            whole, true_diameter = runner.predict(photo)[0], fov_diameter(fov)
             for name, fractions in CROPS.items():
-                rows, cols = crop_box(fov, *fractions)
+                rows, cols = crop_box(fov, true_diameter, *fractions)
                 crop = np.ascontiguousarray(photo[rows, cols])
                 crop_runner = told if name.endswith("given") else runner
                 prepared = crop_runner.prepare(crop)
                 _, probs = next(crop_runner.predict_prepared([prepared]))
                 prob = to_raw_size(probs, prepared)[0]
                 region = fov[rows, cols]
-                scores[name]["diameter"].append(prepared.diameter / fov_diameter(fov))
+                scores[name]["diameter"].append(prepared.diameter / true_diameter)
                 scores[name]["crop"].append(binary_metrics(truth[rows, cols], prob=prob, mask=region)["f1"])
                 scores[name]["whole"].append(binary_metrics(truth[rows, cols], prob=whole[rows, cols],
                                                             mask=region)["f1"])
-        print(f"{args.model} on {len(samples[:args.images])} {spec.name} test photos, cropped "
+        print(f"{args.model} on {len(samples)} {spec.name} test photos, cropped "
               f"(F1 over the crop's FOV pixels)")
         print(f"{'crop':<24}{'measured D / true D':>22}{'F1 from the crop':>18}{'F1 from the whole':>19}")
         for name, values in scores.items():
