@@ -39,6 +39,17 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 warnings.showwarning = _one_line_warning  # e.g. a plugin that failed to import: one line, no source dump
 
 
+def _parse_range(ctx, param, value):
+    """'LOW,HIGH' as two floats; None stays None."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected LOW,HIGH such as 0.6,1.6; got {value!r}")
+    return low, high
+
+
 def _parse_options(pairs, what: str) -> dict:
     """KEY=VALUE pairs -> dict, values parsed as int, float, bool or left as text."""
     options = {}
@@ -155,6 +166,16 @@ def _max_downscale_option(help: str):
 @click.option("--grey", default=0.0, show_default=True, metavar="SHARE",
               help="Turn this share of the patches (e.g. 0.3) grey, as the green channel alone (red-free photos) or "
                    "as luminance, so grey photos are segmented as well as colour ones. 0: off.")
+@click.option("--scale-range", default=None, metavar="LOW,HIGH", callback=_parse_range,
+              help="Zoom each patch by a random factor from LOW to HIGH (log-uniform) of the working scale. Wider "
+                   "than the default 0.8,1.25 (e.g. 0.6,1.6) shows vessels at the widths of cameras with other "
+                   "field angles, or of photos whose FOV is mismeasured.")
+@click.option("--blur", default=0.0, show_default=True, metavar="SIGMA",
+              help="Blur the 20% of patches that are blurred by a Gaussian of random sigma from 0.5 to this (working-"
+                   "scale pixels, e.g. 1.2): softer optics than the training cameras'. 0: a fixed 3x3 blur.")
+@click.option("--noise", default=0.0, show_default=True, metavar="STD",
+              help="Add Gaussian sensor noise of random std up to this (pixel values 0-1, e.g. 0.03) to half the "
+                   "patches: noisier cameras than the training ones. 0: off.")
 @click.option("--seed", default=0, show_default=True, help="Seeds the weights, the patches and (unless "
               "--split-seed is given) which images are held out.")
 @click.option("--split-seed", type=int, default=None,
@@ -175,8 +196,9 @@ def _max_downscale_option(help: str):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (epoch lines are still printed).")
 def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size, patch_size, sampling, lr,
-          val_fraction, patience, fov_diameter, max_downscale, no_augment, elastic, jpeg, grey, seed, split_seed,
-          device, model_options, loss_options, dataset_options, init_weights, ema, resume, quiet):
+          val_fraction, patience, fov_diameter, max_downscale, no_augment, elastic, jpeg, grey, scale_range, blur,
+          noise, seed, split_seed, device, model_options, loss_options, dataset_options, init_weights, ema, resume,
+          quiet):
     """Train a model on one or more datasets' training splits.
 
     \b
@@ -198,7 +220,8 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
         epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
         lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, split_seed=split_seed,
         fov_diameter=fov_diameter, max_downscale=max_downscale, augment=not no_augment, elastic=elastic, jpeg=jpeg,
-        grey=grey, device=device, init_weights=init_weights, ema=ema)
+        grey=grey, scale_range=scale_range, blur=blur, noise=noise, device=device, init_weights=init_weights,
+        ema=ema)
     summary = run_training(config, resume=resume, progress=not quiet)
     chosen = (f"best validation F1 {summary['best_val_f1']:.4f}" if summary["best_val_f1"] is not None
               else "no validation images, so best.pt holds the last epoch")

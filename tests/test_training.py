@@ -356,6 +356,77 @@ def test_train_with_jpeg_and_a_bad_quality(cli, tmp_path, folder_dataset):
     assert result.exit_code == 1 and "--grey is a share of patches, in [0, 1]" in result.output
 
 
+def test_camera_options_are_drawn_in_their_ranges_and_only_when_asked_for(folder_dataset):
+    from retinaseg.training.data import BLUR_LEAST_SIGMA, NOISE_SHARE, Augmentation
+
+    _, sampler = _sampler(folder_dataset, "cpu")
+    g = torch.Generator().manual_seed(0)
+    plain = [sampler._params(g) for _ in range(200)]
+    assert all(p["noise"] is None and p["blur"] in (True, False) for p in plain)  # off: earlier runs repeat
+    assert 0.8 <= min(p["scale"] for p in plain) and max(p["scale"] for p in plain) <= 1.25
+    sampler.augmentation = Augmentation(scale=(0.6, 1.6), blur=1.2, noise=0.03)
+    drawn = [sampler._params(g) for _ in range(1000)]
+    scales = [p["scale"] for p in drawn]
+    assert 0.6 <= min(scales) < 0.65 and 1.55 < max(scales) <= 1.6
+    stds = [p["noise"] for p in drawn if p["noise"] is not None]
+    assert NOISE_SHARE - 0.05 < len(stds) / len(drawn) < NOISE_SHARE + 0.05 and 0 <= min(stds) and max(stds) <= 0.03
+    sigmas = [p["blur"] for p in drawn if p["blur"]]
+    assert 0.15 < len(sigmas) / len(drawn) < 0.25
+    assert all(BLUR_LEAST_SIGMA <= s <= 1.2 for s in sigmas) and len(set(sigmas)) == len(sigmas)
+
+
+def test_gaussian_blur_softens_more_with_a_larger_sigma_and_the_default_blur_is_unchanged():
+    from retinaseg.training.data import _blur
+
+    photo = synthetic_fundus((96, 128), seed=2).image
+    patches = torch.from_numpy(photo).permute(2, 0, 1)[None].repeat(3, 1, 1, 1)
+
+    def roughness(images):  # mean absolute difference between horizontal neighbours
+        return (images[..., 1:] - images[..., :-1]).abs().mean(dim=(1, 2, 3))
+
+    soft = roughness(_blur(patches, [0.5, 1.0, 2.0]))
+    assert roughness(patches)[0] > soft[0] > soft[1] > soft[2], soft
+    binomial = torch.tensor([0.25, 0.5, 0.25])
+    expected = torch.nn.functional.conv2d(patches, (binomial[:, None] * binomial).expand(3, 1, 3, 3), padding=1,
+                                          groups=3)
+    torch.testing.assert_close(_blur(patches, [True] * 3), expected)
+
+
+def test_the_sampler_adds_noise_only_to_the_patches_drawn_for_it(folder_dataset, monkeypatch):
+    from retinaseg.training.data import Augmentation
+
+    _, sampler = _sampler(folder_dataset, "cpu")
+    sampler.augmentation = Augmentation.none()
+    draw = sampler._params
+
+    def batch(stds):
+        stream = iter(stds)
+        monkeypatch.setattr(sampler, "_params", lambda g: {**draw(g), "noise": next(stream)})
+        return sampler.sample(len(stds), torch.Generator().manual_seed(0))
+
+    plain, target, fov = batch([None, None, None])
+    noisy, same_target, _ = batch([None, 0.01, 0.1])
+    assert torch.equal(target, same_target)
+    inside = fov.expand_as(plain) > 0
+    change = [(noisy[i] - plain[i])[inside[i]].abs().mean().item() for i in range(3)]
+    assert change[0] < 1e-5 < change[1] < change[2], change  # standardised: the rest differ only in rounding
+
+
+def test_train_with_camera_options_and_bad_values(cli, tmp_path, folder_dataset):
+    result = train(cli, tmp_path / "camera", folder_dataset, "--scale-range", "0.6,1.6", "--blur", "1.2",
+                   "--noise", "0.03")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "camera" / "config.json").read_text())
+    assert (config["scale_range"], config["blur"], config["noise"]) == ([0.6, 1.6], 1.2, 0.03)
+    for option, value, message in [("--scale-range", "1.6,0.6", "--scale-range is LOW,HIGH with 0 < LOW <= HIGH"),
+                                   ("--blur", "0.2", "--blur is the largest Gaussian sigma in pixels"),
+                                   ("--noise", "0.9", "--noise is the largest noise std")]:
+        result = train(cli, tmp_path / option.strip("-"), folder_dataset, option, value)
+        assert result.exit_code == 1 and message in result.output, result.output
+    result = train(cli, tmp_path / "words", folder_dataset, "--scale-range", "wide")
+    assert result.exit_code == 2 and "expected LOW,HIGH such as 0.6,1.6" in result.output
+
+
 def test_each_training_photo_is_held_once_in_memory(folder_dataset):
     images, sampler = _sampler(folder_dataset, "cpu")
     for item, stack in zip(images, sampler._stacks):
@@ -366,7 +437,8 @@ def test_each_training_photo_is_held_once_in_memory(folder_dataset):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("extra", [{}, {"elastic": 3.0}, {"jpeg": 40}, {"grey": 0.5}])
+@pytest.mark.parametrize("extra", [{}, {"elastic": 3.0}, {"jpeg": 40}, {"grey": 0.5},
+                                   {"scale": (0.6, 1.6), "blur": 1.2, "noise": 0.03}])
 def test_the_gpu_sampler_cuts_the_same_patches_as_the_cpu_one(folder_dataset, extra):
     from retinaseg.training.data import Augmentation
 

@@ -21,6 +21,8 @@ JPEG_BEST_QUALITY = 95  # the highest quality drawn: cameras' and archives' usua
 # Grey versions of a colour patch (R, G, B weights): a red-free photo is close to the green channel alone; a
 # colour photo saved as grey is its luminance (ITU-R BT.601)
 GREY_WEIGHTS = ((0.0, 1.0, 0.0), (0.299, 0.587, 0.114))
+NOISE_SHARE = 0.5  # of patches given sensor noise when --noise is on
+BLUR_LEAST_SIGMA = 0.5  # the softest Gaussian blur drawn when --blur is on (about the 3x3 binomial's)
 
 
 @dataclass
@@ -76,6 +78,8 @@ class Augmentation:
     contrast: tuple = (0.75, 1.3)
     colour: float = 0.1  # per-channel gain jitter
     blur_probability: float = 0.2  # simulates softer optics
+    blur: float = 0.0  # largest Gaussian sigma (working-scale pixels) of the blurred patches; 0: a 3x3 binomial
+    noise: float = 0.0  # largest std of the Gaussian sensor noise added to some patches (pixel values 0-1); 0: off
     elastic: float = 0.0  # std of a smooth random displacement, in working-scale pixels (bends vessels); 0: off
     jpeg: int = 0  # lowest quality of the JPEG re-encoding of some patches (uniform up to JPEG_BEST_QUALITY); 0: off
     grey: float = 0.0  # share of patches turned grey, each by one of GREY_WEIGHTS (red-free photos); 0: off
@@ -83,7 +87,7 @@ class Augmentation:
     @classmethod
     def none(cls):
         return cls(rotate=False, flip=False, scale=(1.0, 1.0), gamma=(1.0, 1.0), brightness=0.0, contrast=(1.0, 1.0),
-                   colour=0.0, blur_probability=0.0, elastic=0.0, jpeg=0, grey=0.0)
+                   colour=0.0, blur_probability=0.0, blur=0.0, noise=0.0, elastic=0.0, jpeg=0, grey=0.0)
 
 
 def _uniform(low, high, generator):
@@ -127,7 +131,7 @@ class PatchSampler:
             "contrast": _uniform(*a.contrast, g),
             "brightness": _uniform(-a.brightness, a.brightness, g),
             "gain": 1 + (torch.rand(3, generator=g) * 2 - 1) * a.colour,
-            "blur": torch.rand((), generator=g).item() < a.blur_probability,
+            "blur": _blur_sigma(a, g),
             # drawn only when on, so runs without it repeat their earlier patches
             "warp": (torch.randn(2, ELASTIC_CONTROL_POINTS, ELASTIC_CONTROL_POINTS, generator=g) * a.elastic
                      if a.elastic else None),
@@ -135,6 +139,8 @@ class PatchSampler:
                      if a.jpeg and torch.rand((), generator=g).item() < JPEG_SHARE else None),
             "grey": (GREY_WEIGHTS[torch.randint(len(GREY_WEIGHTS), (), generator=g).item()]
                      if a.grey and torch.rand((), generator=g).item() < a.grey else None),
+            "noise": (_uniform(0, a.noise, g) if a.noise and torch.rand((), generator=g).item() < NOISE_SHARE
+                      else None),
         }
 
     def _centre(self, item: TrainingImage, g: torch.Generator) -> tuple[float, float]:
@@ -188,14 +194,23 @@ class PatchSampler:
         colour = self._colour(draws)
         image = photometric(image, *colour)
         statistics = photometric(torch.stack([self._statistics[index] for index, _, _ in draws]), *colour)
-        # each optional step runs once on the patches that drew it (chosen on the CPU: no GPU sync)
+        # each optional step runs once on the patches that drew it (chosen on the CPU: no GPU sync), in the
+        # order a photo meets them: optics, sensor, grey conversion, compression
+        blurred, sigmas = _drawn(draws, "blur")
+        if blurred:
+            image[blurred] = _blur(image[blurred], sigmas)
+        noisy, stds = _drawn(draws, "noise")
+        if noisy:  # drawn on the CPU from the run's generator, so a seed gives the same patches on any device
+            std = _per_patch(stds)[:, None]
+            noise = torch.randn((len(noisy),) + image.shape[1:], generator=g) * std
+            image[noisy] = (image[noisy] + noise.to(self.device)).clamp(0, 1)
+            # the runner's statistics come from the noisy photo
+            noise = torch.randn((len(noisy),) + statistics.shape[1:], generator=g) * std[..., 0]
+            statistics[noisy] = (statistics[noisy] + noise.to(self.device)).clamp(0, 1)
         greyed, weights = _drawn(draws, "grey")
         if greyed:  # the normalising statistics too, as the runner takes them from the grey photo
             weights = torch.tensor(weights, device=self.device)
             image[greyed], statistics[greyed] = to_grey(image[greyed], weights), to_grey(statistics[greyed], weights)
-        blurred, _ = _drawn(draws, "blur")
-        if blurred:
-            image[blurred] = _blur(image[blurred])
         compressed, qualities = _drawn(draws, "jpeg")
         if compressed:
             image[compressed] = jpeg_round_trip(image[compressed], qualities)
@@ -231,8 +246,21 @@ def jpeg_round_trip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
     return torch.stack(decoded).to(images.device, images.dtype) / 255
 
 
-def _blur(images: torch.Tensor) -> torch.Tensor:
-    """A 3x3 binomial blur of Bx3xHxW images."""
-    kernel = torch.tensor([0.25, 0.5, 0.25], device=images.device)
-    kernel2d = (kernel[:, None] * kernel[None, :]).expand(3, 1, 3, 3)
-    return F.conv2d(images, kernel2d, padding=1, groups=3)
+def _blur_sigma(augmentation: Augmentation, g: torch.Generator):
+    """A patch's blur: False (none), True (the 3x3 binomial) or, with Augmentation.blur, a Gaussian sigma."""
+    if not torch.rand((), generator=g).item() < augmentation.blur_probability:
+        return False
+    # drawn only when on, so runs without it repeat their earlier patches
+    return _uniform(BLUR_LEAST_SIGMA, augmentation.blur, g) if augmentation.blur else True
+
+
+def _blur(images: torch.Tensor, sigmas: list) -> torch.Tensor:
+    """Bx3xHxW images, each blurred by its sigma (True: a 3x3 binomial)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    if all(sigma is True for sigma in sigmas):
+        kernel = torch.tensor([0.25, 0.5, 0.25], device=images.device)
+        kernel2d = (kernel[:, None] * kernel[None, :]).expand(3, 1, 3, 3)
+        return F.conv2d(images, kernel2d, padding=1, groups=3)
+    return torch.cat([gaussian_blur(image[None], [2 * math.ceil(3 * sigma) + 1] * 2, [sigma] * 2)
+                      for image, sigma in zip(images, sigmas)])

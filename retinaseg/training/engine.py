@@ -34,7 +34,7 @@ from retinaseg.models import (build_module, load_model, member_count, model_conf
                               to_probabilities)
 from retinaseg.preprocess import standardize
 from retinaseg.registry import get_loss, get_model
-from retinaseg.training.data import JPEG_BEST_QUALITY, Augmentation, PatchSampler, prepare
+from retinaseg.training.data import BLUR_LEAST_SIGMA, JPEG_BEST_QUALITY, Augmentation, PatchSampler, prepare
 
 
 @dataclass
@@ -66,6 +66,9 @@ class TrainConfig:
     elastic: float = 0.0  # Augmentation.elastic: smooth random displacement (pixels); 0: off
     jpeg: int = 0  # Augmentation.jpeg: lowest quality of JPEG-re-encoded patches; 0: off
     grey: float = 0.0  # Augmentation.grey: share of patches turned grey; 0: off
+    scale_range: Optional[tuple] = None  # Augmentation.scale: (low, high) zoom factors; None: its default
+    blur: float = 0.0  # Augmentation.blur: largest Gaussian sigma of blurred patches; 0: a 3x3 binomial
+    noise: float = 0.0  # Augmentation.noise: largest std of added sensor noise; 0: off
     device: str = "auto"
     init_weights: Optional[str] = None  # start from these weights (fine-tuning)
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved as best.pt; 0: off
@@ -188,6 +191,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                              f"off; got {config.jpeg}")
     if not 0 <= config.grey <= 1:
         raise RetinasegError(f"--grey is a share of patches, in [0, 1] (e.g. 0.3); got {config.grey}")
+    if config.scale_range is not None and not 0 < config.scale_range[0] <= config.scale_range[1]:
+        raise RetinasegError(f"--scale-range is LOW,HIGH with 0 < LOW <= HIGH (e.g. 0.6,1.6); got "
+                             f"{','.join(f'{v:g}' for v in config.scale_range)}")
+    if config.blur and config.blur < BLUR_LEAST_SIGMA:
+        raise RetinasegError(f"--blur is the largest Gaussian sigma in pixels, at least {BLUR_LEAST_SIGMA} (e.g. "
+                             f"1.2), or 0 for the fixed 3x3 blur; got {config.blur}")
+    if not 0 <= config.noise <= 0.5:
+        raise RetinasegError(f"--noise is the largest noise std on pixel values 0-1, in [0, 0.5] (e.g. 0.03); got "
+                             f"{config.noise}")
     if not 0 <= config.ema < 1:
         raise RetinasegError(f"--ema must be in [0, 1) (e.g. 0.999); got {config.ema}")
     if resume and not (out / "last.pt").is_file():
@@ -247,8 +259,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if not train_images:
         raise RetinasegError("no training images")
     sampler = PatchSampler(train_images, config.patch_size,
-                           Augmentation(elastic=config.elastic, jpeg=config.jpeg, grey=config.grey) if config.augment
-                           else Augmentation.none(),
+                           _augmentation(config) if config.augment else Augmentation.none(),
                            config.vessel_fraction, whole_image=config.sampling == "whole", device=device)
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers]
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
@@ -299,6 +310,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             break
     return {"best_val_f1": best if val_images else None, "epochs": last_epoch,
             "seconds": round(time.time() - started, 1)}
+
+
+def _augmentation(config: TrainConfig) -> Augmentation:
+    """The run's augmentation: the defaults, with the options the command line set."""
+    chosen = dict(elastic=config.elastic, jpeg=config.jpeg, grey=config.grey, blur=config.blur, noise=config.noise)
+    if config.scale_range is not None:
+        chosen["scale"] = tuple(config.scale_range)
+    return Augmentation(**chosen)
 
 
 def _keep_rows_up_to(path: Path, epoch: int) -> None:
