@@ -167,10 +167,11 @@ def _max_downscale_option(help: str):
               help="Turn this share of the patches (e.g. 0.3) grey, as the green channel alone (red-free photos) or "
                    "as luminance, so grey photos are segmented as well as colour ones. 0: off.")
 @click.option("--scale-range", default=None, metavar="LOW,HIGH", callback=_parse_range,
-              help="Zoom each patch by a random factor from LOW to HIGH (log-uniform) of the working scale. Wider "
-                   "than the default 0.8,1.25 (e.g. 0.6,1.6) shows vessels at the widths of cameras with other "
-                   "field angles, or of photos whose FOV is mismeasured. With --blur 1.2 --noise 0.03 it lowered F1 on "
-                   "two cameras the runs never saw (docs/experiments.md).")
+              help="Cut each patch with its side spanning a random LOW to HIGH (log-uniform) times the patch size "
+                   "of working-scale pixels (above 1, vessels look thinner). Wider than the default 0.8,1.25 (e.g. "
+                   "0.6,1.6) shows vessels at the widths of cameras with other field angles, or of photos whose FOV "
+                   "is mismeasured. With --blur 1.2 --noise 0.03 it lowered F1 on two cameras the runs never saw "
+                   "(docs/experiments.md).")
 @click.option("--blur", default=0.0, show_default=True, metavar="SIGMA",
               help="Blur the 20% of patches that are blurred by a Gaussian of random sigma from 0.5 to this (working-"
                    "scale pixels, e.g. 1.2): softer optics than the training cameras'. 0: a fixed 3x3 blur.")
