@@ -170,8 +170,9 @@ def _max_downscale_option(help: str):
               help="Cut each patch with its side spanning a random LOW to HIGH (log-uniform) times the patch size "
                    "of working-scale pixels (above 1, vessels look thinner). Wider than the default 0.8,1.25 (e.g. "
                    "0.6,1.6) shows vessels at the widths of cameras with other field angles, or of photos whose FOV "
-                   "is mismeasured. With --blur 1.2 --noise 0.03 it lowered F1 on two cameras the runs never saw "
-                   "(docs/experiments.md).")
+                   "is mismeasured. Measured (docs/experiments.md): 0.6,1.6 made crops with a mismeasured FOV "
+                   "nearly free but cost up to 0.003 F1 on whole photos; with --blur 1.2 --noise 0.03 it lowered "
+                   "F1 on two cameras the runs never saw.")
 @click.option("--blur", default=0.0, show_default=True, metavar="SIGMA",
               help="Blur the 20% of patches that are blurred by a Gaussian of random sigma from 0.5 to this (working-"
                    "scale pixels, e.g. 1.2): softer optics than the training cameras'. 0: a fixed 3x3 blur.")
