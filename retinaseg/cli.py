@@ -179,6 +179,9 @@ def _max_downscale_option(help: str):
 @click.option("--noise", default=0.0, show_default=True, metavar="STD",
               help="Add Gaussian sensor noise of random std up to this (pixel values 0-1, e.g. 0.03) to half the "
                    "patches: noisier cameras than the training ones. 0: off.")
+@click.option("--balance-datasets", is_flag=True,
+              help="With several datasets, draw patches so each dataset gives the same share of them. Default: "
+                   "each image gives the same share, so a dataset with more images gives more.")
 @click.option("--seed", default=0, show_default=True, help="Seeds the weights, the patches and (unless "
               "--split-seed is given) which images are held out.")
 @click.option("--split-seed", type=int, default=None,
@@ -200,8 +203,8 @@ def _max_downscale_option(help: str):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (epoch lines are still printed).")
 def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size, patch_size, sampling, lr,
           val_fraction, patience, fov_diameter, max_downscale, no_augment, elastic, jpeg, grey, scale_range, blur,
-          noise, seed, split_seed, device, model_options, loss_options, dataset_options, init_weights, ema, resume,
-          quiet):
+          noise, balance_datasets, seed, split_seed, device, model_options, loss_options, dataset_options,
+          init_weights, ema, resume, quiet):
     """Train a model on one or more datasets' training splits.
 
     \b
@@ -223,8 +226,8 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
         epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
         lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, split_seed=split_seed,
         fov_diameter=fov_diameter, max_downscale=max_downscale, augment=not no_augment, elastic=elastic, jpeg=jpeg,
-        grey=grey, scale_range=scale_range, blur=blur, noise=noise, device=device, init_weights=init_weights,
-        ema=ema)
+        grey=grey, scale_range=scale_range, blur=blur, noise=noise, balance_datasets=balance_datasets, device=device,
+        init_weights=init_weights, ema=ema)
     summary = run_training(config, resume=resume, progress=not quiet)
     chosen = (f"best validation F1 {summary['best_val_f1']:.4f}" if summary["best_val_f1"] is not None
               else "no validation images, so best.pt holds the last epoch")

@@ -427,6 +427,34 @@ def test_train_with_camera_options_and_bad_values(cli, tmp_path, folder_dataset)
     assert result.exit_code == 2 and "expected LOW,HIGH such as 0.6,1.6" in result.output
 
 
+def test_balanced_sampling_gives_each_dataset_the_same_share_of_patches(folder_dataset):
+    from retinaseg.training.data import Augmentation, PatchSampler
+
+    images, plain = _sampler(folder_dataset, "cpu")
+    assert len(images) == 4
+    for item, dataset in zip(images, ("big", "big", "big", "small")):
+        item.dataset = dataset
+    balanced = PatchSampler(images, 32, Augmentation(), balance_datasets=True)
+
+    def shares(sampler):
+        g = torch.Generator().manual_seed(0)
+        drawn = torch.tensor([sampler._draw_image(g) for _ in range(3000)])
+        return [(drawn == i).float().mean().item() for i in range(4)]
+
+    assert shares(plain) == pytest.approx([0.25] * 4, abs=0.03)  # by image: the bigger dataset gives more
+    assert shares(balanced) == pytest.approx([1 / 6] * 3 + [0.5], abs=0.03)
+
+
+def test_train_with_balanced_datasets_records_each_images_dataset(cli, tmp_path, folder_dataset):
+    config = TrainConfig(model="unet", loss="bce-dice", datasets=["folder", "folder"], data_root=str(folder_dataset),
+                         out="unused", dataset_options={"label_suffix": "_gt"}, val_fraction=0)
+    train_images, _ = _load_images(config, "vessel", {"fov_diameter": 60}, classes=1, progress=False)
+    assert [item.dataset for item in train_images] == ["folder"] * 8
+    result = train(cli, tmp_path / "balanced", folder_dataset, "--balance-datasets")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "balanced" / "config.json").read_text())["balance_datasets"] is True
+
+
 def test_each_training_photo_is_held_once_in_memory(folder_dataset):
     images, sampler = _sampler(folder_dataset, "cpu")
     for item, stack in zip(images, sampler._stacks):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -34,6 +35,7 @@ class TrainingImage:
     vessel_pixels: torch.Tensor  # flat indices of vessel pixels, for vessel-aware sampling
     fov_pixels: torch.Tensor  # flat indices of FOV pixels
     statistics_sample: torch.Tensor  # 3xN FOV pixel values
+    dataset: str = ""  # the dataset it came from, for --balance-datasets
     pixels: torch.Tensor = field(init=False, repr=False)  # (3+K+1)xhxw: image, target and FOV (0/1) in one
 
     def __post_init__(self):
@@ -109,8 +111,13 @@ class PatchSampler:
     pixel, so the thin-vessel signal is not drowned by background."""
 
     def __init__(self, images: list[TrainingImage], patch_size: int, augmentation: Augmentation,
-                 vessel_fraction: float = 0.5, whole_image: bool = False, device="cpu"):
+                 vessel_fraction: float = 0.5, whole_image: bool = False, device="cpu",
+                 balance_datasets: bool = False):
         self.images, self.patch_size = images, patch_size
+        # balanced: each dataset gives the same share of patches; otherwise each image does
+        counts = Counter(item.dataset for item in images)
+        self._image_weights = (torch.tensor([1 / counts[item.dataset] for item in images], dtype=torch.float64)
+                               if balance_datasets else None)
         self.augmentation, self.vessel_fraction, self.whole_image = augmentation, vessel_fraction, whole_image
         # Each image's stacked pixels live on the training device (on the CPU: the same tensor, no copy), so
         # patches are cut and augmented where the model trains. Pixel indices and the random draws stay on the
@@ -142,6 +149,12 @@ class PatchSampler:
             "noise": (_uniform(0, a.noise, g) if a.noise and torch.rand((), generator=g).item() < NOISE_SHARE
                       else None),
         }
+
+    def _draw_image(self, g: torch.Generator) -> int:
+        """The index of the image the next patch is cut from."""
+        if self._image_weights is None:
+            return torch.randint(len(self.images), (), generator=g).item()
+        return torch.multinomial(self._image_weights, 1, generator=g).item()
 
     def _centre(self, item: TrainingImage, g: torch.Generator) -> tuple[float, float]:
         height, width = item.fov.shape
@@ -182,7 +195,7 @@ class PatchSampler:
         size = self._whole_size if self.whole_image else self.patch_size
         draws = []
         for _ in range(batch_size):
-            index = torch.randint(len(self.images), (), generator=g).item()
+            index = self._draw_image(g)
             params = self._params(g)
             draws.append((index, params, self._centre(self.images[index], g)))
         # one resampling per patch (the images differ in size); the augmentation then runs once per batch

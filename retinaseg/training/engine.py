@@ -69,6 +69,7 @@ class TrainConfig:
     scale_range: Optional[tuple] = None  # Augmentation.scale: (low, high) zoom factors; None: its default
     blur: float = 0.0  # Augmentation.blur: largest Gaussian sigma of blurred patches; 0: a 3x3 binomial
     noise: float = 0.0  # Augmentation.noise: largest std of added sensor noise; 0: off
+    balance_datasets: bool = False  # each dataset gives the same share of patches (default: each image does)
     device: str = "auto"
     init_weights: Optional[str] = None  # start from these weights (fine-tuning)
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved as best.pt; 0: off
@@ -160,15 +161,16 @@ def _load_images(config: TrainConfig, task: str, model_cfg: dict, classes: int, 
             raise RetinasegError(f"dataset {name} has {spec.task} labels but model {config.model} is a {task} "
                                  f"model")
         fit, held = split_validation(samples, config.val_fraction, split_seed)
-        train += [(s, spec.task) for s in fit]
-        val += [(s, spec.task) for s in held]
+        train += [(s, name) for s in fit]
+        val += [(s, name) for s in held]
     prepared = []
     for part in (train, val):
         items = []
-        for sample, _ in tqdm(part, desc="reading images", unit="img", disable=not progress, leave=False):
+        for sample, name in tqdm(part, desc="reading images", unit="img", disable=not progress, leave=False):
             # a run resumed from before training applied the cap has none in its config: keep it uncapped
             items.append(prepare(sample, task, model_cfg["fov_diameter"], classes,
                                  model_cfg.get("max_downscale", 0)))
+            items[-1].dataset = name
         prepared.append(items)
     return prepared
 
@@ -260,7 +262,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         raise RetinasegError("no training images")
     sampler = PatchSampler(train_images, config.patch_size,
                            _augmentation(config) if config.augment else Augmentation.none(),
-                           config.vessel_fraction, whole_image=config.sampling == "whole", device=device)
+                           config.vessel_fraction, whole_image=config.sampling == "whole", device=device,
+                           balance_datasets=config.balance_datasets)
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers]
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
     started = time.time()
