@@ -46,8 +46,8 @@ class TrainingImage:
 
 
 def prepare(sample: Sample, task: str, fov_diameter_px: int, classes: int,
-            max_downscale: Optional[float] = None) -> TrainingImage:
-    """The sample at the working scale the runner will use for it (the same cap on shrinking)."""
+            max_downscale: Optional[float] = None, dataset: str = "") -> TrainingImage:
+    """The sample (from `dataset`) at the working scale the runner will use for it (the same cap on shrinking)."""
     photo = read_photo(sample.image)
     label = read_label(sample.label, task)
     check_same_size(sample, photo, label)
@@ -67,7 +67,7 @@ def prepare(sample: Sample, task: str, fov_diameter_px: int, classes: int,
     pick = fov_idx[torch.randint(len(fov_idx), (STATISTICS_PIXELS,), generator=generator)]
     return TrainingImage(sample.id, image, target, fov_small,
                          torch.nonzero((vessel & fov_small).flatten()).flatten(), fov_idx,
-                         image.flatten(1)[:, pick].contiguous())
+                         image.flatten(1)[:, pick].contiguous(), dataset)
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,7 @@ class PatchSampler:
                  balance_datasets: bool = False):
         self.images, self.patch_size = images, patch_size
         # balanced: each dataset gives the same share of patches; otherwise each image does
-        counts = Counter(item.dataset for item in images)
-        self._image_weights = (torch.tensor([1 / counts[item.dataset] for item in images], dtype=torch.float64)
-                               if balance_datasets else None)
+        self._image_weights = _dataset_balancing_weights(images) if balance_datasets else None
         self.augmentation, self.vessel_fraction, self.whole_image = augmentation, vessel_fraction, whole_image
         # Each image's stacked pixels live on the training device (on the CPU: the same tensor, no copy), so
         # patches are cut and augmented where the model trains. Pixel indices and the random draws stay on the
@@ -213,13 +211,9 @@ class PatchSampler:
         if blurred:
             image[blurred] = _blur(image[blurred], sigmas)
         noisy, stds = _drawn(draws, "noise")
-        if noisy:  # drawn on the CPU from the run's generator, so a seed gives the same patches on any device
-            std = _per_patch(stds)[:, None]
-            noise = torch.randn((len(noisy),) + image.shape[1:], generator=g) * std
-            image[noisy] = (image[noisy] + noise.to(self.device)).clamp(0, 1)
-            # the runner's statistics come from the noisy photo
-            noise = torch.randn((len(noisy),) + statistics.shape[1:], generator=g) * std[..., 0]
-            statistics[noisy] = (statistics[noisy] + noise.to(self.device)).clamp(0, 1)
+        if noisy:  # the statistics too: the runner takes them from the noisy photo
+            image[noisy] = _add_noise(image[noisy], stds, g)
+            statistics[noisy] = _add_noise(statistics[noisy], stds, g)
         greyed, weights = _drawn(draws, "grey")
         if greyed:  # the normalising statistics too, as the runner takes them from the grey photo
             weights = torch.tensor(weights, device=self.device)
@@ -257,6 +251,18 @@ def jpeg_round_trip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
     pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     decoded = [decode_jpeg(encode_jpeg(patch, quality=quality)) for patch, quality in zip(pixels, qualities)]
     return torch.stack(decoded).to(images.device, images.dtype) / 255
+
+
+def _dataset_balancing_weights(images: list[TrainingImage]) -> torch.Tensor:
+    """Each image's drawing weight: 1 / (images of its dataset), so every dataset weighs the same."""
+    counts = Counter(item.dataset for item in images)
+    return torch.tensor([1 / counts[item.dataset] for item in images], dtype=torch.float64)
+
+
+def _add_noise(pixels: torch.Tensor, stds: list, g: torch.Generator) -> torch.Tensor:
+    """Bx3x... values in [0, 1] plus Gaussian noise of each sample's std, drawn on the CPU from the generator."""
+    noise = torch.randn(pixels.shape, generator=g) * torch.tensor(stds).view((-1,) + (1,) * (pixels.dim() - 1))
+    return (pixels + noise.to(pixels.device)).clamp(0, 1)
 
 
 def _blur_sigma(augmentation: Augmentation, g: torch.Generator):

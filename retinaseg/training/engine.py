@@ -169,8 +169,7 @@ def _load_images(config: TrainConfig, task: str, model_cfg: dict, classes: int, 
         for sample, name in tqdm(part, desc="reading images", unit="img", disable=not progress, leave=False):
             # a run resumed from before training applied the cap has none in its config: keep it uncapped
             items.append(prepare(sample, task, model_cfg["fov_diameter"], classes,
-                                 model_cfg.get("max_downscale", 0)))
-            items[-1].dataset = name
+                                 model_cfg.get("max_downscale", 0), dataset=name))
         prepared.append(items)
     return prepared
 
