@@ -14,7 +14,7 @@ its FOV's centre (D: its FOV diameter in the dataset's mask) to:
     inside, diameter given   the same, run with --raw-fov-diameter set to the photos' median D (a user who
                         knows the camera)
 
-and segmented from the crop alone by `retinaseg run`'s Runner (FOV estimated, as `run` does without --fov-dir).
+and segmented from the crop alone by `retinaseg run`'s Segmenter (FOV estimated, as `run` does without --fov-dir).
 Prints, per crop, the measured diameter over the true D and the mean F1 (threshold 0.5, 1st manual, inside the
 dataset's FOV within the crop), next to the F1 of the whole photo's prediction over the same pixels: the gap is
 what the crop costs.
@@ -32,7 +32,7 @@ from retinaseg.errors import RetinasegError
 from retinaseg.evaluation.metrics import binary_metrics
 from retinaseg.fov import fov_diameter
 from retinaseg.inference.rescale import to_raw_size
-from retinaseg.inference.runner import RunConfig, Runner
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 
@@ -69,12 +69,12 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model, args.weights)
-    runner = Runner(model, RunConfig(device="cpu"), notify=lambda m: None)
+    runner = Segmenter(model, SegmentConfig(device="cpu"), notify=lambda m: None)
     for dataset in args.datasets.split(","):
         spec, samples = load_samples(dataset.strip(), args.data_root, "test")
         samples = samples[:args.images]
         diameters = [fov_diameter(read_fov(sample, read_photo(sample.image))) for sample in samples]
-        told = Runner(model, RunConfig(device="cpu", raw_fov_diameter=round(np.median(diameters))),
+        told = Segmenter(model, SegmentConfig(device="cpu", raw_fov_diameter=round(np.median(diameters))),
                       notify=lambda m: None)
         scores = {name: {"diameter": [], "crop": [], "whole": []} for name in CROPS}
         for sample in samples:

@@ -3,7 +3,7 @@ runner's "few vessels found: check the photo" flag (retinaseg.inference.FEW_VESS
 
     python benchmarks/degraded_photos.py [--data-root ../shared/data] [--images 5] [--model vesselnet]
 
-Takes the first --images DRIVE test photos, makes each degraded copy, runs `retinaseg run`'s Runner on all of
+Takes the first --images DRIVE test photos, makes each degraded copy, runs `retinaseg run`'s batch runner on all of
 them and prints the vessel fraction per kind of copy (min / mean / max over the photos) and how many the flag
 catches. A good flag catches the unusable copies and none of the originals.
 """
@@ -21,7 +21,8 @@ import torchvision.transforms.functional as TF
 
 from retinaseg.datasets import load_samples, read_fov
 from retinaseg.inference import FEW_VESSELS
-from retinaseg.inference.runner import RunConfig, Runner
+from retinaseg.inference.runner import run_batch
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 
@@ -55,8 +56,9 @@ def main():
             for i, make in enumerate(DEGRADATIONS.values()):
                 image = np.clip(make(photo, fov, rng), 0, 1)
                 iio.imwrite(folder / f"{sample.id}_{i}.png", (image * 255).astype(np.uint8))
-        runner = Runner(load_model(args.model), RunConfig(device="cpu"), notify=lambda message: None)
-        summary = runner.run(sorted(folder.iterdir()), Path(scratch) / "out", progress=False)
+        runner = Segmenter(load_model(args.model), SegmentConfig(device="cpu"), notify=lambda message: None)
+        summary = run_batch(runner, sorted(folder.iterdir()), Path(scratch) / "out", notify=lambda message: None,
+                            progress=False)
     fractions = {i: [] for i in range(len(DEGRADATIONS))}
     for record in summary.records:
         if record.status == "ok":

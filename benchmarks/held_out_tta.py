@@ -17,7 +17,7 @@ import torch
 
 from retinaseg.evaluation.evaluate import HEADLINE, evaluate
 from retinaseg.evaluation.metrics import summarize
-from retinaseg.inference.runner import RunConfig, Runner
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
 
@@ -38,11 +38,11 @@ def main():
     torch.set_num_threads(args.threads)
     if args.vessel_model:
         gate = load_model(args.vessel_model)
-        runners = {on: Runner(load_model(args.model, args.weights), RunConfig(device="cpu"),
+        runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"),
                               vessel_model=gate if on else None) for on in (False, True)}
         what, labels = f"without / with --vessel-model {args.vessel_model}", {False: "without", True: "with"}
     else:
-        runners = {on: Runner(load_model(args.model, args.weights), RunConfig(device="cpu", tta=on))
+        runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", tta=on))
                    for on in (False, True)}
         what, labels = "without / with TTA (the model's test-time views)", {False: "--no-tta", True: "--tta"}
     rows = {on: [] for on in runners}  # False: the setting off, True: on
@@ -50,7 +50,7 @@ def main():
     for dataset in args.datasets.split(","):
         ids = held_out_ids(dataset, args.data_root, args.val_fraction, args.seed)
         for on, runner in runners.items():
-            evaluation = evaluate(dataset, args.data_root, "training", runner=runner, ids=ids)
+            evaluation = evaluate(dataset, args.data_root, "training", segmenter=runner, ids=ids)
             rows[on] += [{"dataset": dataset, **row} for row in evaluation.rows]
             task = evaluation.task
     first, key = next(iter(HEADLINE[task].items()))

@@ -1,5 +1,5 @@
 """What other cameras' and archives' photos cost: JPEG copies at several qualities and grey copies of the
-photos, segmented by `retinaseg run`'s Runner and scored by `retinaseg eval`'s scoring, for one or more weights
+photos, segmented by `retinaseg run`'s batch runner and scored by `retinaseg eval`'s scoring, for one or more weights
 files in the same run.
 
     python benchmarks/photo_copies.py [--data-root ../shared/data] [--datasets drive] [--qualities 90,75,50]
@@ -33,7 +33,8 @@ from retinaseg.datasets import load_samples
 from retinaseg.errors import RetinasegError
 from retinaseg.evaluation.evaluate import evaluate
 from retinaseg.evaluation.metrics import summarize
-from retinaseg.inference.runner import RunConfig, Runner
+from retinaseg.inference.runner import run_batch
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
@@ -87,7 +88,8 @@ def main():
     datasets = [d.strip() for d in args.datasets.split(",")]
     split = "test" if args.held_out is None else "training"
     rows = {}  # (weights, condition) -> per-image rows over all datasets
-    runners = [Runner(load_model(args.model, w), RunConfig(device="cpu"), notify=lambda m: None) for w in weights]
+    runners = [Segmenter(load_model(args.model, w), SegmentConfig(device="cpu"), notify=lambda m: None)
+               for w in weights]
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for dataset in datasets:
@@ -98,7 +100,7 @@ def main():
             for index, (weights_file, runner) in enumerate(zip(weights, runners)):
                 for condition, photos in copies.items():
                     out = scratch / dataset / f"out{index}-{condition}"
-                    runner.run(photos, out, progress=False)
+                    run_batch(runner, photos, out, notify=lambda m: None, progress=False)
                     evaluation = evaluate(dataset, args.data_root, split, pred_dir=out, ids=ids)
                     rows.setdefault((weights_file, condition), []).extend(
                         {"dataset": dataset, **row} for row in evaluation.rows)

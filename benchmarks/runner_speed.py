@@ -13,7 +13,7 @@ is the steady state a long folder sees.
 
 naive   the seeds' way: one photo at a time, resize to 512x512, one forward pass under no_grad, resize the
         probabilities back, threshold, write the PNG. Same model, same weights, same reader.
-runner  `retinaseg run`'s Runner end to end (read, FOV, working scale, forward, raw size, write raw_pre and
+runner  `retinaseg run`'s batch runner end to end (read, FOV, working scale, forward, raw size, write raw_pre and
         small_pre), with the batch size given, at the default --max-downscale (3.5: an HRF photo's FOV
         becomes ~940 px across) and, for HRF, also with no limit (the FOV at the weights' working scale: 640 px
         for the default file, about the naive loop's pixel count); and batch 1 with --tta (the model's test-time
@@ -62,7 +62,8 @@ def _worker(args) -> None:
     import numpy as np
     import torch
 
-    from retinaseg.inference.runner import RunConfig, Runner
+    from retinaseg.inference.runner import run_batch
+    from retinaseg.inference.segmenter import SegmentConfig, Segmenter
     from retinaseg.io.atomic import write_png
     from retinaseg.io.images import read_photo
     from retinaseg.models import load_model, to_probabilities
@@ -94,8 +95,9 @@ def _worker(args) -> None:
             link = links / f"{i}_{path.name}"
             link.symlink_to(path.resolve())
             inputs.append(link)
-        summary = Runner(model, RunConfig(device=args.device, batch_size=args.batch_size, tta=args.tta,
-                                          max_downscale=args.max_downscale)).run(inputs, out / "run", progress=False)
+        segmenter = Segmenter(model, SegmentConfig(device=args.device, batch_size=args.batch_size, tta=args.tta,
+                                                   max_downscale=args.max_downscale))
+        summary = run_batch(segmenter, inputs, out / "run", progress=False)
         assert summary.failed == 0, summary.line()
 
     method = naive if args.mode == "naive" else runner

@@ -25,7 +25,7 @@ from retinaseg.datasets import load_samples, read_fov
 from retinaseg.errors import RetinasegError
 from retinaseg.fov import fov_diameter
 from retinaseg.inference.rescale import to_work_size
-from retinaseg.inference.runner import RunConfig, Runner
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 
@@ -63,7 +63,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    runner = Runner(load_model(args.model, args.weights), RunConfig(device="cpu"), notify=lambda m: None)
+    runner = Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"), notify=lambda m: None)
     _, samples = load_samples(args.dataset, args.data_root, args.split)
     magnification = {name: [] for name in SQUARES}
     calibre = {name: [] for name in SQUARES}

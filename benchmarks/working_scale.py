@@ -20,7 +20,7 @@ import os
 import torch
 
 from retinaseg.evaluation.evaluate import HEADLINE, evaluate
-from retinaseg.inference.runner import RunConfig, Runner
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
 
@@ -54,11 +54,11 @@ def main():
     for row, value in enumerate(settings):
         model = load_model(args.model, args.weights)
         if by_cap:
-            config = RunConfig(device="cpu", max_downscale=value)
+            config = SegmentConfig(device="cpu", max_downscale=value)
         else:
             model.config["fov_diameter"] = int(value)  # every photo's FOV becomes this wide
-            config = RunConfig(device="cpu", max_downscale=0)
-        evaluation = evaluate(args.dataset, args.data_root, args.split, runner=Runner(model, config), ids=ids)
+            config = SegmentConfig(device="cpu", max_downscale=0)
+        evaluation = evaluate(args.dataset, args.data_root, args.split, segmenter=Segmenter(model, config), ids=ids)
         columns = HEADLINE[evaluation.task]  # the task is known once a model meets the data
         label = "max down" if by_cap else "FOV px"
         if row == 0:

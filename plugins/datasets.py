@@ -28,14 +28,14 @@ def _drive(root: Path, split: str, av_labels: bool):
                         lambda p: first_existing(base / "mask", [f"{number(p)}_{suffix}_mask.gif"]), second)
 
 
-def _les(root: Path, split: str, **_):
+def _les(root: Path, split: str):
     base = root / split
     return pair_samples("les-av", images_in(base / "images"),
                         lambda p: first_existing(base / "1st_manual", [p.stem + ".png"]),
                         lambda p: first_existing(base / "mask", [p.stem + "_mask.gif", p.stem + "_mask.png"]))
 
 
-def _hrf(root: Path, split: str, **_):
+def _hrf(root: Path, split: str):
     base = root / split
     return pair_samples("hrf-av", images_in(base / "images"),
                         lambda p: first_existing(base / "1st_manual", [p.stem + "_AVmanual.png"]),
@@ -45,7 +45,7 @@ def _hrf(root: Path, split: str, **_):
 CHASE_TEST_SUBJECTS = {"11", "12", "13", "14"}  # the common 20/8 split: children 1-10 train, 11-14 test
 
 
-def _chase(root: Path, split: str, **_):
+def _chase(root: Path, split: str):
     photos = [p for p in images_in(root) if p.name.lower().startswith("image_") and "HO" not in p.stem]
     photos = [p for p in photos if (p.stem[6:8] in CHASE_TEST_SUBJECTS) == (split == "test")]
     return pair_samples("chase-db1", photos,
@@ -53,7 +53,7 @@ def _chase(root: Path, split: str, **_):
                         second_for=lambda p: first_existing(root, [p.stem + "_2ndHO.png"]))
 
 
-def _stare(root: Path, split: str, **_):
+def _stare(root: Path, split: str):
     # im0001.ppm beside (or in a sub-folder next to) im0001.ah.ppm / .ah.pgm; first ten train, last ten test
     files = [p for p in root.rglob("im*.p?m") if p.is_file()]
     labels = {p.name.split(".")[0]: p for p in files if ".ah." in p.name}
@@ -65,15 +65,14 @@ def _stare(root: Path, split: str, **_):
     return pair_samples("stare", photos, lambda p: labels.get(p.stem))
 
 
-def _kaggle(root: Path, split: str, **_):
+def _kaggle(root: Path, split: str):
     base = root / "Data" if (root / "Data").is_dir() else root
     sub = base / ("train" if split == "training" else "test")
     return pair_samples("kaggle-retina", images_in(sub / "image"),
                         lambda p: first_existing(sub / "mask", [p.name, p.stem + ".png"]))
 
 
-def _folder(root: Path, split: str, images="images", labels="labels", fov="fov", label_suffix="", fov_suffix="",
-            **_):
+def _folder(root: Path, split: str, images="images", labels="labels", fov="fov", label_suffix="", fov_suffix=""):
     """<root>[/<split>]/images + labels (+ fov): a label is <stem><label_suffix>.<any image extension>."""
     base = root / split if (root / split / images).is_dir() else root
     extensions = (".png", ".gif", ".tif", ".tiff", ".bmp", ".jpg", ".ppm", ".pgm")
@@ -89,10 +88,10 @@ def _folder(root: Path, split: str, images="images", labels="labels", fov="fov",
 @hookimpl
 def register_datasets(register):
     splits = ("training", "test")
-    register(DatasetSpec("drive", lambda r, s, **o: _drive(r, s, False), "DRIVE: 565x584, binary 1st/2nd manual",
-                         folder="DRIVE", splits=splits))
-    register(DatasetSpec("drive-av", lambda r, s, **o: _drive(r, s, True), "DRIVE_AV: DRIVE with A/V labels",
-                         task="av", folder="DRIVE_AV", splits=splits))
+    register(DatasetSpec("drive", lambda root, split: _drive(root, split, False),
+                         "DRIVE: 565x584, binary 1st/2nd manual", folder="DRIVE", splits=splits))
+    register(DatasetSpec("drive-av", lambda root, split: _drive(root, split, True),
+                         "DRIVE_AV: DRIVE with A/V labels", task="av", folder="DRIVE_AV", splits=splits))
     register(DatasetSpec("les-av", _les, "LES-AV: 1620x1444 with A/V labels", task="av", folder="LES-AV",
                          splits=splits))
     register(DatasetSpec("les", _les, "LES-AV viewed as binary vessels (label > 0)", folder="LES-AV",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -39,11 +41,19 @@ def load_checkpoint(path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: refused to load: not a safe retinaseg checkpoint ({first_line[:160]})") \
-            from None
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it is about to refuse
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # a damaged pickle stream, not a refused object
+            raise CheckpointError(f"{path}: not a readable weights file (truncated or corrupt); use weights "
+                                  f"written by `retinaseg train`") from None
+        raise CheckpointError(f"{path}: refused to load: the file holds pickled Python objects, which could run "
+                              f"code, and retinaseg loads only tensors and plain values. Use weights written by "
+                              f"`retinaseg train`, or packed from them") from None
+    except Exception:
+        raise CheckpointError(f"{path}: not a readable weights file (truncated or corrupt); use weights written "
+                              f"by `retinaseg train`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a retinaseg checkpoint (expected format {FORMAT})")
     return payload

@@ -9,13 +9,14 @@ from pathlib import Path
 import click
 
 from retinaseg import __version__
-from retinaseg.errors import RetinasegError
+from retinaseg.errors import OptionError, RetinasegError
 from retinaseg.inference import FEW_VESSELS, MAX_DOWNSCALE
 from retinaseg.inference.views import FLIP_VIEWS
 
 
 class _Command(click.Command):
-    """Turns domain errors into `Error: ...` with exit status 1, without a traceback."""
+    """Turns domain errors into `Error: ...` with exit status 1 (2 for an option a plugin does not accept, as
+for any bad option), without a traceback."""
 
     def parse_args(self, ctx, args):
         ctx.meta["retinaseg.argv"] = list(args)  # kept to record the exact command beside its results
@@ -24,6 +25,8 @@ class _Command(click.Command):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except OptionError as exc:
+            raise click.UsageError(str(exc), ctx) from None
         except RetinasegError as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -40,14 +43,38 @@ warnings.showwarning = _one_line_warning  # e.g. a plugin that failed to import:
 
 
 def _parse_range(ctx, param, value):
-    """'LOW,HIGH' as two floats; None stays None."""
+    """'LOW,HIGH' as two floats with 0 < LOW <= HIGH; None stays None."""
     if value is None:
         return None
     try:
         low, high = (float(v) for v in value.split(","))
+        if not 0 < low <= high:
+            raise ValueError
     except ValueError:
-        raise click.BadParameter(f"expected LOW,HIGH such as 0.6,1.6; got {value!r}")
+        raise click.BadParameter(f"expected LOW,HIGH with 0 < LOW <= HIGH, such as 0.6,1.6; got {value!r}")
     return low, high
+
+
+def _check_device(ctx, param, value):
+    """auto, cpu, mps, cuda or cuda:N, checked for its form here (whether CUDA is present, when it is used)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise click.BadParameter(f"expected auto, cpu, cuda or cuda:N; got {value!r}")
+    return value
+
+
+def _device_option(help: str = "auto (CUDA when present), cpu, cuda or cuda:N."):
+    return click.option("--device", default="auto", show_default=True, callback=_check_device, help=help)
+
+
+def _check_blur(ctx, param, value):
+    from retinaseg.training.data import BLUR_LEAST_SIGMA
+
+    if value and value < BLUR_LEAST_SIGMA:
+        raise click.BadParameter(f"the largest Gaussian sigma in pixels is at least {BLUR_LEAST_SIGMA} (e.g. 1.2), or "
+                                 f"0 for the fixed 3x3 blur; got {value}")
+    return value
 
 
 def _parse_options(pairs, what: str) -> dict:
@@ -140,30 +167,35 @@ def _max_downscale_option(help: str):
               help="Folder holding the datasets (e.g. ../shared/data) or the dataset itself.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
               help="Run folder: best.pt, last.pt, metrics.csv, config.json.")
-@click.option("--epochs", default=50, show_default=True)
-@click.option("--iterations", default=200, show_default=True, help="Optimiser steps per epoch.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--patch-size", default=128, show_default=True, help="Patch side in working-scale pixels.")
+@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Passes of --iterations steps; validation and checkpoints after each.")
+@click.option("--iterations", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Optimiser steps per epoch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Patches (or whole images) per optimiser step.")
+@click.option("--patch-size", type=click.IntRange(min=32), default=128, show_default=True,
+              help="Patch side in working-scale pixels; a multiple of the model's size divisor (32 for most).")
 @click.option("--sampling", type=click.Choice(["patch", "whole"]), default="patch", show_default=True,
               help="patch: vessel-aware random patches (fast on CPU); whole: whole images.")
-@click.option("--lr", default=2e-3, show_default=True, help="Peak learning rate (warm-up, then cosine decay).")
-@click.option("--val-fraction", default=0.15, show_default=True,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+              help="Peak learning rate (warm-up, then cosine decay).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.15, show_default=True,
               help="Share of training images held out for validation (best.pt is chosen on them).")
-@click.option("--patience", default=0, show_default=True, help="Stop after this many epochs without "
-              "validation gain (0: never).")
-@click.option("--fov-diameter", type=int, default=None,
+@click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Stop after this many epochs without validation gain (0: never).")
+@click.option("--fov-diameter", type=click.IntRange(min=32), default=None,
               help="Working scale: FOV width in pixels the photos are resized to. Default: the model's.")
 @_max_downscale_option("Cap on shrinking photos to the working scale, as in `retinaseg run`: high-resolution "
                        "photos are trained at the scale they will run at, and the weights file records it. 0: no "
                        "limit. Default: the model's.")
 @click.option("--no-augment", is_flag=True, help="Turn off augmentation.")
-@click.option("--elastic", default=0.0, show_default=True, metavar="PIXELS",
+@click.option("--elastic", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="PIXELS",
               help="Add elastic deformation: a smooth random displacement of this standard deviation (working-scale "
                    "pixels, e.g. 3) that bends vessels. 0: off.")
-@click.option("--jpeg", default=0, show_default=True, metavar="QUALITY",
+@click.option("--jpeg", type=click.IntRange(0, 95), default=0, show_default=True, metavar="QUALITY",
               help="Re-encode half the patches as JPEG at a random quality from this (e.g. 40) to 95, so the "
                    "blocks of compressed photos are not read as vessels. 0: off.")
-@click.option("--grey", default=0.0, show_default=True, metavar="SHARE",
+@click.option("--grey", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="SHARE",
               help="Turn this share of the patches (e.g. 0.3) grey, as the green channel alone (red-free photos) or "
                    "as luminance, so grey photos are segmented as well as colour ones. 0: off.")
 @click.option("--scale-range", default=None, metavar="LOW,HIGH", callback=_parse_range,
@@ -173,10 +205,11 @@ def _max_downscale_option(help: str):
                    "is mismeasured. Measured (docs/experiments.md): 0.6,1.6 made crops with a mismeasured FOV "
                    "nearly free but cost up to 0.003 F1 on whole photos; with --blur 1.2 --noise 0.03 it lowered "
                    "F1 on two cameras the runs never saw.")
-@click.option("--blur", default=0.0, show_default=True, metavar="SIGMA",
+@click.option("--blur", type=click.FloatRange(min=0), default=0.0, show_default=True, callback=_check_blur,
+              metavar="SIGMA",
               help="Blur the 20% of patches that are blurred by a Gaussian of random sigma from 0.5 to this (working-"
                    "scale pixels, e.g. 1.2): softer optics than the training cameras'. 0: a fixed 3x3 blur.")
-@click.option("--noise", default=0.0, show_default=True, metavar="STD",
+@click.option("--noise", type=click.FloatRange(0, 0.5), default=0.0, show_default=True, metavar="STD",
               help="Add Gaussian sensor noise of random std up to this (pixel values 0-1, e.g. 0.03) to half the "
                    "patches: noisier cameras than the training ones. 0: off.")
 @click.option("--balance-datasets", is_flag=True,
@@ -187,7 +220,7 @@ def _max_downscale_option(help: str):
 @click.option("--split-seed", type=int, default=None,
               help="Seeds only which images are held out, so runs with different --seed can be compared on the "
                    "same held-out images. Default: --seed.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_device_option()
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="Architecture option, e.g. width=16. Repeatable.")
 @click.option("--loss-option", "loss_options", multiple=True, metavar="KEY=VALUE",
@@ -196,7 +229,7 @@ def _max_downscale_option(help: str):
               help="Dataset option (the folder dataset: images=, labels=, fov=, label_suffix=). Repeatable.")
 @click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from these weights (fine-tuning).")
-@click.option("--ema", default=0.0, show_default=True, metavar="DECAY",
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, metavar="DECAY",
               help="Keep a moving average of the weights (decay per step, e.g. 0.999); validation scores it and "
                    "best.pt holds it. 0: off.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
@@ -217,6 +250,9 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
     from retinaseg.training.engine import TrainConfig, train as run_training
 
     spec = get_model(model)
+    if patch_size % spec.size_divisor:
+        raise click.BadParameter(f"model {spec.name!r} needs a multiple of {spec.size_divisor}; got {patch_size}",
+                                 param_hint="--patch-size")
     config = TrainConfig(
         model=spec.name, loss=loss or ("bce-dice" if spec.task == "vessel" else "ce"),
         datasets=[d.strip() for d in datasets.split(",") if d.strip()], data_root=data_root, out=out,
@@ -258,11 +294,10 @@ def _inference_options(f):
                           "declares others; vesselnet's are the photo and its mirror image at 1.125x the scale "
                           "(about 2.3x the time). Default: the model's own, off unless `retinaseg plugins` lists "
                           "it.")(f)
-    f = click.option("--batch-size", "-b", type=int, default=1, show_default=True,
+    f = click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Tiles (or whole small images) per forward pass; tiles of several photos share a batch. "
                           "Larger batches were no faster, on CPU or GPU (README, Speed).")(f)
-    f = click.option("--device", default="auto", show_default=True,
-                     help="auto (CUDA when present), cpu, cuda or cuda:N.")(f)
+    f = _device_option()(f)
     f = click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
                      help="Checkpoint to use instead of the model's shipped weights.")(f)
     f = click.option("--vessel-weights", type=click.Path(dir_okay=False), default=None,
@@ -287,19 +322,20 @@ def _message(text: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(text, file=sys.stderr)
+    sys.stderr.flush()  # before the summary on stdout, also where stderr is buffered
 
 
-def _runner(model, weights, device, batch_size, tta, max_downscale, notify, vessel_model=None,
-            vessel_weights=None, **settings):
-    from retinaseg.inference.runner import RunConfig, Runner
+def _segmenter(model, weights, device, batch_size, tta, max_downscale, notify, vessel_model=None,
+               vessel_weights=None, **settings):
+    from retinaseg.inference.segmenter import SegmentConfig, Segmenter
     from retinaseg.models import DEFAULT_MODEL, load_model
 
     if vessel_weights and not vessel_model:
         raise click.UsageError("--vessel-weights needs --vessel-model")
     loaded = load_model(model or DEFAULT_MODEL, weights)
     gate = load_model(vessel_model, vessel_weights) if vessel_model else None
-    return Runner(loaded, RunConfig(device=device, batch_size=batch_size, tta=tta, max_downscale=max_downscale,
-                                   **settings), notify=notify, vessel_model=gate)
+    return Segmenter(loaded, SegmentConfig(device=device, batch_size=batch_size, tta=tta, max_downscale=max_downscale,
+                                           **settings), notify=notify, vessel_model=gate)
 
 
 @cli.command()
@@ -320,11 +356,15 @@ def _runner(model, weights, device, batch_size, tta, max_downscale, notify, vess
               help="For photos that show no dark surround (crops inside the retina, close-ups): the diameter the "
               "whole FOV would have, in the photos' own pixels, so they are scaled like the rest. Default: the frame "
               "is taken as the FOV. Photos with a visible FOV edge are always measured.")
-@click.option("--tile-size", default=512, show_default=True, help="Sliding-window tile side (working pixels).")
-@click.option("--overlap", default=0.25, show_default=True, help="Tile overlap fraction, in [0, 1).")
+@click.option("--tile-size", type=click.IntRange(64, 4096), default=512, show_default=True,
+              help="Sliding-window tile side (working pixels); photos under 1280x1280 at the working scale go in "
+                   "one pass.")
+@click.option("--overlap", type=click.FloatRange(0, 0.75), default=0.25, show_default=True,
+              help="Share of a tile that overlaps its neighbour.")
 @click.option("--resize", callback=_parse_size, default=None, metavar="WxH",
               help="Force a fixed working size (the seeds' behaviour) instead of scaling by the FOV.")
-@click.option("--workers", default=2, show_default=True, help="Threads decoding photos ahead of the network.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device, batch_size, tta, max_downscale,
         recursive, save_prob, overlay, overwrite, fov_dir, raw_fov_diameter, tile_size, overlap, resize, workers,
@@ -353,17 +393,19 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
       retinaseg run -r "study/**/*.jpg" out/ --device cuda
       retinaseg run -m av-fusion --vessel-model vesselnet photos/ out/
     """
+    from retinaseg.errors import shown
+    from retinaseg.inference.runner import BatchConfig, run_batch
+    from retinaseg.io.images import max_pixels
     from retinaseg.io.inputs import find_inputs
 
-    runner = _runner(model, weights, device, batch_size, tta, max_downscale,
-                     notify=_message, vessel_model=vessel_model,
-                     vessel_weights=vessel_weights, save_prob=save_prob, overlay=overlay,
-                     overwrite=overwrite, fov_dir=fov_dir, raw_fov_diameter=raw_fov_diameter, tile_size=tile_size,
-                     overlap=overlap, resize=resize, workers=workers)
-    paths = find_inputs(inputs, recursive=recursive, notify=_message,
-                        output_dir=output_dir)
-    summary = runner.run(paths, output_dir, progress=not quiet)
-    click.echo(f"{summary.line()}; outputs in {output_dir}")
+    max_pixels()  # a malformed RETINASEG_MAX_PIXELS is said once, not once per photo
+    segmenter = _segmenter(model, weights, device, batch_size, tta, max_downscale, notify=_message,
+                           vessel_model=vessel_model, vessel_weights=vessel_weights, raw_fov_diameter=raw_fov_diameter,
+                           tile_size=tile_size, overlap=overlap, resize=resize)
+    paths = find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir)
+    batch = BatchConfig(save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir, workers=workers)
+    summary = run_batch(segmenter, paths, output_dir, batch, notify=_message, progress=not quiet)
+    click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
     sys.exit(0 if summary.success else 1)
 
 
@@ -380,7 +422,8 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write per-image rows.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write means, stds, second observer and per-image rows.")
-@click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE")
+@click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
+              help="Dataset option (the folder dataset: images=, labels=, fov=, label_suffix=). Repeatable.")
 @click.option("--summary-only", is_flag=True, help="Print only the mean ± std rows.")
 def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_model, vessel_weights, device,
                      batch_size, tta, max_downscale, no_fov, csv_path, json_path, dataset_options, summary_only):
@@ -408,15 +451,14 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_mod
         raise click.UsageError("give either --pred OUTPUT_DIR or --model NAME")
     if pred and vessel_model:
         raise click.UsageError("--vessel-model goes with --model; a --pred folder is scored as it is")
-    runner, source = None, f"predictions in {pred}"
+    segmenter, source = None, f"predictions in {pred}"
     if model:
-        runner = _runner(model, weights, device, batch_size, tta, max_downscale,
-                         notify=_message, vessel_model=vessel_model,
-                         vessel_weights=vessel_weights)
+        segmenter = _segmenter(model, weights, device, batch_size, tta, max_downscale, notify=_message,
+                               vessel_model=vessel_model, vessel_weights=vessel_weights)
         source = " + vessels from ".join(
-            f"model {r.model.spec.name}" + (f" ({r.model.weights.name})" if r.model.weights else "")
-            for r in (runner, runner.vessel_runner) if r is not None)
-    result = evaluate(dataset, data_root, split, runner=runner, pred_dir=pred, use_fov=not no_fov, source=source,
+            f"model {s.model.spec.name}" + (f" ({s.model.weights.name})" if s.model.weights else "")
+            for s in (segmenter, segmenter.vessel_segmenter) if s is not None)
+    result = evaluate(dataset, data_root, split, segmenter=segmenter, pred_dir=pred, use_fov=not no_fov, source=source,
                       dataset_options=_parse_options(dataset_options, "--dataset-option"), progress=True)
     click.echo(format_table(result, per_image=not summary_only))
     if csv_path:

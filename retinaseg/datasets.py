@@ -14,7 +14,7 @@ from retinaseg import av
 from retinaseg.errors import DatasetError
 from retinaseg.fov import estimate_fov
 from retinaseg.io.images import is_image_name, read_binary_mask, read_mask
-from retinaseg.registry import DatasetSpec, get_dataset
+from retinaseg.registry import DatasetSpec, check_options, get_dataset
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ def dataset_root(spec: DatasetSpec, data_root) -> Path:
 
 def load_samples(name: str, data_root, split: str, **options) -> tuple[DatasetSpec, list[Sample]]:
     spec = get_dataset(name)
+    options = check_options("dataset", spec.name, spec.samples, options, leading=2)  # after (root, split)
     if split not in spec.splits:
         raise DatasetError(f"dataset {name} has no split {split!r}; choose one of: {', '.join(spec.splits)}")
     root = dataset_root(spec, data_root)

@@ -1,4 +1,4 @@
-"""Domain errors. The CLI turns every RetinasegError into `Error: ...` and exit status 1."""
+"""Domain errors, and how messages name files. The CLI turns every RetinasegError into `Error: ...`."""
 
 
 class RetinasegError(Exception):
@@ -17,6 +17,10 @@ class UnknownNameError(RetinasegError, KeyError):
         return self.args[0]
 
 
+class OptionError(RetinasegError):
+    """An option value that a plugin does not accept: a usage error (exit status 2), like a bad click value."""
+
+
 class DuplicateNameError(RetinasegError):
     """Two plugins registered the same name."""
 
@@ -31,3 +35,10 @@ class DatasetError(RetinasegError):
 
 class CheckpointError(RetinasegError):
     """A weights file that cannot be loaded safely."""
+
+
+def shown(path) -> str:
+    """A file name as messages print it: as it is, or quoted with escapes when it holds a newline or another
+    unprintable character, so every message stays one line."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)

@@ -10,7 +10,7 @@ import torch
 from retinaseg.checkpoint import for_shipping, load_checkpoint, save_checkpoint, sha256, weights_dir
 from retinaseg.errors import CheckpointError, RetinasegError
 from retinaseg.preprocess import NORMALIZATION
-from retinaseg.registry import ModelSpec, get_model
+from retinaseg.registry import ModelSpec, check_options, get_model
 
 DEFAULT_MODEL = "vesselnet"
 
@@ -39,10 +39,13 @@ class LoadedModel:
 
 
 def model_config(spec: ModelSpec, options: Optional[dict] = None, fov_diameter: Optional[int] = None) -> dict:
+    """A new model's config; options are checked against what its builder accepts."""
+    options = check_options("model", spec.name, spec.build, options or {}, declared=spec.options,
+                            fixed=("in_channels", "classes"))
     return {
         "model": spec.name,
         "classes": spec.classes,
-        "options": {**spec.options, **(options or {})},
+        "options": {**spec.options, **options},
         "fov_diameter": int(fov_diameter or spec.fov_diameter),
         "size_divisor": spec.size_divisor,
         "normalization": NORMALIZATION,

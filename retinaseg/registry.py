@@ -4,10 +4,11 @@ Names are lowercase (``unet-resnet34``). An unknown name raises UnknownNameError
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
-from retinaseg.errors import DuplicateNameError, UnknownNameError
+from retinaseg.errors import DuplicateNameError, OptionError, UnknownNameError
 from retinaseg.inference import MAX_DOWNSCALE
 from retinaseg.inference.views import FLIP_VIEWS
 from retinaseg.plugins import load_plugins, plugin_package, pm
@@ -131,3 +132,41 @@ def get_loss(name: str) -> LossSpec:
 
 def get_dataset(name: str) -> DatasetSpec:
     return _get(all_datasets(), "dataset", name)
+
+
+def check_options(kind: str, name: str, builder: Callable[..., Any], options: dict, declared: Optional[dict] = None,
+                  fixed: tuple = (), leading: int = 0) -> dict:
+    """The options a user gave for a plugin's builder, checked against its signature before anything is built:
+    names it does not accept, and values whose type differs from the default's, raise OptionError listing the
+    accepted options. fixed: parameters the core passes itself by name (in_channels, classes); leading: how
+    many it passes by position first (a dataset's root and split). declared: the
+    ModelSpec's own defaults, which take precedence over the signature's. Ints given for float options become
+    floats."""
+    try:
+        parameters = inspect.signature(builder).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check against
+        return dict(options)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    fixed = (*fixed, *list(parameters)[:leading])
+    accepted = {key: (declared or {}).get(key, p.default) for key, p in parameters.items()
+                if key not in fixed and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   inspect.Parameter.KEYWORD_ONLY)}
+    listing = ", ".join(f"{key}={default!r}" if default is not inspect.Parameter.empty else key
+                        for key, default in accepted.items()) or "none"
+    checked = {}
+    for key, value in options.items():
+        if key not in accepted:
+            if takes_any and key not in fixed:
+                checked[key] = value
+                continue
+            raise OptionError(f"{kind} {name!r} has no option {key!r}; it accepts: {listing}")
+        default = accepted[key]
+        expected = type(default) if default not in (None, inspect.Parameter.empty) else None
+        if expected is float and type(value) is int:
+            value = float(value)
+        if expected in (bool, int, float, str) and type(value) is not expected:
+            words = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+            raise OptionError(f"{kind} {name!r} option {key}={value!r}: expected {words[expected]} (default "
+                              f"{default!r}); it accepts: {listing}")
+        checked[key] = value
+    return checked

@@ -7,7 +7,7 @@ import torch
 
 from retinaseg.checkpoint import WEIGHTS_DIR_ENV, sha256, weights_dir
 from retinaseg.inference.predictor import _fold_batch_norm
-from retinaseg.inference.runner import Runner, RunConfig
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.models import DEFAULT_MODEL, build_module, load_model, model_config
 from retinaseg.registry import get_model
 from retinaseg.synthetic import synthetic_fundus
@@ -93,7 +93,7 @@ def test_each_shipped_weight_file_loads_and_segments_a_synthetic_photo(file_name
     path = weights_dir() / file_name
     assert sha256(path) == entry["sha256"], "weights file does not match its manifest entry"
     model = load_model(entry["model"], path)
-    runner = Runner(model, RunConfig(device="cpu"))
+    runner = Segmenter(model, SegmentConfig(device="cpu"))
     scores = []
     for seed in (21, 22):
         sample = synthetic_fundus((400, 440), seed=seed)
@@ -110,7 +110,8 @@ def test_the_default_model_segments_alike_on_cuda_and_cpu():
     # normalisation, scale or device transfer moves them by 0.1 or more and flips many labels.
     sample = synthetic_fundus((400, 440), seed=21)
     model = load_model(DEFAULT_MODEL)
-    on_cpu, on_gpu = (Runner(model, RunConfig(device=device)).predict(sample.image)[0] for device in ("cpu", "cuda"))
+    on_cpu, on_gpu = (Segmenter(model, SegmentConfig(device=device)).predict(sample.image)[0]
+                      for device in ("cpu", "cuda"))
     difference = np.abs(on_cpu - on_gpu)[sample.fov]
     flipped = ((on_cpu >= 0.5) != (on_gpu >= 0.5))[sample.fov].mean()
     print(f"mean |difference| {difference.mean():.2e}, max {difference.max():.3f}, labels flipped {flipped:.2e}")
@@ -274,8 +275,8 @@ def test_an_ensemble_file_runs_as_the_mean_of_its_members_probabilities(tmp_path
     photo = (synthetic_fundus((220, 240), seed=3).image * 255).astype(np.uint8)
     # through the whole runner (BatchNorm folding, resizing back; bf16 autocast on CUDA): the same as running
     # each and averaging
-    alone = [Runner(load_model("unet", path), RunConfig(device=device)).predict(photo) for path in members]
-    pair = Runner(load_model("unet", tmp_path / "pair.pt"), RunConfig(device=device)).predict(photo)
+    alone = [Segmenter(load_model("unet", path), SegmentConfig(device=device)).predict(photo) for path in members]
+    pair = Segmenter(load_model("unet", tmp_path / "pair.pt"), SegmentConfig(device=device)).predict(photo)
     assert np.abs(alone[0] - alone[1]).max() > 0.05  # the members differ, so the test can tell them apart
     np.testing.assert_allclose(pair, (alone[0] + alone[1]) / 2, atol=1e-4 if device == "cpu" else 2e-3)
     # traceable, so the runner folds its BatchNorms as it does a single model's

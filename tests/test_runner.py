@@ -15,7 +15,8 @@ import retinaseg.io.atomic as atomic
 from retinaseg import av, hookimpl
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.inference import FEW_VESSELS
-from retinaseg.inference.runner import Runner, RunConfig
+from retinaseg.inference.runner import run_batch
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.inference.views import View
 from retinaseg.models import load_model
 from retinaseg.registry import ModelSpec
@@ -200,8 +201,8 @@ def test_each_test_time_view_is_undone_before_views_are_averaged(views):
     fov = np.ones(green.shape, dtype=bool)
     with registered(ViewsPlugin(views), "views-plugin"):
         model = load_model("green-level")
-        plain = Runner(model, RunConfig(device="cpu", tta=False)).predict(photo, fov)[0]
-        viewed = Runner(model, RunConfig(device="cpu", tta=True)).predict(photo, fov)[0]
+        plain = Segmenter(model, SegmentConfig(device="cpu", tta=False)).predict(photo, fov)[0]
+        viewed = Segmenter(model, SegmentConfig(device="cpu", tta=True)).predict(photo, fov)[0]
     assert plain[:, -1].mean() - plain[:, 0].mean() > 0.6  # what a view left flipped would get wrong
     assert np.abs(viewed - plain).mean() < 0.01
 
@@ -227,7 +228,7 @@ def test_a_view_must_have_a_known_flip_and_a_sane_scale():
 
 def test_prediction_is_sensible_on_a_synthetic_photo(fake_models):
     sample = synthetic_fundus(256, seed=11)
-    runner = Runner(load_model("dark-vessels"), RunConfig(device="cpu"))
+    runner = Segmenter(load_model("dark-vessels"), SegmentConfig(device="cpu"))
     prob = runner.predict(sample.image)
     assert prob.shape == (1, 256, 256)
     assert f1(prob[0] >= 0.5, sample.vessels, sample.fov) > 0.5
@@ -370,7 +371,8 @@ def test_shipped_weights_are_recorded_with_their_sha256(tmp_path, photo_folder):
     from retinaseg.checkpoint import sha256
 
     model = load_model("vesselnet")
-    summary = Runner(model, RunConfig(device="cpu")).run(sorted(photo_folder.iterdir())[:1], tmp_path, progress=False)
+    summary = run_batch(Segmenter(model, SegmentConfig(device="cpu")), sorted(photo_folder.iterdir())[:1], tmp_path,
+                        progress=False)
     report = json.loads((tmp_path / "run.json").read_text())
     assert summary.ok == 1 and report["weights_sha256"] == sha256(model.weights)
 
@@ -394,26 +396,26 @@ def test_same_stem_twice_is_reported_not_overwritten(cli, tmp_path, photo_folder
 
 
 def test_atomic_write_leaves_nothing_behind_when_writing_fails(tmp_path, monkeypatch):
-    def exploding_imwrite(path, image, **kwargs):
+    def exploding_encode(path, image):
         with open(path, "wb") as f:
             f.write(b"\x89PNG half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(atomic.iio, "imwrite", exploding_imwrite)
+    monkeypatch.setattr(atomic, "encode_png", exploding_encode)
     with pytest.raises(OSError):
         atomic.write_png(tmp_path / "x.png", np.zeros((4, 4), np.uint8))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_writes_are_reported_per_image(cli, tmp_path, photo_folder, fake_models, monkeypatch):
-    real = atomic.iio.imwrite
+    real = atomic.encode_png
 
-    def fail_for_b(path, image, **kwargs):
+    def fail_for_b(path, image):
         if ".b.png" in str(path):
             raise OSError("disk full")
-        return real(path, image, **kwargs)
+        return real(path, image)
 
-    monkeypatch.setattr(atomic.iio, "imwrite", fail_for_b)
+    monkeypatch.setattr(atomic, "encode_png", fail_for_b)
     out = tmp_path / "out"
     result = run(cli, "-m", "dark-vessels", photo_folder, out)
     assert result.exit_code == 1 and "could not write outputs" in result.output and "disk full" in result.output

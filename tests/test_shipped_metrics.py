@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from retinaseg.evaluation.evaluate import evaluate
-from retinaseg.inference.runner import Runner, RunConfig
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.manifest import read_manifest
 from retinaseg.models import load_model
 from retinaseg.checkpoint import weights_dir
@@ -24,8 +24,8 @@ entries = [(name, key) for name, entry in sorted(read_manifest().items())
 @pytest.mark.parametrize("file_name,key", entries)
 def test_weights_reproduce_their_manifest_metrics(file_name, key):
     entry = read_manifest()[file_name]
-    runner = Runner(load_model(entry["model"], weights_dir() / file_name), RunConfig(device="cpu"))
-    result = evaluate(DATASET_OF[key], DATA, "test", runner=runner)
+    runner = Segmenter(load_model(entry["model"], weights_dir() / file_name), SegmentConfig(device="cpu"))
+    result = evaluate(DATASET_OF[key], DATA, "test", segmenter=runner)
     recorded = entry["metrics"][key]["mean"]
     for metric in ("f1", "acc", "auc_roc", "weighted_f1", "av_accuracy"):
         if metric in recorded:

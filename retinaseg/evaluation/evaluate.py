@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import tifffile
@@ -18,7 +18,7 @@ from retinaseg.datasets import Sample, check_same_size, load_samples, read_fov, 
 from retinaseg.errors import RetinasegError
 from retinaseg.evaluation.metrics import av_metrics, binary_metrics, summarize
 from retinaseg.inference.outputs import OUTPUT_FOLDERS
-from retinaseg.inference.runner import Runner
+from retinaseg.inference.segmenter import Segmenter
 from retinaseg.io.images import read_binary_mask, read_mask, read_photo
 
 VESSEL_COLUMNS = ("se", "sp", "acc", "precision", "f1", "iou", "mcc", "mse", "auc_roc", "auc_pr")
@@ -76,20 +76,20 @@ def _read_prediction(folder: Path, sample: Sample, task: str):
     return labels, prob
 
 
-def evaluate(dataset: str, data_root, split: str = "test", runner: Optional[Runner] = None,
+def evaluate(dataset: str, data_root, split: str = "test", segmenter: Optional[Segmenter] = None,
              pred_dir=None, use_fov: bool = True, source: str = "", dataset_options: Optional[dict] = None,
-             on_image: Callable[[dict], None] = lambda row: None, progress: bool = False,
+             progress: bool = False,
              ids: Optional[set] = None) -> Evaluation:
     """ids: score only the samples with these ids (e.g. a training run's validation images)."""
     from tqdm import tqdm
 
-    if (runner is None) == (pred_dir is None):
+    if (segmenter is None) == (pred_dir is None):
         raise RetinasegError("evaluate needs exactly one of a model or a prediction folder")
     spec, samples = load_samples(dataset, data_root, split, **(dataset_options or {}))
     if ids is not None:
         samples = [s for s in samples if s.id in ids]
     task = spec.task
-    if runner is not None and runner.model.classes == 1:
+    if segmenter is not None and segmenter.model.classes == 1:
         task = "vessel"  # a binary model on an A/V dataset is scored on the vessel tree (label > 0)
     result = Evaluation(dataset, split, task, source)
     for sample in tqdm(samples, desc=f"evaluating {dataset} {split}", unit="img", disable=not progress):
@@ -98,8 +98,8 @@ def evaluate(dataset: str, data_root, split: str = "test", runner: Optional[Runn
         check_same_size(sample, photo, truth)
         fov = read_fov(sample, photo)
         mask = fov if use_fov else None
-        if runner is not None:
-            prob = runner.predict(photo, fov)
+        if segmenter is not None:
+            prob = segmenter.predict(photo, fov)
             if task == "vessel" and prob.shape[0] > 1:
                 prob = 1 - prob[av.BACKGROUND:av.BACKGROUND + 1]
             row = _score(task, truth, mask, prob=prob)
@@ -111,7 +111,6 @@ def evaluate(dataset: str, data_root, split: str = "test", runner: Optional[Runn
             row = _score(task, truth, mask, labels=labels, prob=prob)
         row = {"id": sample.id, **row}
         result.rows.append(row)
-        on_image(row)
         if sample.second_label is not None and task == "vessel":
             second = read_label(sample.second_label, "vessel")
             result.reference_rows.append({"id": sample.id, **binary_metrics(truth, pred=second, mask=mask)})

@@ -16,7 +16,6 @@ import numpy as np
 from retinaseg import av
 
 THRESHOLD = 0.5
-CONFUSION_METRICS = ("se", "sp", "acc", "precision", "f1", "iou", "mcc")
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:

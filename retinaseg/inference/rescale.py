@@ -35,6 +35,7 @@ class Prepared:
     fov_work: torch.Tensor  # inside the crop, working scale
     image: torch.Tensor  # 3 x crop at working scale, standardised
     photo: Optional[np.ndarray] = None  # kept only for overlays and the vessel model
+    keep_photo: bool = False  # kept after the vessel model has run (for an overlay)
     seconds: float = 0.0
     vessel: Optional[np.ndarray] = None  # raw-size vessel probability (1xHxW) of the gating binary model, if any
     # (image, FOV) of the crop as each test-time view sees it (the image scaled and flipped, the FOV at the view's

@@ -1,61 +1,49 @@
-"""The batch runner shared by every model: read -> working scale -> sliding window -> raw size -> write.
+"""The batch runner shared by every model: photos on disk -> the segmenter -> outputs on disk.
 
-Reading runs in worker threads ahead of the network, and writing in a writer thread behind it, so decoding
-and encoding overlap with compute. Each photo is resized so its FOV has the model's working diameter (or to a
-fixed --resize), predicted by tiles or in one pass (with --tta once per test-time view, the views' probabilities
-averaged at the output's size), and its probabilities are resized back to the raw size before thresholding.
-Pixels outside the FOV are background.
+Reading runs in worker threads ahead of the network, and writing in a writer thread behind it, so decoding and
+encoding overlap with compute. Here: the threads, the order of photos, skipping and resuming, run.json. How a
+photo is segmented is segmenter.py; what is written of it outputs.py.
 
-Here: the threads, the order of photos, skipping and resuming, run.json. The working scale and back is
-rescale.py, the call of the network predictor.py, tiling sliding_window.py, what is written outputs.py.
+An output folder holds one model's outputs: run.json records what made them (model, weights, the settings that
+change them), and a later run with another model or such settings refuses to skip them as done, unless told
+to redo them (--overwrite).
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from retinaseg import __version__
-from retinaseg.errors import ImageReadError, RetinasegError
+from retinaseg.errors import ImageReadError, RetinasegError, shown
 from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.outputs import OUTPUT_FOLDERS, labels_of, overlay, render
-from retinaseg.inference.predictor import make_predictor
-from retinaseg.inference.rescale import Prepared, gate_with_fov, prepare, to_raw_size, to_work_size
-from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
-from retinaseg.inference.views import PLAIN, View
-from retinaseg.io.atomic import write_float_tiff, write_json, write_png
+from retinaseg.inference.rescale import Prepared, to_raw_size, to_work_size
+from retinaseg.inference.segmenter import Segmenter
+from retinaseg.io.atomic import TEMP_SUFFIX, remove_stale_temp_files, write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto
-from retinaseg.models import LoadedModel, resolve_device
+
+REPORT = "run.json"
+REPORT_EVERY_SECONDS = 30  # run.json is rewritten this often, so a killed run keeps what it measured
 
 
-@dataclass
-class RunConfig:
-    device: str = "auto"
-    # Batching gains nothing on CPU, and on a GPU batch 8 was slower than 1 on a long folder (README, Speed).
-    batch_size: int = 1
-    tile_size: int = 512
-    overlap: float = 0.25
-    whole_image_pixels: int = 1280 * 1280
-    tta: Optional[bool] = None  # None: the model's (ModelSpec.tta)
-    resize: Optional[tuple] = None  # (width, height): fixed working size instead of the FOV scale
-    max_downscale: Optional[float] = None  # None: the weights' or model's (LoadedModel.max_downscale); 0: no limit
+@dataclass(frozen=True)
+class BatchConfig:
     save_prob: bool = False
     overlay: bool = False
     overwrite: bool = False
     fov_dir: Optional[str] = None
-    # FOV diameter (raw pixels) of photos whose FOV fills the frame: a crop inside the retina shows no edge to
-    # measure, and scaling it as if the frame were the FOV shows its vessels too wide
-    raw_fov_diameter: Optional[int] = None
     workers: int = 2
 
 
@@ -81,15 +69,6 @@ class ImageRecord:
 MEASURED = ("raw_size", "working_size", "fov_diameter", "vessel_fraction")  # per photo, kept across resumed runs
 
 
-def _earlier_records(report: Path) -> dict:
-    """stem -> what an earlier run.json in the same output folder recorded of each photo done."""
-    try:
-        images = json.loads(report.read_text())["images"]
-        return {r["stem"]: r for r in images if r.get("status") in ("ok", "skipped")}
-    except (OSError, ValueError, KeyError, TypeError):  # no earlier report, or an unreadable one: nothing to keep
-        return {}
-
-
 @dataclass
 class RunSummary:
     ok: int = 0
@@ -97,6 +76,7 @@ class RunSummary:
     failed: int = 0
     seconds: float = 0.0
     records: list = field(default_factory=list)
+    error: str = ""  # what stopped the run as a whole (an output folder that cannot be written)
 
     @property
     def few_vessels(self) -> int:
@@ -105,7 +85,7 @@ class RunSummary:
 
     @property
     def success(self) -> bool:
-        return self.failed == 0
+        return self.failed == 0 and not self.error
 
     def line(self) -> str:
         processed = self.ok / self.seconds if self.seconds > 0 else 0.0
@@ -114,100 +94,181 @@ class RunSummary:
                 f"({processed:.2f} images/s){flagged}")
 
 
-class Runner:
-    """Runs one loaded model over many photos. An A/V model may take its vessel/background split from a binary
-    vessel model (vessel_model), which then runs beside it on each photo at its own working scale."""
+def output_paths(out_dir: Path, stem: str, config: BatchConfig) -> dict:
+    paths = {"small": out_dir / OUTPUT_FOLDERS["small"] / f"{stem}.png",
+             "raw": out_dir / OUTPUT_FOLDERS["raw"] / f"{stem}.png"}
+    if config.save_prob:
+        paths["prob"] = out_dir / OUTPUT_FOLDERS["prob"] / f"{stem}.tif"
+    if config.overlay:
+        paths["overlay"] = out_dir / OUTPUT_FOLDERS["overlay"] / f"{stem}.png"
+    return paths
 
-    def __init__(self, model: LoadedModel, config: RunConfig = RunConfig(), notify: Callable[[str], None] = print,
-                 vessel_model: Optional[LoadedModel] = None):
-        self.model, self.config, self.notify = model, config, notify
-        self.vessel_runner = None
-        if vessel_model is not None:
-            if model.classes == 1:
-                raise RetinasegError(f"a vessel model gates an A/V model's vessels; {model.spec.name!r} is itself "
-                                     f"a binary vessel model")
-            if vessel_model.classes != 1:
-                raise RetinasegError(f"the vessel model must be a binary vessel model; {vessel_model.spec.name!r} "
-                                     f"has {vessel_model.classes} classes")
-            # at its own working scale and test-time views; otherwise as this runner (device, tiles, FOV diameter)
-            self.vessel_runner = Runner(vessel_model, replace(config, tta=None, max_downscale=None), notify)
-        self.device = resolve_device(config.device)
-        if config.max_downscale is None:
-            config = replace(config, max_downscale=model.max_downscale)
-        if config.tta is None:
-            config = replace(config, tta=model.spec.tta)
-        self.config = config
-        divisor = model.config["size_divisor"]
-        tile = max(divisor, config.tile_size // divisor * divisor)
-        self.window = SlidingWindow(tile_size=tile, overlap=config.overlap, size_divisor=divisor,
-                                    whole_image_pixels=config.whole_image_pixels)
-        self.predictor = make_predictor(model, self.device, notify)
-        self.views = tuple(model.spec.tta_views) if config.tta else (PLAIN,)
-        self._told_frame_is_fov = False  # the warning for photos whose FOV fills the frame: once per run
 
-    # -- in memory (used by `retinaseg eval` and tests) -----------------------------------------------------
-    def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
-                keep_photo: bool = False) -> Prepared:
-        prepared = prepare(photo, fov, self.model.fov_diameter, self.config.resize, index,
-                           keep_photo or self.vessel_runner is not None, self.config.max_downscale,
-                           self.config.raw_fov_diameter)
-        prepared.view_inputs = [self._view_input(photo, prepared, view) for view in self.views]
-        return prepared
+def run_batch(segmenter: Segmenter, inputs: list, out_dir, config: BatchConfig = BatchConfig(),
+              notify: Callable[[str], None] = print, progress: bool = True) -> RunSummary:
+    """Segment InputPhoto items (or plain paths, named by their stems) into out_dir. One bad photo fails alone;
+    a folder that cannot be written ends the run with summary.error set."""
+    return _BatchJob(segmenter, config, notify, Path(out_dir), inputs).run(progress)
 
-    def _view_input(self, photo: np.ndarray, prepared: Prepared, view: View) -> tuple:
-        """(image, FOV) of the FOV crop at the view's scale: the same raw region, so its prediction resizes back
-        onto it."""
-        image, fov = prepared.image, prepared.fov_work
-        if view.scale != 1:
-            fixed = self.config.resize and tuple(round(side * view.scale) for side in self.config.resize)
-            cap = self.config.max_downscale
-            scaled = prepare(photo, prepared.fov_raw, round(self.model.fov_diameter * view.scale), fixed,
-                             max_downscale=cap / view.scale if cap else cap,
-                             raw_fov_diameter=self.config.raw_fov_diameter)
-            image, fov = scaled.image, scaled.fov_work
-        return (torch.flip(image, view.dims) if view.dims else image), fov
 
-    def predict_prepared(self, items: Iterable[Prepared]) -> Iterator[tuple[Prepared, list]]:
-        """Yield (prepared, crop probabilities) in input order: one KxHxW tensor at the working scale, or with
-        test-time views one per view at its own scale, flips undone (to_raw_size and to_work_size merge them)."""
-        pending: dict = {}
+def made_with(description: dict) -> dict:
+    """What decides a folder's outputs, from Segmenter.describe(): the weights by content, not by path."""
+    return {"model": description["model"], "weights_sha256": description["weights_sha256"],
+            "settings": description.get("settings"),
+            "vessel_model": made_with(description["vessel_model"]) if description.get("vessel_model") else None}
 
-        def stream():
-            for item in items:
-                pending[item.index] = item
-                for view, (image, _) in enumerate(item.view_inputs):
-                    yield (item.index, view), image
 
-        view_probs = []  # the current photo's, one per view, in the order of self.views
-        for (index, _), prob in predict_stream(stream(), self.predictor, self.window, self.config.batch_size):
-            view_probs.append(prob)
-            if len(view_probs) < len(self.views):
+class _BatchJob:
+    """One run over files: its records, progress bar, reader and writer threads, and run.json."""
+
+    def __init__(self, segmenter: Segmenter, config: BatchConfig, notify: Callable[[str], None], out_dir: Path,
+                 inputs: list):
+        self.segmenter, self.config, self.notify, self.out_dir = segmenter, config, notify, out_dir
+        self.records = [ImageRecord(str(p.path), p.name) if isinstance(p, InputPhoto)
+                        else ImageRecord(str(p), Path(p).stem) for p in inputs]
+        self.started = time.perf_counter()
+        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.told_frame_is_fov = False  # the warning for photos whose FOV fills the frame: once per run
+        self.bar = None
+        self.lookahead = segmenter.config.batch_size + 2
+
+    def run(self, progress: bool) -> RunSummary:
+        from tqdm import tqdm
+
+        try:
+            todo = self._open_folder()
+        except OSError as exc:
+            return self._stopped(f"{shown(self.out_dir)}: cannot write the output folder ({_reason(exc)})")
+        self.bar = tqdm(total=len(self.records), unit="img", desc="segmenting", disable=not progress,
+                        dynamic_ncols=True)
+        self.bar.update(len(self.records) - len(todo))
+        readers = ThreadPoolExecutor(max(1, self.config.workers), thread_name_prefix="retinaseg-read")
+        writer = ThreadPoolExecutor(1, thread_name_prefix="retinaseg-write")
+        writes: deque = deque()
+        try:
+            last = saved = time.perf_counter()
+            for prepared, probs in self.segmenter.predict_prepared(self._prepared_items(todo, readers)):
+                record = self.records[prepared.index]
+                now = time.perf_counter()
+                record.seconds, record.read_seconds = round(now - last, 3), round(prepared.seconds, 3)
+                last = now
+                record.raw_size = [int(prepared.raw_size[1]), int(prepared.raw_size[0])]
+                record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
+                record.fov_diameter = prepared.diameter
+                paths = output_paths(self.out_dir, record.stem, self.config)
+                writes.append((writer.submit(self._write, paths, prepared, probs), record))
+                while len(writes) > self.lookahead or (writes and writes[0][0].done()):
+                    self._finish(*writes.popleft())
+                if now - saved > REPORT_EVERY_SECONDS:
+                    self._save_report(self._summary(), final=False)
+                    saved = now
+            while writes:
+                self._finish(*writes.popleft())
+        finally:
+            readers.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True)
+            self.bar.close()
+            for record in self.records:
+                if record.status == "pending":
+                    record.status, record.message = "failed", "interrupted before it was processed"
+            summary = self._summary()
+            self._save_report(summary, final=True)
+        return summary
+
+    # -- the folder -------------------------------------------------------------------------------------------
+    def _open_folder(self) -> list[int]:
+        """Creates the folder, removes what killed runs left, checks that its outputs were made the way this
+        run makes them, and records this run in run.json before any photo. Returns the indices to process."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        candidates = [*self.out_dir.glob(f".*{TEMP_SUFFIX}"),
+                      *(p for folder in OUTPUT_FOLDERS.values() if (self.out_dir / folder).is_dir()
+                        for p in (self.out_dir / folder).rglob(f".*{TEMP_SUFFIX}"))]
+        removed = remove_stale_temp_files(candidates)
+        if removed:
+            self.notify(f"note: removed {removed} temporary file(s) left by an interrupted run")
+        earlier = self._earlier_report()
+        todo = self._select(earlier.get("images", {}))
+        skipped = sum(r.status == "skipped" for r in self.records)
+        if skipped and earlier.get("made_with") is None:
+            self.notify(f"note: {skipped} photo(s) already have outputs in {shown(self.out_dir)}, and no run.json "
+                        f"says what made them; they are taken as done (--overwrite redoes them)")
+        elif skipped:
+            self._check_made_alike(earlier["made_with"])
+        self._save_report(self._summary(), final=False)  # raises OSError when the folder cannot be written
+        return todo
+
+    def _earlier_report(self) -> dict:
+        """What an earlier run.json in this folder says: made_with, and stem -> record of each photo done."""
+        try:
+            report = json.loads((self.out_dir / REPORT).read_text())
+            images = {r["stem"]: r for r in report["images"] if r.get("status") in ("ok", "skipped")}
+            # a run.json written before made_with existed says at least the model and weights
+            earlier = report.get("made_with") or {"model": report["model"],
+                                                  "weights_sha256": report.get("weights_sha256")}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one of ours
+            return {}
+        return {"made_with": earlier, "images": images}
+
+    def _check_made_alike(self, earlier: dict) -> None:
+        """Outputs about to be skipped as done must have been made as this run makes them."""
+        ours = made_with(self.segmenter.describe())
+        differs = [key.replace("_", " ") for key in earlier if earlier[key] != ours.get(key)]
+        if differs:
+            raise RetinasegError(
+                f"{shown(self.out_dir)} holds outputs that its run.json says were made otherwise (other "
+                f"{', '.join(differs)}; model {earlier.get('model')!r}, this run {ours['model']!r}): they would be "
+                f"skipped as done and mixed with this run's. Use --overwrite to redo them, or another output folder")
+
+    def _select(self, earlier: dict) -> list[int]:
+        """Indices to process: not already done (unless overwrite), and not clashing with another input's
+        output name. A photo done by an earlier run keeps what that run's run.json measured of it."""
+        todo, owners = [], {}
+        for i, record in enumerate(self.records):
+            if record.stem in owners:
+                self._fail(record, f"{shown(record.input)}: output name {record.stem!r} is already used by "
+                                   f"{shown(self.records[owners[record.stem]].input)}; rename one of them")
                 continue
-            item = pending.pop(index)
-            probs = [gate_with_fov(torch.flip(prob, view.dims) if view.dims else prob, fov)
-                     for prob, view, (_, fov) in zip(view_probs, self.views, item.view_inputs, strict=True)]
-            view_probs, item.view_inputs = [], None
-            if self.vessel_runner is not None:
-                item.vessel = self.vessel_runner.predict(item.photo, item.fov_raw)
-                if not self.config.overlay:
-                    item.photo = None
-            yield item, probs
+            owners[record.stem] = i
+            paths = output_paths(self.out_dir, record.stem, self.config).values()
+            if not self.config.overwrite and all(p.exists() for p in paths):
+                record.status, record.message = "skipped", "outputs exist (use --overwrite to redo)"
+                for key in MEASURED:
+                    setattr(record, key, earlier.get(record.stem, {}).get(key))
+                continue
+            todo.append(i)
+        return todo
 
-    def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None) -> np.ndarray:
-        """Raw-size probabilities (KxHxW) for one photo."""
-        prepared = self.prepare(photo, fov)
-        _, probs = next(self.predict_prepared([prepared]))
-        return to_raw_size(probs, prepared)
+    def _stopped(self, problem: str) -> RunSummary:
+        self.notify(f"error: {problem}")
+        for record in self.records:
+            record.status, record.message = "failed", f"not processed: {problem}"
+        summary = self._summary()
+        summary.error = problem
+        return summary
 
-    # -- on files -------------------------------------------------------------------------------------------
-    def outputs(self, out_dir: Path, stem: str) -> dict:
-        paths = {"small": out_dir / OUTPUT_FOLDERS["small"] / f"{stem}.png",
-                 "raw": out_dir / OUTPUT_FOLDERS["raw"] / f"{stem}.png"}
-        if self.config.save_prob:
-            paths["prob"] = out_dir / OUTPUT_FOLDERS["prob"] / f"{stem}.tif"
-        if self.config.overlay:
-            paths["overlay"] = out_dir / OUTPUT_FOLDERS["overlay"] / f"{stem}.png"
-        return paths
+    # -- photos in ---------------------------------------------------------------------------------------------
+    def _prepared_items(self, todo: list[int], readers: ThreadPoolExecutor) -> Iterator[Prepared]:
+        """Photos read and prepared in reader threads, up to lookahead ahead of the network, in input order."""
+        queue: deque = deque()
+        indices = iter(todo)
+        while True:
+            while len(queue) < self.lookahead:
+                index = next(indices, None)
+                if index is None:
+                    break
+                queue.append((index, readers.submit(self._read, Path(self.records[index].input), index)))
+            if not queue:
+                return
+            index, future = queue.popleft()
+            record = self.records[index]
+            try:
+                yield future.result()
+            except ImageReadError as exc:
+                self._fail(record, str(exc))
+                self.bar.update(1)
+            except Exception as exc:  # a bad file must not stop the batch
+                self._fail(record, f"{shown(record.input)}: {type(exc).__name__}: {_reason(exc)}")
+                self.bar.update(1)
 
     def _read(self, path: Path, index: int) -> Prepared:
         started = time.perf_counter()
@@ -217,17 +278,19 @@ class Runner:
             fov_path = _find_fov(Path(self.config.fov_dir), path.stem)
             fov = read_binary_mask(fov_path)
             if fov.shape != photo.shape[:2]:
-                raise ImageReadError(f"{fov_path}: FOV mask is {fov.shape[1]}x{fov.shape[0]} but {path.name} is "
-                                     f"{photo.shape[1]}x{photo.shape[0]}")
-        prepared = self.prepare(photo, fov, index, keep_photo=self.config.overlay)
-        unmeasured = prepared.fov_raw.all() and not (self.config.raw_fov_diameter or self.config.resize)
-        if unmeasured and not self._told_frame_is_fov:  # a photo with no FOV edge: nothing to measure its size by
-            self._told_frame_is_fov = True
-            self.notify(f"warning: {path.name}: no dark surround, so the frame is taken as the FOV; for crops of a "
-                        f"larger retina give --raw-fov-diameter (said once per run)")
+                raise ImageReadError(f"{shown(fov_path)}: FOV mask is {fov.shape[1]}x{fov.shape[0]} but "
+                                     f"{shown(path.name)} is {photo.shape[1]}x{photo.shape[0]}")
+        prepared = self.segmenter.prepare(photo, fov, index, keep_photo=self.config.overlay)
+        settings = self.segmenter.config
+        unmeasured = prepared.fov_raw.all() and not (settings.raw_fov_diameter or settings.resize)
+        if unmeasured and not self.told_frame_is_fov:  # a photo with no FOV edge: nothing to measure its size by
+            self.told_frame_is_fov = True
+            self.notify(f"warning: {shown(path.name)}: no dark surround, so the frame is taken as the FOV; for "
+                        f"crops of a larger retina give --raw-fov-diameter (said once per run)")
         prepared.seconds = time.perf_counter() - started
         return prepared
 
+    # -- outputs out -------------------------------------------------------------------------------------------
     def _write(self, paths: dict, prepared: Prepared, probs: list) -> float:
         """Writes a photo's outputs; returns the share of its FOV labelled vessel."""
         small = labels_of(to_work_size(probs, prepared).numpy())
@@ -241,114 +304,41 @@ class Runner:
         write_png(paths["raw"], render(labels))  # last: its presence marks the image as done
         return float((labels > 0)[prepared.fov_raw].mean()) if prepared.fov_raw.any() else 0.0
 
-    def run(self, inputs: list, out_dir, progress: bool = True) -> RunSummary:
-        """Process InputPhoto items (or plain paths, named by their stems) into out_dir."""
-        from tqdm import tqdm
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        records = [ImageRecord(str(p.path), p.name) if isinstance(p, InputPhoto) else ImageRecord(str(p), Path(p).stem)
-                   for p in inputs]
-        todo = self._select(records, out_dir)
-        self._told_frame_is_fov = False
-        bar = tqdm(total=len(records), unit="img", desc="segmenting", disable=not progress, dynamic_ncols=True)
-        bar.update(len(records) - len(todo))
-
-        def fail(record: ImageRecord, message: str):
-            record.status, record.message = "failed", message
-            self.notify(f"failed: {message}")
-
-        readers = ThreadPoolExecutor(max(1, self.config.workers), thread_name_prefix="retinaseg-read")
-        writer = ThreadPoolExecutor(1, thread_name_prefix="retinaseg-write")
-        writes: deque = deque()
-        lookahead = self.config.batch_size + 2
-
-        def prepared_items() -> Iterator[Prepared]:
-            queue: deque = deque()
-            paths = iter(todo)
-            while True:
-                while len(queue) < lookahead:
-                    index = next(paths, None)
-                    if index is None:
-                        break
-                    queue.append((index, readers.submit(self._read, Path(records[index].input), index)))
-                if not queue:
-                    return
-                index, future = queue.popleft()
-                try:
-                    yield future.result()
-                except ImageReadError as exc:
-                    fail(records[index], str(exc))
-                    bar.update(1)
-                except Exception as exc:  # a bad file must not stop the batch
-                    fail(records[index], f"{records[index].input}: {type(exc).__name__}: {exc}")
-                    bar.update(1)
-
-        def finish(future: Future, record: ImageRecord):
-            try:
-                record.vessel_fraction = round(future.result(), 4)
-                record.status = "ok"
-                if record.few_vessels:
-                    record.message = f"few vessels found ({record.vessel_fraction:.1%} of the FOV): check the photo"
-                    self.notify(f"warning: {record.input}: {record.message}")
-            except Exception as exc:
-                fail(record, f"{record.input}: could not write outputs ({type(exc).__name__}: {exc})")
-            bar.update(1)
-
+    def _finish(self, future: Future, record: ImageRecord) -> None:
         try:
-            last = time.perf_counter()
-            for prepared, probs in self.predict_prepared(prepared_items()):
-                record = records[prepared.index]
-                now = time.perf_counter()
-                record.seconds, record.read_seconds = round(now - last, 3), round(prepared.seconds, 3)
-                last = now
-                record.raw_size = [int(prepared.raw_size[1]), int(prepared.raw_size[0])]
-                record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
-                record.fov_diameter = prepared.diameter
-                paths = self.outputs(out_dir, record.stem)
-                writes.append((writer.submit(self._write, paths, prepared, probs), record))
-                while len(writes) > lookahead or (writes and writes[0][0].done()):
-                    finish(*writes.popleft())
-            while writes:
-                finish(*writes.popleft())
-        finally:
-            readers.shutdown(wait=True, cancel_futures=True)
-            writer.shutdown(wait=True)
-            bar.close()
-            summary = RunSummary(
-                ok=sum(r.status == "ok" for r in records), skipped=sum(r.status == "skipped" for r in records),
-                failed=sum(r.status in ("failed", "pending") for r in records),
-                seconds=time.perf_counter() - started, records=records)
-            for r in records:
-                if r.status == "pending":
-                    r.status, r.message = "failed", "interrupted before it was processed"
-            write_json(out_dir / "run.json", self._report(records, summary, started_at))
-        return summary
+            record.vessel_fraction = round(future.result(), 4)
+            record.status = "ok"
+            if record.few_vessels:
+                record.message = f"few vessels found ({record.vessel_fraction:.1%} of the FOV): check the photo"
+                self.notify(f"warning: {shown(record.input)}: {record.message}")
+        except Exception as exc:
+            self._fail(record, f"{shown(record.input)}: could not write outputs ({type(exc).__name__}: "
+                               f"{_reason(exc)})")
+        self.bar.update(1)
 
-    def _select(self, records: list[ImageRecord], out_dir: Path) -> list[int]:
-        """Indices to process: not already done (unless overwrite), and not clashing with another input's
-        output name. A photo done by an earlier run keeps what that run's run.json measured of it."""
-        todo, owners = [], {}
-        earlier = _earlier_records(out_dir / "run.json")
-        for i, record in enumerate(records):
-            if record.stem in owners:
-                record.status = "failed"
-                record.message = (f"{record.input}: output name {record.stem!r} is already used by "
-                                  f"{records[owners[record.stem]].input}; rename one of them")
-                self.notify(f"failed: {record.message}")
-                continue
-            owners[record.stem] = i
-            if not self.config.overwrite and all(p.exists() for p in self.outputs(out_dir, record.stem).values()):
-                record.status, record.message = "skipped", "outputs exist (use --overwrite to redo)"
-                for key in MEASURED:
-                    setattr(record, key, earlier.get(record.stem, {}).get(key))
-                continue
-            todo.append(i)
-        return todo
+    def _fail(self, record: ImageRecord, message: str) -> None:
+        record.status, record.message = "failed", message
+        self.notify(f"failed: {message}")
 
-    def _report(self, records, summary: RunSummary, started_at: str) -> dict:
+    # -- run.json ----------------------------------------------------------------------------------------------
+    def _summary(self) -> RunSummary:
+        statuses = [r.status for r in self.records]
+        return RunSummary(ok=statuses.count("ok"), skipped=statuses.count("skipped"),
+                          failed=len(statuses) - statuses.count("ok") - statuses.count("skipped"),
+                          seconds=time.perf_counter() - self.started, records=self.records)
+
+    def _save_report(self, summary: RunSummary, final: bool) -> None:
+        """Writes run.json. During the run an OSError propagates; at the end it becomes summary.error, so the
+        run still ends with its summary line."""
+        try:
+            write_json(self.out_dir / REPORT, self._report(summary, final))
+        except OSError as exc:
+            if not final:
+                raise
+            summary.error = f"{shown(self.out_dir / REPORT)}: could not write the run record ({_reason(exc)})"
+            self.notify(f"error: {summary.error}")
+
+    def _report(self, summary: RunSummary, final: bool) -> dict:
         from importlib.metadata import PackageNotFoundError, version
 
         def installed(package):
@@ -357,40 +347,46 @@ class Runner:
             except PackageNotFoundError:
                 return None
 
-        device = str(self.device)
-        if self.device.type == "cuda":
-            device += f" ({torch.cuda.get_device_name(self.device)})"
-        settings = asdict(self.config)
-        settings.update(tile_size=self.window.tile_size, size_divisor=self.window.size_divisor,
-                        views=[str(view) for view in self.views])
+        segmenter = self.segmenter
+        device = str(segmenter.device)
+        if segmenter.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(segmenter.device)})"
+        description = segmenter.describe()
+        vessel = segmenter.vessel_segmenter
         return {
-            "model": self.model.spec.name,
-            "model_config": self.model.config,
-            "weights": str(self.model.weights) if self.model.weights else None,
-            "weights_sha256": self.model.weights_sha256,
-            "vessel_model": None if self.vessel_runner is None else {
-                "model": self.vessel_runner.model.spec.name,
-                "weights": str(self.vessel_runner.model.weights) if self.vessel_runner.model.weights else None,
-                "weights_sha256": self.vessel_runner.model.weights_sha256,
-                "settings": {k: v for k, v in asdict(self.vessel_runner.config).items()
+            "model": description["model"],
+            "model_config": description["model_config"],
+            "weights": description["weights"],
+            "weights_sha256": description["weights_sha256"],
+            "vessel_model": None if vessel is None else {
+                **{key: description["vessel_model"][key] for key in ("model", "weights", "weights_sha256")},
+                "settings": {k: v for k, v in asdict(vessel.config).items()
                              if k in ("tta", "max_downscale", "batch_size")}},
-            "settings": settings,
+            "made_with": made_with(description),
+            "settings": {**segmenter.settings(), **asdict(self.config)},
             "device": device,
             "versions": {"retinaseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
                          "torchvision": installed("torchvision"), "numpy": np.__version__,
                          "segmentation_models_pytorch": installed("segmentation-models-pytorch")},
-            "started": started_at,
+            "started": self.started_at,
+            "finished": final,
             "seconds": round(summary.seconds, 3),
             "summary": {"ok": summary.ok, "skipped": summary.skipped, "failed": summary.failed,
                         "few_vessels": summary.few_vessels},
-            "images": [asdict(r) for r in records],
+            "images": [asdict(r) for r in self.records],
         }
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
 
 
 def _find_fov(folder: Path, stem: str) -> Path:
     candidates = sorted(p for p in folder.glob(f"{stem}*") if is_image_name(p.name))
     exact = [p for p in candidates if p.stem in (stem, f"{stem}_mask", f"{stem}_fov")]
     if not exact:
-        raise ImageReadError(f"{folder}: no FOV mask for {stem} (looked for {stem}, {stem}_mask, {stem}_fov "
-                             f"with an image extension)")
+        raise ImageReadError(f"{shown(folder)}: no FOV mask for {shown(stem)} (looked for <stem>, <stem>_mask, "
+                             f"<stem>_fov with an image extension)")
     return exact[0]

@@ -1,29 +1,64 @@
 """The one image reader: photos, masks and labels from every format the public data sets and cameras use.
 
-TIFF goes through tifffile (RGBA, 16-bit, LZW via imagecodecs); everything else through imageio's Pillow
-plugin (PNG, JPEG in any case of extension, GIF, PPM/PGM, BMP), with EXIF orientation applied. Every failure
-is an ImageReadError whose message names the file and the problem in one line.
+TIFF goes through tifffile (RGBA, 16-bit, LZW via imagecodecs); everything else through Pillow (PNG, JPEG in
+any case of extension, GIF, PPM/PGM, BMP), with EXIF orientation applied. Colour spaces are converted to RGB
+(CMYK and YCCK through the file's ICC profile when it has one, palettes applied, inverted grey TIFFs turned
+back); what cannot be converted correctly is refused, never guessed. Every failure is an ImageReadError whose
+message names the file and the problem in one line.
 """
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
+import warnings
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps
 
-from retinaseg.errors import ImageReadError
+from retinaseg.errors import ImageReadError, RetinasegError, shown
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 MIN_SIDE = 16
-# Refuse before decoding: 250 megapixels is ten times the largest fundus camera sensor.
-MAX_PIXELS = int(os.environ.get("RETINASEG_MAX_PIXELS", 250_000_000))
-# tifffile logs a multi-line warning before it fails on a corrupt file; our ImageReadError says it in one line.
-logging.getLogger("tifffile").setLevel(logging.ERROR)
+# Refused before decoding: 250 megapixels is ten times the largest fundus camera sensor.
+MAX_PIXELS_ENV = "RETINASEG_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 250_000_000
+# Sizes are checked on the header here, with one limit and one message; Pillow's own decompression-bomb check
+# (a warning above 89 MP, an error above 179 MP) would otherwise speak first, with other numbers.
+Image.MAX_IMAGE_PIXELS = None
+# tifffile logs lines that name no file (e.g. `<TiffTag.fromfile> raised ...`) about tags it skips; a file it
+# cannot read raises, and our ImageReadError says so in one line naming the file.
+_tifffile_log = logging.getLogger("tifffile")
+_tifffile_log.addHandler(logging.NullHandler())
+_tifffile_log.propagate = False
+_tifffile_log.setLevel(logging.CRITICAL + 1)
+# Pillow warns, naming no file, about damaged tags it skips ("Tag data larger than file"); a file it cannot
+# decode raises, and is reported with its name
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+# Pillow modes whose pixels are usable as they are (grey, RGB, their alpha forms, 16-bit and float grey)
+_PLAIN_MODES = ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "F")
+# modes Pillow converts to RGB exactly (a palette looked up, YCbCr and HSV by their formulas, padding dropped)
+_CONVERTIBLE_MODES = {"P": "RGB", "PA": "RGBA", "YCbCr": "RGB", "HSV": "RGB", "RGBX": "RGB", "RGBa": "RGBA"}
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+def max_pixels() -> int:
+    """The largest image read, in pixels: $RETINASEG_MAX_PIXELS, else 250 million."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < MIN_SIDE * MIN_SIDE:
+        raise RetinasegError(f"{MAX_PIXELS_ENV}={text!r}: expected a whole number of pixels, e.g. 400000000")
+    return value
 
 
 def is_image_name(path) -> bool:
@@ -31,7 +66,7 @@ def is_image_name(path) -> bool:
 
 
 def _fail(path, problem: str) -> ImageReadError:
-    return ImageReadError(f"{path}: {problem}")
+    return ImageReadError(f"{shown(path)}: {problem}")
 
 
 def _is_tiff(path: Path) -> bool:
@@ -54,8 +89,6 @@ def image_size(path) -> tuple[int, int]:
             return height, width
     except ImageReadError:
         raise
-    except Image.DecompressionBombError:
-        raise _fail(path, f"image too large to decode safely (over {MAX_PIXELS // 1_000_000} megapixels)")
     except Exception as exc:
         raise _fail(path, f"not a readable image ({_describe(exc)})") from None
 
@@ -69,31 +102,37 @@ def _check_file(path: Path) -> None:
     if path.is_dir():
         raise _fail(path, "is a folder, not an image")
     if not path.exists():
+        if path.is_symlink():
+            try:
+                path.stat()
+            except RuntimeError:  # Python 3.11 raises this, not OSError, for a loop
+                raise _fail(path, "symbolic link loop") from None
+            except OSError as exc:
+                problem = "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
+                raise _fail(path, f"{problem} (it points to {shown(os.readlink(path))})") from None
         raise _fail(path, "no such file")
     if path.stat().st_size == 0:
         raise _fail(path, "empty file (0 bytes)")
 
 
 def read_raw(path) -> np.ndarray:
-    """Decode the first frame as stored: HxW, HxWx3 or HxWx4, native dtype. Size limits are checked on the
-    header first, so an absurdly large file is refused before any pixel is decoded."""
+    """Decode the first frame in RGB terms: HxW grey, HxWx2 grey + alpha, HxWx3 RGB or HxWx4 RGBA, in its
+    native dtype. Size limits are checked on the header first, so an absurdly large file is refused before any
+    pixel is decoded."""
     path = Path(path)
     height, width = image_size(path)
-    if height * width > MAX_PIXELS:
-        raise _fail(path, f"image too large ({width}x{height} = {height * width / 1e6:.0f} megapixels; "
-                          f"limit {MAX_PIXELS / 1e6:.0f}, set RETINASEG_MAX_PIXELS to raise it)")
+    limit = max_pixels()
+    if height * width > limit:
+        raise _fail(path, f"image too large ({width}x{height} = {height * width / 1e6:.0f} megapixels; the "
+                          f"limit is {limit / 1e6:.0f}; set {MAX_PIXELS_ENV} to raise it)")
     if min(height, width) < MIN_SIDE:
         raise _fail(path, f"image too small ({width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} is needed)")
     try:
-        if _is_tiff(path):
-            array = tifffile.imread(path, key=0)
-        else:
-            array = iio.imread(path, index=0, plugin="pillow", rotate=True)
+        array = _read_tiff(path) if _is_tiff(path) else _read_pillow(path)
+    except ImageReadError:
+        raise
     except Exception as exc:
         raise _fail(path, f"truncated or corrupt image data ({_describe(exc)})") from None
-    array = np.asarray(array)
-    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (1, 2, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # planar TIFF
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (2, 3, 4)):
@@ -101,29 +140,99 @@ def read_raw(path) -> np.ndarray:
     return array
 
 
-def _to_unit_float(array: np.ndarray) -> np.ndarray:
+def _read_pillow(path: Path) -> np.ndarray:
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)  # decodes the first frame
+        mode = image.mode
+        if mode in _PLAIN_MODES:
+            return np.asarray(image)
+        if mode in _CONVERTIBLE_MODES:
+            return np.asarray(image.convert(_CONVERTIBLE_MODES[mode]))
+        if mode == "CMYK":  # also YCCK JPEGs, which the decoder turns into CMYK
+            return np.asarray(_cmyk_to_rgb(image, opened.info.get("icc_profile")))
+        if mode == "I":  # 32-bit integers: usable when they are 16-bit values (older PNG decoding)
+            array = np.asarray(image)
+            if array.min() >= 0 and array.max() <= 65535:
+                return array.astype(np.uint16)
+            raise _fail(path, "32-bit integer pixels outside 0-65535: their intensity scale is unknown; save the "
+                              "photo as 8- or 16-bit")
+        raise _fail(path, f"colour mode {mode} cannot be converted to RGB; save the photo as RGB or grey")
+
+
+def _cmyk_to_rgb(image: Image.Image, icc_profile) -> Image.Image:
+    """Through the file's own ICC profile when it has one (how the camera or editor meant the ink values);
+    otherwise by Pillow's formula, which is exact for uncalibrated CMYK."""
+    if icc_profile:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a damaged profile: the formula below is still a correct CMYK conversion
+    return image.convert("RGB")
+
+
+# TIFF photometric interpretations read by tifffile as they are; the others go through Pillow's conversions
+_TIFF_MINISWHITE, _TIFF_MINISBLACK, _TIFF_RGB, _TIFF_PALETTE, _TIFF_YCBCR = 0, 1, 2, 3, 6
+_TIFF_JPEG = 7
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        photometric, compression = int(page.photometric), int(page.compression)
+        colormap = page.colormap if photometric == _TIFF_PALETTE else None
+        planar = page.planarconfig == 2 and page.samplesperpixel > 1
+        if photometric == _TIFF_YCBCR and compression == _TIFF_JPEG:
+            photometric = _TIFF_RGB  # the JPEG codec returns RGB
+        if photometric not in (_TIFF_MINISWHITE, _TIFF_MINISBLACK, _TIFF_RGB, _TIFF_PALETTE):
+            return _read_pillow(path)  # CMYK (separated), uncompressed YCbCr, ...
+        array = np.asarray(page.asarray())
+    if planar and array.ndim == 3 and array.shape[0] in (2, 3, 4):
+        array = np.moveaxis(array, 0, -1)
+    if photometric == _TIFF_MINISWHITE:
+        if array.dtype == bool:
+            return ~array
+        if not np.issubdtype(array.dtype, np.unsignedinteger) or array.ndim != 2:
+            raise _fail(path, "an inverted (white-is-zero) TIFF of float or multi-channel data is not supported")
+        return np.iinfo(array.dtype).max - array
+    if photometric == _TIFF_PALETTE:
+        if colormap is None or array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+            raise _fail(path, "palette TIFF without a usable colour map")
+        if int(array.max()) >= colormap.shape[-1]:
+            raise _fail(path, "palette TIFF with indices past its colour map")
+        return np.moveaxis(colormap[:, array], 0, -1).astype(np.uint16)
+    return array
+
+
+def _to_unit_float(path, array: np.ndarray) -> np.ndarray:
     if array.dtype == bool:
         return array.astype(np.float32)
     if np.issubdtype(array.dtype, np.integer):
+        if np.issubdtype(array.dtype, np.signedinteger) and array.min() < 0:
+            raise _fail(path, "negative pixel values: the image's intensity scale is unknown")
         return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
-    array = np.nan_to_num(array.astype(np.float32))
-    peak = float(array.max()) if array.size else 1.0
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise _fail(path, "floating-point pixels include NaN or infinity")
+    if array.min() < 0:
+        raise _fail(path, "floating-point pixels below 0: the image's intensity scale is unknown")
+    peak = float(array.max())
     return np.clip(array / peak if peak > 1.0 else array, 0.0, 1.0)
 
 
 def read_photo(path) -> np.ndarray:
     """A colour photo as float32 HxWx3 in [0, 1]. Grey images are repeated over three channels, alpha is
-    dropped, 16-bit and float data are scaled to [0, 1]."""
+    dropped, 16-bit data are scaled to [0, 1], floating-point data by their peak when it exceeds 1."""
     array = read_raw(path)
     if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha
         array = array[..., 0]
     if array.ndim == 3:
         array = array[..., :3]
-    photo = _to_unit_float(array)
+    photo = _to_unit_float(path, array)
     if photo.ndim == 2:
         photo = np.repeat(photo[..., None], 3, axis=-1)
     if float(photo.max()) - float(photo.min()) < 1e-6:
-        raise ImageReadError(f"{path}: image is blank (every pixel has the same value)")
+        raise _fail(path, "image is blank (every pixel has the same value)")
     return np.ascontiguousarray(photo)
 
 

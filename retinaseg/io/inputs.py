@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from retinaseg.errors import RetinasegError
+from retinaseg.errors import RetinasegError, shown
 from retinaseg.io.images import is_image_name
 
 
@@ -28,37 +28,54 @@ def find_inputs(inputs, recursive: bool = False, notify: Optional[Callable[[str]
     next --recursive run."""
     outside = _outside(output_dir)
     found: list[InputPhoto] = []
+    inside_output = 0  # photos left out because they sit in the output folder
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            entries = [p for p in (path.rglob("*") if recursive else path.iterdir()) if outside(p)]
+            listed = list(path.rglob("*") if recursive else path.iterdir())
+            entries = [p for p in listed if outside(p)]
+            inside_output += sum(_is_photo_name(p) for p in listed if not outside(p))
             photos = sorted(p for p in entries if _is_photo_name(p))
             found.extend(InputPhoto(p, p.relative_to(path).with_suffix("").as_posix()) for p in photos)
             if not recursive and notify:
                 skipped = sorted(d.name for d in entries if d.is_dir() and _holds_photos(d, outside))
                 if skipped:
                     names = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-                    notify(f"note: {path} has {len(skipped)} sub-folder(s) with photos that were not searched "
+                    notify(f"note: {shown(path)} has {len(skipped)} sub-folder(s) with photos that were not searched "
                            f"({names}); add --recursive to include them")
         elif path.exists():
             found.append(InputPhoto(path, path.stem))
         else:
-            matches = sorted(p for p in map(Path, glob.glob(str(item), recursive=recursive)) if outside(p))
-            if not matches:
-                raise RetinasegError(f"{item}: no such file, folder or matching glob")
+            globbed = sorted(map(Path, glob.glob(str(item), recursive=recursive)))
+            matches = [p for p in globbed if outside(p)]
+            inside_output += len(globbed) - len(matches)
+            if not globbed:
+                raise RetinasegError(f"{shown(item)}: no such file, folder or matching glob")
             found.extend(InputPhoto(p, p.stem) for p in matches)
     unique = list({photo.path: photo for photo in found}.values())
     if not unique:
-        raise RetinasegError("no input images found in: " + ", ".join(map(str, inputs)))
+        where = ", ".join(map(shown, inputs))
+        if inside_output:
+            raise RetinasegError(f"no input images found in {where}: its {inside_output} photo(s) sit inside the "
+                                 f"output folder {shown(output_dir)}, which is never read as input; choose an "
+                                 f"output folder outside the inputs")
+        raise RetinasegError(f"no input images found in {where}")
     return unique
 
 
 def _outside(output_dir) -> Callable[[Path], bool]:
-    """A test for 'not in output_dir or below'; resolved, so `out`, `./out` and symlinks compare equal."""
+    """A test for 'not in output_dir or below'; resolved, so `out`, `./out` and symlinks compare equal. An entry
+    that cannot be resolved (a symbolic link loop) is kept as an input: reading it then fails with its own line."""
     if output_dir is None:
         return lambda path: True
     output = Path(output_dir).resolve()
-    return lambda path: not path.resolve().is_relative_to(output)
+
+    def outside(path: Path) -> bool:
+        try:
+            return not path.resolve().is_relative_to(output)
+        except (OSError, RuntimeError):  # 3.11 raises RuntimeError for a loop
+            return True
+    return outside
 
 
 def _is_photo_name(path: Path) -> bool:

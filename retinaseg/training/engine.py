@@ -27,14 +27,14 @@ from retinaseg import __version__
 from retinaseg.checkpoint import load_checkpoint, save_checkpoint
 from retinaseg.io.atomic import atomic_path
 from retinaseg.datasets import load_samples
-from retinaseg.errors import RetinasegError
+from retinaseg.errors import OptionError, RetinasegError
 from retinaseg.evaluation.metrics import confusion, scores_from_confusion
 from retinaseg.inference.sliding_window import SlidingWindow, sliding_window_inference
 from retinaseg.models import (build_module, load_model, member_count, model_config, resolve_device,
                               to_probabilities)
 from retinaseg.preprocess import standardize
-from retinaseg.registry import get_loss, get_model
-from retinaseg.training.data import BLUR_LEAST_SIGMA, JPEG_BEST_QUALITY, Augmentation, PatchSampler, prepare
+from retinaseg.registry import check_options, get_loss, get_model
+from retinaseg.training.data import Augmentation, PatchSampler, prepare
 
 
 @dataclass
@@ -184,25 +184,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         raise RetinasegError(f"loss {loss_spec.name} is for {loss_spec.task} targets but model {spec.name} "
                              f"predicts {spec.task}")
     if config.sampling not in ("patch", "whole"):
-        raise RetinasegError(f"sampling must be 'patch' or 'whole'; got {config.sampling!r}")
-    if config.elastic < 0:
-        raise RetinasegError(f"--elastic is a displacement in pixels, at least 0; got {config.elastic}")
-    if not 0 <= config.jpeg <= JPEG_BEST_QUALITY:
-        raise RetinasegError(f"--jpeg is the lowest JPEG quality drawn, 1-{JPEG_BEST_QUALITY} (e.g. 40), or 0 for "
-                             f"off; got {config.jpeg}")
-    if not 0 <= config.grey <= 1:
-        raise RetinasegError(f"--grey is a share of patches, in [0, 1] (e.g. 0.3); got {config.grey}")
-    if config.scale_range is not None and not 0 < config.scale_range[0] <= config.scale_range[1]:
-        raise RetinasegError(f"--scale-range is LOW,HIGH with 0 < LOW <= HIGH (e.g. 0.6,1.6); got "
-                             f"{','.join(f'{v:g}' for v in config.scale_range)}")
-    if config.blur and config.blur < BLUR_LEAST_SIGMA:
-        raise RetinasegError(f"--blur is the largest Gaussian sigma in pixels, at least {BLUR_LEAST_SIGMA} (e.g. "
-                             f"1.2), or 0 for the fixed 3x3 blur; got {config.blur}")
-    if not 0 <= config.noise <= 0.5:
-        raise RetinasegError(f"--noise is the largest noise std on pixel values 0-1, in [0, 0.5] (e.g. 0.03); got "
-                             f"{config.noise}")
-    if not 0 <= config.ema < 1:
-        raise RetinasegError(f"--ema must be in [0, 1) (e.g. 0.999); got {config.ema}")
+        raise OptionError(f"sampling must be 'patch' or 'whole'; got {config.sampling!r}")
+    # ranges of the numbers are checked where they enter (the train command's options)
+    loss_options = check_options("loss", loss_spec.name, loss_spec.build, config.loss_options)
     if resume and not (out / "last.pt").is_file():
         raise RetinasegError(f"--resume: no {out / 'last.pt'} to resume from")
     if not resume and (out / "last.pt").exists():
@@ -228,7 +212,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                        f"result at {start.fov_diameter} px: python -m retinaseg.manifest pack {out}/best.pt OUT.pt "
                        f"--fov-diameter {start.fov_diameter}", file=sys.stderr)
     model.to(device)
-    loss_fn = loss_spec.build(**config.loss_options)
+    loss_fn = loss_spec.build(**loss_options)
     factory = spec.training_step or SupervisedStep
     step = factory(model=model, loss=loss_fn, lr=config.lr, weight_decay=config.weight_decay, device=device)
     # the average, not the last step's weights, is what validation scores and best.pt keeps

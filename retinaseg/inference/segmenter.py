@@ -1,0 +1,150 @@
+"""The in-memory segmenter: one loaded model, and how it segments a photo held in memory.
+
+Each photo is resized so its FOV has the model's working diameter (or to a fixed --resize), predicted by tiles
+or in one pass (with --tta once per test-time view, the views' probabilities averaged at the output's size), and
+its probabilities are resized back to the raw size. Pixels outside the FOV are background. `retinaseg eval`,
+the batch runner (runner.py), the benchmarks and the tests all segment through this class.
+
+The working scale and back is rescale.py, the call of the network predictor.py, tiling sliding_window.py.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from retinaseg.errors import RetinasegError
+from retinaseg.inference.predictor import make_predictor
+from retinaseg.inference.rescale import Prepared, gate_with_fov, prepare, to_raw_size
+from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
+from retinaseg.inference.views import PLAIN, View
+from retinaseg.models import LoadedModel, resolve_device
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    device: str = "auto"
+    # Batching gains nothing on CPU, and on a GPU batch 8 was slower than 1 on a long folder (docs).
+    batch_size: int = 1
+    tile_size: int = 512
+    overlap: float = 0.25
+    whole_image_pixels: int = 1280 * 1280
+    tta: Optional[bool] = None  # None: the model's (ModelSpec.tta)
+    resize: Optional[tuple] = None  # (width, height): fixed working size instead of the FOV scale
+    max_downscale: Optional[float] = None  # None: the weights' or model's (LoadedModel.max_downscale); 0: no limit
+    # FOV diameter (raw pixels) of photos whose FOV fills the frame: a crop inside the retina shows no edge to
+    # measure, and scaling it as if the frame were the FOV shows its vessels too wide
+    raw_fov_diameter: Optional[int] = None
+
+    def __post_init__(self):  # the CLI checks these where they enter; this guards callers of the library
+        if self.batch_size < 1 or self.tile_size < 16 or not 0 <= self.overlap < 1:
+            raise RetinasegError(f"invalid segmentation settings: batch_size {self.batch_size} (at least 1), "
+                                 f"tile_size {self.tile_size} (at least 16), overlap {self.overlap} (0 to below 1)")
+
+
+class Segmenter:
+    """Segments photos in memory with one loaded model. An A/V model may take its vessel/background split from
+    a binary vessel model (vessel_model), which then runs beside it on each photo at its own working scale."""
+
+    def __init__(self, model: LoadedModel, config: SegmentConfig = SegmentConfig(),
+                 notify: Callable[[str], None] = print, vessel_model: Optional[LoadedModel] = None):
+        self.model, self.notify = model, notify
+        self.vessel_segmenter = None
+        if vessel_model is not None:
+            if model.classes == 1:
+                raise RetinasegError(f"a vessel model gates an A/V model's vessels; {model.spec.name!r} is itself "
+                                     f"a binary vessel model")
+            if vessel_model.classes != 1:
+                raise RetinasegError(f"the vessel model must be a binary vessel model; {vessel_model.spec.name!r} "
+                                     f"has {vessel_model.classes} classes")
+            # at its own working scale and test-time views; otherwise as this one (device, tiles, FOV diameter)
+            self.vessel_segmenter = Segmenter(vessel_model, replace(config, tta=None, max_downscale=None), notify)
+        self.device = resolve_device(config.device)
+        if config.max_downscale is None:
+            config = replace(config, max_downscale=model.max_downscale)
+        if config.tta is None:
+            config = replace(config, tta=model.spec.tta)
+        self.config = config
+        divisor = model.config["size_divisor"]
+        tile = max(divisor, config.tile_size // divisor * divisor)
+        self.window = SlidingWindow(tile_size=tile, overlap=config.overlap, size_divisor=divisor,
+                                    whole_image_pixels=config.whole_image_pixels)
+        self.predictor = make_predictor(model, self.device, notify)
+        self.views = tuple(model.spec.tta_views) if config.tta else (PLAIN,)
+
+    def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
+                keep_photo: bool = False) -> Prepared:
+        """The photo at the working scale with its view inputs. keep_photo keeps the photo on the result (for
+        an overlay); the vessel model's input is kept until it has run in any case."""
+        prepared = prepare(photo, fov, self.model.fov_diameter, self.config.resize, index,
+                           keep_photo or self.vessel_segmenter is not None, self.config.max_downscale,
+                           self.config.raw_fov_diameter)
+        prepared.keep_photo = keep_photo
+        prepared.view_inputs = [self._view_input(photo, prepared, view) for view in self.views]
+        return prepared
+
+    def _view_input(self, photo: np.ndarray, prepared: Prepared, view: View) -> tuple:
+        """(image, FOV) of the FOV crop at the view's scale: the same raw region, so its prediction resizes back
+        onto it."""
+        image, fov = prepared.image, prepared.fov_work
+        if view.scale != 1:
+            fixed = self.config.resize and tuple(round(side * view.scale) for side in self.config.resize)
+            cap = self.config.max_downscale
+            scaled = prepare(photo, prepared.fov_raw, round(self.model.fov_diameter * view.scale), fixed,
+                             max_downscale=cap / view.scale if cap else cap,
+                             raw_fov_diameter=self.config.raw_fov_diameter)
+            image, fov = scaled.image, scaled.fov_work
+        return (torch.flip(image, view.dims) if view.dims else image), fov
+
+    def predict_prepared(self, items: Iterable[Prepared]) -> Iterator[tuple[Prepared, list]]:
+        """Yield (prepared, crop probabilities) in input order: one KxHxW tensor at the working scale, or with
+        test-time views one per view at its own scale, flips undone (to_raw_size and to_work_size merge them)."""
+        pending: dict = {}
+
+        def stream():
+            for item in items:
+                pending[item.index] = item
+                for view, (image, _) in enumerate(item.view_inputs):
+                    yield (item.index, view), image
+
+        view_probs = []  # the current photo's, one per view, in the order of self.views
+        for (index, _), prob in predict_stream(stream(), self.predictor, self.window, self.config.batch_size):
+            view_probs.append(prob)
+            if len(view_probs) < len(self.views):
+                continue
+            item = pending.pop(index)
+            probs = [gate_with_fov(torch.flip(prob, view.dims) if view.dims else prob, fov)
+                     for prob, view, (_, fov) in zip(view_probs, self.views, item.view_inputs, strict=True)]
+            view_probs, item.view_inputs = [], None
+            if self.vessel_segmenter is not None:
+                item.vessel = self.vessel_segmenter.predict(item.photo, item.fov_raw)
+                if not item.keep_photo:
+                    item.photo = None
+            yield item, probs
+
+    def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None) -> np.ndarray:
+        """Raw-size probabilities (KxHxW) for one photo."""
+        prepared = self.prepare(photo, fov)
+        _, probs = next(self.predict_prepared([prepared]))
+        return to_raw_size(probs, prepared)
+
+    def settings(self) -> dict:
+        """The settings in force, as run.json records them."""
+        return {**asdict(self.config), "tile_size": self.window.tile_size, "size_divisor": self.window.size_divisor,
+                "views": [str(view) for view in self.views]}
+
+    def describe(self) -> dict:
+        """Which model and weights segment, with their settings: what made a folder's outputs."""
+        model = self.model
+        return {"model": model.spec.name, "model_config": model.config,
+                "weights": str(model.weights) if model.weights else None,
+                "weights_sha256": model.weights_sha256,
+                "settings": {key: value for key, value in self.settings().items() if key in OUTPUT_SETTINGS},
+                "vessel_model": self.vessel_segmenter.describe() if self.vessel_segmenter else None}
+
+
+# The settings that change what is written (device and batch size change it only at float rounding)
+OUTPUT_SETTINGS = ("tile_size", "overlap", "whole_image_pixels", "resize", "max_downscale", "raw_fov_diameter",
+                   "views")
