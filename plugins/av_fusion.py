@@ -13,6 +13,7 @@ from torch import nn
 
 from retinaseg import hookimpl
 from retinaseg.av import ARTERY, UNCERTAIN, VEIN
+from retinaseg.nets import EncoderDecoder
 from retinaseg.registry import AV_CLASSES, ModelSpec
 
 
@@ -24,34 +25,23 @@ def _block(in_channels, out_channels):
         nn.LeakyReLU(0.1, inplace=True))
 
 
-class Generator(nn.Module):
+class Generator(EncoderDecoder):
     """A U-Net that exposes its final decoder features and, optionally, side outputs at three decoder depths."""
 
     SIDE_DEPTHS = 3
 
     def __init__(self, in_channels: int, classes: int, width: int, depth: int = 4, side_outputs: bool = False):
-        super().__init__()
-        channels = [width * 2**i for i in range(depth + 1)]
-        self.encoder = nn.ModuleList([_block(in_channels, channels[0])])
-        self.encoder.extend(_block(channels[i], channels[i + 1]) for i in range(depth))
-        self.reduce = nn.ModuleList(nn.Conv2d(channels[i + 1], channels[i], 1) for i in reversed(range(depth)))
-        self.decoder = nn.ModuleList(_block(2 * channels[i], channels[i]) for i in reversed(range(depth)))
-        self.head = nn.Conv2d(channels[0], classes, 1)
+        super().__init__(in_channels, width, depth, block=_block, upsample=lambda i, o: nn.Conv2d(i, o, 1),
+                         interpolate=True)
+        self.head = nn.Conv2d(width, classes, 1)
         # side heads on the decoder outputs at 1/8, 1/4 and 1/2 resolution
-        self.sides = nn.ModuleList(nn.Conv2d(channels[i], classes, 1) for i in (3, 2, 1)) if side_outputs else None
+        self.sides = (nn.ModuleList(nn.Conv2d(self.channels[i], classes, 1) for i in (3, 2, 1)) if side_outputs
+                      else None)
 
-    def features(self, x: torch.Tensor):
-        skips, size = [], x.shape[-2:]
-        for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        skips.pop()
-        decoded = []
-        for reduce, block in zip(self.reduce, self.decoder):
-            skip = skips.pop()
-            x = F.interpolate(reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
-            decoded.append(x)
+    def decoded(self, x: torch.Tensor):
+        """(final decoder features, side outputs at the input's size)."""
+        size = x.shape[-2:]
+        x, decoded = self.features(x)
         sides = []
         if self.sides is not None:
             sides = [F.interpolate(head(feat), size=size, mode="bilinear", align_corners=False)
@@ -71,9 +61,9 @@ class AVFusion(nn.Module):
         self.loss_weights = {"ce": ce_weight, "mse": mse_weight, "adversarial": adversarial_weight}
 
     def forward_all(self, x: torch.Tensor) -> dict:
-        main, sides = self.main.features(x)
-        artery, _ = self.artery.features(x)
-        vein, _ = self.vein.features(x)
+        main, sides = self.main.decoded(x)
+        artery, _ = self.artery.decoded(x)
+        vein, _ = self.vein.decoded(x)
         fused = (main + artery + vein) / 3
         return {"av": self.main.head(fused), "sides": sides,
                 "artery": self.artery.head(artery), "vein": self.vein.head(vein)}

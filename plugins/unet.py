@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from retinaseg import hookimpl
+from retinaseg.nets import EncoderDecoder
 from retinaseg.registry import ModelSpec
 
 
@@ -17,30 +18,18 @@ def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-class UNet(nn.Module):
+class UNet(EncoderDecoder):
     """Encoder of `depth` double-conv blocks with 2x2 max pooling, channels doubling from `width`; decoder
     of transposed-convolution upsampling, concatenated skip links and double convs; 1x1 output conv."""
 
     def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 16, depth: int = 4):
-        super().__init__()
-        channels = [width * 2**i for i in range(depth + 1)]
-        self.down = nn.ModuleList([double_conv(in_channels, channels[0])])
-        self.down.extend(double_conv(channels[i], channels[i + 1]) for i in range(depth))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(channels[i + 1], channels[i], 2, stride=2)
-                                for i in reversed(range(depth)))
-        self.merge = nn.ModuleList(double_conv(2 * channels[i], channels[i]) for i in reversed(range(depth)))
-        self.head = nn.Conv2d(channels[0], classes, 1)
-        self.pool = nn.MaxPool2d(2)
+        super().__init__(in_channels, width, depth, block=double_conv,
+                         upsample=lambda i, o: nn.ConvTranspose2d(i, o, 2, stride=2), interpolate=False,
+                         names=("down", "up", "merge"))
+        self.head = nn.Conv2d(width, classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x if i == 0 else self.pool(x))
-            skips.append(x)
-        skips.pop()
-        for up, merge in zip(self.up, self.merge):
-            x = merge(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)
+        return self.head(self.features(x)[0])
 
 
 @hookimpl

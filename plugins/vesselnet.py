@@ -12,6 +12,7 @@ from torchvision.ops import drop_block2d
 
 from retinaseg import hookimpl
 from retinaseg.inference.views import View
+from retinaseg.nets import EncoderDecoder
 from retinaseg.registry import ModelSpec
 
 DROPBLOCK_SIZE = 7  # SA-UNet's block; smaller (odd) on feature maps narrower than that
@@ -43,29 +44,15 @@ class ResidualBlock(nn.Module):
         return x
 
 
-class VesselNet(nn.Module):
+class VesselNet(EncoderDecoder):
     def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 16, depth: int = 4,
                  dropblock: float = 0.0):
-        super().__init__()
-        channels = [width * 2**i for i in range(depth + 1)]
-        self.encoder = nn.ModuleList([ResidualBlock(in_channels, channels[0], dropblock)])
-        self.encoder.extend(ResidualBlock(channels[i], channels[i + 1], dropblock) for i in range(depth))
-        self.reduce = nn.ModuleList(nn.Conv2d(channels[i + 1], channels[i], 1) for i in reversed(range(depth)))
-        self.decoder = nn.ModuleList(ResidualBlock(2 * channels[i], channels[i], dropblock)
-                                     for i in reversed(range(depth)))
-        self.head = nn.Conv2d(channels[0], classes, 1)
+        super().__init__(in_channels, width, depth, block=lambda i, o: ResidualBlock(i, o, dropblock),
+                         upsample=lambda i, o: nn.Conv2d(i, o, 1), interpolate=True)
+        self.head = nn.Conv2d(width, classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        skips.pop()
-        for reduce, block in zip(self.reduce, self.decoder):
-            skip = skips.pop()
-            x = F.interpolate(reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return self.head(self.features(x)[0])
 
 
 @hookimpl

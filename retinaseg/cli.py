@@ -472,3 +472,88 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_mod
         record = {"command": command, **to_json(result)}
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+@cli.group(cls=_Group)
+def weights():
+    """Pack weights for shipping, and keep weights/manifest.json (how each file was made, what it scored)."""
+
+
+@weights.command(name="pack")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("destination", type=click.Path(dir_okay=False))
+@click.option("--half", is_flag=True, help="Store convolution kernels as float16: half the file size.")
+@click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale,
+              help="The file's own default cap on shrinking large photos (overrides the model's).")
+@click.option("--fov-diameter", type=click.IntRange(min=32), default=None,
+              help="The working scale the file runs at: FOV width in pixels. Default: its training scale.")
+def weights_pack(sources, destination, half, max_downscale, fov_diameter):
+    """Copy a run's checkpoint (e.g. best.pt) for shipping, without optimiser state.
+
+    Several SOURCES make one file that runs them as an ensemble (the mean of their
+    probabilities). Re-packing a shipped file in place updates its manifest entry.
+
+    \b
+    Examples:
+      retinaseg weights pack runs/unet/best.pt unet.pt --half
+      retinaseg weights pack runs/a/best.pt runs/b/best.pt pair.pt --half
+      retinaseg weights pack weights/vesselnet.pt weights/vesselnet.pt --fov-diameter 640
+    """
+    from retinaseg.manifest import pack_and_record
+
+    command = "retinaseg weights pack " + shlex.join(click.get_current_context().meta["retinaseg.argv"])
+    destination = Path(destination)
+    advice = pack_and_record([Path(s) for s in sources], destination, command, half=half,
+                             max_downscale=max_downscale, fov_diameter=fov_diameter)
+    click.echo(f"{destination}: {destination.stat().st_size / 1e6:.1f} MB")
+    if advice:
+        click.echo(advice)
+
+
+def _eval_option(required: bool):
+    return click.option("--eval", "evaluations", multiple=True, required=required, metavar="NAME=EVAL.json",
+                        help="A `retinaseg eval --json` result, recorded under NAME (its command is kept). "
+                             "Repeatable.")
+
+
+@weights.command(name="add")
+@click.argument("weights_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), required=True,
+              help="The training run folder (metrics.csv, config.json).")
+@click.option("--command", "training_command", required=True, help="The exact training command.")
+@_eval_option(required=False)
+@click.option("--notes", default="", help="Free text kept with the entry.")
+@click.option("--fine-tuned-from", metavar="ENTRY", default=None,
+              help="The weights the run started from: a manifest entry, or a file the manifest records.")
+def weights_add(weights_file, run_dir, training_command, evaluations, notes, fine_tuned_from):
+    """Add or replace WEIGHTS_FILE's manifest entry: sha256, model, data, epochs, time, command, metrics.
+
+    \b
+    Example:
+      retinaseg weights add weights/unet.pt --run runs/unet --command "retinaseg train ..." \\
+          --eval drive=drive.json
+    """
+    import json
+
+    from retinaseg.manifest import add_entry, read_evaluations
+
+    entry = add_entry(Path(weights_file), Path(run_dir), training_command, read_evaluations(evaluations), notes,
+                      fine_tuned_from)
+    click.echo(json.dumps(entry, indent=2))
+
+
+@weights.command(name="metric")
+@click.argument("weights_file", type=click.Path(exists=True, dir_okay=False))
+@_eval_option(required=True)
+def weights_metric(weights_file, evaluations):
+    """Replace or add metric results of WEIGHTS_FILE's manifest entry.
+
+    \b
+    Example:
+      retinaseg weights metric weights/vesselnet.pt --eval hrf=hrf.json
+    """
+    import json
+
+    from retinaseg.manifest import read_evaluations, set_metrics
+
+    click.echo(json.dumps(set_metrics(Path(weights_file), read_evaluations(evaluations)), indent=2))

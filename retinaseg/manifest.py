@@ -1,25 +1,16 @@
-"""weights/manifest.json: how each shipped weight file was made and what it scored.
-
-    python -m retinaseg.manifest pack runs/linkseg/best.pt weights/linkseg.pt --half
-    python -m retinaseg.manifest add weights/vesselnet.pt --run runs/vesselnet \\
-        --command "retinaseg train ..." --eval drive=drive.json --eval hrf=hrf.json
-    python -m retinaseg.manifest metric weights/vesselnet.pt --eval hrf=hrf.json
-    python -m retinaseg.manifest pack weights/vesselnet.pt weights/vesselnet.pt --half --fov-diameter 640
-    python -m retinaseg.manifest pack runs/a/best.pt runs/b/best.pt pair.pt --half   # an ensemble of the two
+"""weights/manifest.json: how each shipped weight file was made and what it scored. The `retinaseg weights`
+commands (pack, add, metric) call these functions.
 
 Re-packing a shipped file in place updates its entry; its metrics must then be measured again.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import shlex
-import sys
 from pathlib import Path
 
 from retinaseg.checkpoint import load_checkpoint, pack_checkpoint, sha256, weights_dir
-from retinaseg.errors import RetinasegError
+from retinaseg.errors import CheckpointError, RetinasegError
 from retinaseg.io.atomic import write_json
 from retinaseg.models import pack_ensemble
 
@@ -35,7 +26,7 @@ def read_manifest() -> dict:
 
 def _require_entry(manifest: dict, name: str) -> dict:
     if name not in manifest:
-        raise SystemExit(f"Error: no manifest entry {name!r}; entries: {', '.join(sorted(manifest))}")
+        raise CheckpointError(f"no manifest entry {name!r}; entries: {', '.join(sorted(manifest))}")
     return manifest[name]
 
 
@@ -52,7 +43,7 @@ def _starting_entry(manifest: dict, start: str) -> dict:
             return entry
         if "fine_tuned_from" in entry:
             pending.append(entry["fine_tuned_from"])
-    raise SystemExit(f"Error: {start} is not recorded in the manifest (sha256 {digest[:12]}...)")
+    raise CheckpointError(f"{start} is not recorded in the manifest (sha256 {digest[:12]}...)")
 
 
 def _metric_entries(evaluations: dict) -> dict:
@@ -71,8 +62,12 @@ def add_entry(weights: Path, run_dir: Path, command: str, evaluations: dict, not
     manifest = read_manifest()
     start = None if fine_tuned_from is None else _starting_entry(manifest, fine_tuned_from)
     checkpoint = load_checkpoint(weights)
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    training = json.loads((run_dir / "config.json").read_text())
+    try:
+        with open(run_dir / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        training = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RetinasegError(f"{run_dir}: not a readable training run folder ({exc})") from None
     entry = {
         "sha256": sha256(weights),
         "model": checkpoint["config"]["model"],
@@ -104,7 +99,7 @@ def set_metrics(weights: Path, evaluations: dict) -> dict:
     manifest = read_manifest()
     entry = _require_entry(manifest, Path(weights).name)
     if sha256(weights) != entry["sha256"]:
-        raise SystemExit(f"Error: {weights} does not match its manifest sha256; record it with `add`")
+        raise CheckpointError(f"{weights} does not match its manifest sha256; record it with `retinaseg weights add`")
     entry["metrics"].update(_metric_entries(evaluations))
     write_json(manifest_path(), manifest)
     return entry
@@ -127,7 +122,7 @@ def pack_and_record(sources: list[Path], destination: Path, command: str, **opti
         return ""
     if not repacked_in_place:
         return (f"{destination.name}'s manifest entry describes other weights: record this file with "
-                f"`python -m retinaseg.manifest add`")
+                f"`retinaseg weights add`")
     digest = sha256(destination)
     if digest == entry["sha256"]:
         return ""  # the same bytes again: the entry and its metrics still hold
@@ -135,65 +130,18 @@ def pack_and_record(sources: list[Path], destination: Path, command: str, **opti
                  command=f"{entry['command']}; {command}", metrics_before_repack=entry["metrics"], metrics={})
     write_json(manifest_path(), manifest)
     return (f"{destination.name}'s manifest entry updated; its metrics were measured before this re-pack: "
-            f"re-measure them with `retinaseg eval --json` and record them with `python -m retinaseg.manifest metric`")
+            f"re-measure them with `retinaseg eval --json` and record them with `retinaseg weights metric`")
 
 
-def _read_evaluations(items: list[str]) -> dict:
+def read_evaluations(items) -> dict:
+    """NAME=EVAL.json pairs -> {name: the `retinaseg eval --json` result}."""
     evaluations = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep:
-            raise SystemExit(f"Error: --eval {item!r}: expected NAME=EVAL.json")
-        evaluations[name] = json.loads(Path(path).read_text())
-    return evaluations
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m retinaseg.manifest")
-    sub = parser.add_subparsers(dest="action", required=True)
-    add = sub.add_parser("add", help="add or update a weight file's entry")
-    add.add_argument("weights", type=Path)
-    add.add_argument("--run", type=Path, required=True, help="the training run folder")
-    add.add_argument("--command", required=True, help="the exact training command")
-    add.add_argument("--eval", action="append", default=[], metavar="NAME=EVAL.json",
-                     help="a `retinaseg eval --json` output; its 'command' key, if any, is kept")
-    add.add_argument("--notes", default="")
-    add.add_argument("--fine-tuned-from", metavar="ENTRY",
-                     help="the weights the run started from: a manifest entry (e.g. av-fusion.pt), or a weights "
-                          "file the manifest records, even inside another entry")
-    metric = sub.add_parser("metric", help="replace or add metric results of an existing entry")
-    metric.add_argument("weights", type=Path)
-    metric.add_argument("--eval", action="append", required=True, metavar="NAME=EVAL.json",
-                        help="a `retinaseg eval --json` output")
-    pack = sub.add_parser("pack", help="copy a run's best.pt for shipping, without optimiser state (several: one "
-                          "file that runs them as an ensemble, the mean of their probabilities); re-packing a "
-                          "shipped file in place updates its manifest entry")
-    pack.add_argument("sources", type=Path, nargs="+", metavar="SOURCE")
-    pack.add_argument("destination", type=Path)
-    pack.add_argument("--half", action="store_true", help="store kernels as float16 (half the size)")
-    pack.add_argument("--max-downscale", type=float, default=None,
-                      help="the file's own default cap on shrinking large photos (overrides the model's)")
-    pack.add_argument("--fov-diameter", type=int, default=None,
-                      help="the working scale the file runs at: FOV width in pixels (default: its training scale)")
-    args = parser.parse_args(argv)
-    if args.action == "pack":
-        command = shlex.join(["python", "-m", "retinaseg.manifest", *(sys.argv[1:] if argv is None else argv)])
+            raise RetinasegError(f"--eval {item!r}: expected NAME=EVAL.json")
         try:
-            advice = pack_and_record(args.sources, args.destination, command, half=args.half,
-                                     max_downscale=args.max_downscale, fov_diameter=args.fov_diameter)
-        except RetinasegError as exc:
-            raise SystemExit(f"Error: {exc}") from None
-        print(f"{args.destination}: {args.destination.stat().st_size / 1e6:.1f} MB")
-        if advice:
-            print(advice)
-        return
-    evaluations = _read_evaluations(args.eval)
-    if args.action == "metric":
-        entry = set_metrics(args.weights, evaluations)
-    else:
-        entry = add_entry(args.weights, args.run, args.command, evaluations, args.notes, args.fine_tuned_from)
-    print(json.dumps(entry, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+            evaluations[name] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise RetinasegError(f"--eval {item!r}: not a readable `retinaseg eval --json` file ({exc})") from None
+    return evaluations

@@ -9,16 +9,13 @@ from retinaseg.checkpoint import WEIGHTS_DIR_ENV, sha256, weights_dir
 from retinaseg.inference.predictor import _fold_batch_norm
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.models import DEFAULT_MODEL, build_module, load_model, model_config
-from retinaseg.registry import get_model
+from retinaseg.registry import all_models, get_model
 from retinaseg.synthetic import synthetic_fundus
 
 from conftest import f1
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-MODELS = ["vesselnet", "unet", "linkseg", "unet-resnet34", "unet-efficientnet-b0", "av-fusion"]
-
-
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", sorted(all_models()))
 def test_forward_keeps_the_input_size(name):
     spec = get_model(name)
     module = build_module(spec, model_config(spec)).eval()
@@ -151,9 +148,20 @@ def _recordable_run(tmp_path, monkeypatch):
     return run, result
 
 
+def manifest_main(args, exit_code=0) -> str:
+    """`retinaseg weights ARGS`; returns what it printed."""
+    from click.testing import CliRunner
+
+    from retinaseg.cli import cli
+
+    result = CliRunner().invoke(cli, ["weights", *args])
+    assert result.exit_code == exit_code, result.output
+    return result.output
+
+
 def test_manifest_records_fine_tuning_lineage_and_replaces_metrics(tmp_path, monkeypatch):
     from retinaseg.checkpoint import save_checkpoint
-    from retinaseg.manifest import main as manifest_main, read_manifest
+    from retinaseg.manifest import read_manifest
 
     run, result = _recordable_run(tmp_path, monkeypatch)
     spec = get_model("unet")
@@ -180,9 +188,9 @@ def test_manifest_records_fine_tuning_lineage_and_replaces_metrics(tmp_path, mon
     manifest_main(["add", str(weights), "--run", str(run), "--command", "third",
                    "--eval", f"drive={tmp_path / 'eval.json'}", "--fine-tuned-from", str(retired)])
     assert read_manifest()["unet.pt"]["fine_tuned_from"]["command"] == "first"
-    with pytest.raises(SystemExit, match="not recorded in the manifest"):
-        manifest_main(["add", str(weights), "--run", str(run), "--command", "fourth",
-                       "--fine-tuned-from", str(run / "metrics.csv")])
+    refused = manifest_main(["add", str(weights), "--run", str(run), "--command", "fourth",
+                             "--fine-tuned-from", str(run / "metrics.csv")], exit_code=1)
+    assert "not recorded in the manifest" in refused
 
     result["mean"]["f1"] = 0.75
     (tmp_path / "hrf.json").write_text(json.dumps(result))
@@ -191,13 +199,13 @@ def test_manifest_records_fine_tuning_lineage_and_replaces_metrics(tmp_path, mon
     assert metrics["hrf"]["mean"]["f1"] == 0.75 and metrics["drive"]["mean"]["f1"] == 0.5
 
     ship(3)  # the file changed since it was recorded: its metrics must not be updated silently
-    with pytest.raises(SystemExit, match="does not match"):
-        manifest_main(["metric", str(weights), "--eval", f"hrf={tmp_path / 'hrf.json'}"])
+    refused = manifest_main(["metric", str(weights), "--eval", f"hrf={tmp_path / 'hrf.json'}"], exit_code=1)
+    assert "does not match" in refused
 
 
-def test_repacking_a_shipped_file_in_place_keeps_its_manifest_entry_true(tmp_path, monkeypatch, capsys):
+def test_repacking_a_shipped_file_in_place_keeps_its_manifest_entry_true(tmp_path, monkeypatch):
     from retinaseg.checkpoint import save_checkpoint, sha256
-    from retinaseg.manifest import main as manifest_main, read_manifest
+    from retinaseg.manifest import read_manifest
 
     run, _ = _recordable_run(tmp_path, monkeypatch)
     spec = get_model("unet")
@@ -207,19 +215,18 @@ def test_repacking_a_shipped_file_in_place_keeps_its_manifest_entry_true(tmp_pat
     manifest_main(["add", str(weights), "--run", str(run), "--command", "train",
                    "--eval", f"drive={tmp_path / 'eval.json'}"])
 
-    manifest_main(["pack", str(weights), str(weights), "--fov-diameter", "640"])
+    said = manifest_main(["pack", str(weights), str(weights), "--fov-diameter", "640"])
     entry = read_manifest()["unet.pt"]
     assert entry["sha256"] == sha256(weights) and entry["config"]["fov_diameter"] == 640
-    assert entry["command"].startswith("train; python -m retinaseg.manifest pack ") and "640" in entry["command"]
+    assert entry["command"].startswith("train; retinaseg weights pack ") and "640" in entry["command"]
     # the old scores were measured at the old scale: kept apart, never shown as the file's own
     assert entry["metrics"] == {} and entry["metrics_before_repack"]["drive"]["mean"]["f1"] == 0.5
-    assert "manifest entry updated" in capsys.readouterr().out
+    assert "manifest entry updated" in said
     manifest_main(["metric", str(weights), "--eval", f"drive={tmp_path / 'eval.json'}"])  # the file matches again
 
     other = tmp_path / "run" / "best.pt"  # other weights shipped under the recorded name: the entry is left alone
     save_checkpoint(other, build_module(spec, config).state_dict(), config, info={"epoch": 1})
-    manifest_main(["pack", str(other), str(weights)])
-    assert "record this file with" in capsys.readouterr().out
+    assert "record this file with" in manifest_main(["pack", str(other), str(weights)])
     assert read_manifest()["unet.pt"]["sha256"] != sha256(weights)
 
 

@@ -209,7 +209,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             # a packed file may run at another scale than it trained at (the default: 540 trained, 640 run)
             tqdm.write(f"note: {config.init_weights} runs with the FOV {start.fov_diameter} px across; this run "
                        f"trains, and its files run, at {model_cfg['fov_diameter']} px (--fov-diameter). To run a "
-                       f"result at {start.fov_diameter} px: python -m retinaseg.manifest pack {out}/best.pt OUT.pt "
+                       f"result at {start.fov_diameter} px: retinaseg weights pack {out}/best.pt OUT.pt "
                        f"--fov-diameter {start.fov_diameter}", file=sys.stderr)
     model.to(device)
     loss_fn = loss_spec.build(**loss_options)
