@@ -1,12 +1,12 @@
 # Two commands on a fresh clone:
-#   make demo   set up .venv, segment the sample photos in examples/ with the default model
+#   make demo   set up .venv, segment the synthetic sample photos in examples/ with the default model
 #   make test   set up .venv, run the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install samples benchmark clean
+.PHONY: demo test install samples benchmark docs clean
 
 $(STAMP): setup.cfg pyproject.toml examples/retinaseg-frangi/setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ samples: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/runner_speed.py
+
+# Regenerate docs/cli.md from the commands' --help (a test fails when it is stale) and the README's picture.
+docs: $(STAMP)
+	$(BIN)/python tools/cli_reference.py
+	$(BIN)/python tools/overview_picture.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache build *.egg-info

@@ -1,4 +1,4 @@
-"""av-fusion: seed 002's binary-to-multi fusion GAN for artery/vein segmentation.
+"""av-fusion: Learning_AVSegmentation's binary-to-multi fusion GAN for artery/vein segmentation.
 
 Three generators see the photo: the main one (4 classes: background, artery, vein, uncertain, with side
 outputs at three decoder depths) and two binary branches, one for arteries and one for veins, each trained on
@@ -158,7 +158,7 @@ def register_models(register):
     register(ModelSpec(
         name="av-fusion",
         build=AVFusion,
-        description="artery/vein fusion GAN (seed 002): main + artery + vein generators, side outputs, "
+        description="artery/vein fusion GAN (Learning_AVSegmentation): main + artery + vein generators, side outputs, "
                     "discriminator; options width (8), ce_weight, mse_weight, adversarial_weight",
         classes=AV_CLASSES,
         options={"width": 8},

@@ -1,4 +1,4 @@
-"""LinkSeg (seed 000): LinkNet with a ResNet18 encoder whose every encoder block is linked to its decoder
+"""LinkSeg: LinkNet with a ResNet18 encoder whose every encoder block is linked to its decoder
 block by concatenation, and whose decoder upsamples (bilinear) and convolves instead of using transposed
 convolutions, which leave checkerboard noise."""
 import torch
@@ -57,6 +57,6 @@ class LinkSeg(nn.Module):
 @hookimpl
 def register_models(register):
     register(ModelSpec(name="linkseg", build=LinkSeg,
-                       description="LinkSeg (seed 000): LinkNet, ResNet18 encoder, upsample+conv decoder, "
+                       description="LinkSeg: LinkNet, ResNet18 encoder, upsample+conv decoder, "
                                    "encoder-decoder links",
                        size_divisor=32, weights="linkseg.pt"))

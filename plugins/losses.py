@@ -106,8 +106,9 @@ def register_losses(register):
     register(LossSpec("bce", lambda: bce, "binary cross-entropy"))
     register(LossSpec("dice", lambda: dice, "soft Dice loss"))
     register(LossSpec("bce-dice", build_bce_dice, "BCE + Dice; options bce_weight, dice_weight"))
-    register(LossSpec("focal", build_focal, "focal loss (seed 003); options alpha=0.25, gamma=2"))
-    register(LossSpec("focal-dice", build_focal_dice, "focal + Dice (seed 003); options alpha, gamma, lam"))
+    register(LossSpec("focal", build_focal, "focal loss (Lin et al.); options alpha=0.25, gamma=2"))
+    register(LossSpec("focal-dice", build_focal_dice, "focal + Dice, as the EfficientNet-B0 U-Net project trained; "
+                      "options alpha, gamma, lam"))
     register(LossSpec("cldice", build_cldice, "soft-clDice topology loss; options alpha=0.5, "
                       "base=none|bce|dice|bce-dice, iterations=5"))
     register(LossSpec("ce", lambda: cross_entropy, "multi-class cross-entropy (A/V)", task="av"))

@@ -1,4 +1,4 @@
-"""U-Nets with segmentation-models-pytorch encoders: ResNet34 (seed 004) and EfficientNet-B0 (seed 003).
+"""U-Nets with segmentation-models-pytorch encoders: ResNet34 (as ReSegNet) and EfficientNet-B0.
 
 encoder_weights=None: nothing is downloaded; the weights come from our own training.
 """
@@ -18,8 +18,9 @@ def _unet(encoder: str):
 @hookimpl
 def register_models(register):
     register(ModelSpec(name="unet-resnet34", build=_unet("resnet34"),
-                       description="U-Net, ResNet34 encoder (seed 004; segmentation-models-pytorch)",
+                       description="U-Net, ResNet34 encoder (as ReSegNet; segmentation-models-pytorch)",
                        size_divisor=32, weights="unet-resnet34.pt"))
     register(ModelSpec(name="unet-efficientnet-b0", build=_unet("efficientnet-b0"),
-                       description="U-Net, EfficientNet-B0 encoder (seed 003; segmentation-models-pytorch)",
+                       description="U-Net, EfficientNet-B0 encoder (as the EfficientNet-B0 U-Net project; "
+                                   "segmentation-models-pytorch)",
                        size_divisor=32, weights="unet-efficientnet-b0.pt"))

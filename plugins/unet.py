@@ -1,4 +1,5 @@
-"""U-Net (seed 001) with same-padding convolutions, so the output is the input's size, and a width option."""
+"""U-Net (as the Kaggle retina U-Net project) with same-padding convolutions, so the output is the input's size,
+and a width option."""
 import torch
 from torch import nn
 
@@ -37,7 +38,7 @@ def register_models(register):
     register(ModelSpec(
         name="unet",
         build=UNet,
-        description="U-Net (seed 001), same-padding convolutions; options: width (16), depth (4)",
+        description="U-Net (as the Kaggle retina U-Net), same-padding convolutions; options: width (16), depth (4)",
         options={"width": 16, "depth": 4},
         size_divisor=16,
         weights="unet.pt",

@@ -12,6 +12,8 @@ from retinaseg import __version__
 from retinaseg.errors import OptionError, RetinasegError
 from retinaseg.inference import FEW_VESSELS, MAX_DOWNSCALE
 from retinaseg.inference.views import FLIP_VIEWS
+from retinaseg.options import check_device, check_max_downscale, parse_options
+from retinaseg.training.config import TrainConfig, train_options
 
 
 class _Command(click.Command):
@@ -42,62 +44,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 warnings.showwarning = _one_line_warning  # e.g. a plugin that failed to import: one line, no source dump
 
 
-def _parse_range(ctx, param, value):
-    """'LOW,HIGH' as two floats with 0 < LOW <= HIGH; None stays None."""
-    if value is None:
-        return None
-    try:
-        low, high = (float(v) for v in value.split(","))
-        if not 0 < low <= high:
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter(f"expected LOW,HIGH with 0 < LOW <= HIGH, such as 0.6,1.6; got {value!r}")
-    return low, high
-
-
-def _check_device(ctx, param, value):
-    """auto, cpu, mps, cuda or cuda:N, checked for its form here (whether CUDA is present, when it is used)."""
-    import re
-
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-        raise click.BadParameter(f"expected auto, cpu, cuda or cuda:N; got {value!r}")
-    return value
-
-
 def _device_option(help: str = "auto (CUDA when present), cpu, cuda or cuda:N."):
-    return click.option("--device", default="auto", show_default=True, callback=_check_device, help=help)
-
-
-def _check_blur(ctx, param, value):
-    from retinaseg.training.data import BLUR_LEAST_SIGMA
-
-    if value and value < BLUR_LEAST_SIGMA:
-        raise click.BadParameter(f"the largest Gaussian sigma in pixels is at least {BLUR_LEAST_SIGMA} (e.g. 1.2), or "
-                                 f"0 for the fixed 3x3 blur; got {value}")
-    return value
-
-
-def _parse_options(pairs, what: str) -> dict:
-    """KEY=VALUE pairs -> dict, values parsed as int, float, bool or left as text."""
-    options = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=what)
-        key, value = pair.split("=", 1)
-        options[key.strip().replace("-", "_")] = _parse_value(value.strip())
-    return options
-
-
-def _parse_value(text: str):
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    return click.option("--device", default="auto", show_default=True, callback=check_device, help=help)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -147,97 +95,17 @@ def plugins():
         click.echo()
 
 
-def _check_max_downscale(ctx, param, value):
-    if value is not None and value != 0 and value < 1:
-        raise click.BadParameter(f"must be 0 (no limit) or at least 1, got {value}")
-    return value
-
-
 def _max_downscale_option(help: str):
     """--max-downscale, the same option (type, check, default None) for run, eval and train."""
-    return click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale, help=help)
+    return click.option("--max-downscale", type=float, default=None, callback=check_max_downscale, help=help)
 
 
 @cli.command()
-@click.option("--model", "-m", required=True, help="Model to train (see `retinaseg plugins`).")
-@click.option("--loss", "-l", default=None, help="Loss plugin. Default: bce-dice for vessel models, ce for A/V.")
-@click.option("--dataset", "-d", "datasets", required=True,
-              help="Dataset name, or several joined by commas (e.g. drive,les,hrf). Only training splits are used.")
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False), required=True,
-              help="Folder holding the datasets (e.g. ../shared/data) or the dataset itself.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
-              help="Run folder: best.pt, last.pt, metrics.csv, config.json.")
-@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Passes of --iterations steps; validation and checkpoints after each.")
-@click.option("--iterations", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Optimiser steps per epoch.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Patches (or whole images) per optimiser step.")
-@click.option("--patch-size", type=click.IntRange(min=32), default=128, show_default=True,
-              help="Patch side in working-scale pixels; a multiple of the model's size divisor (32 for most).")
-@click.option("--sampling", type=click.Choice(["patch", "whole"]), default="patch", show_default=True,
-              help="patch: vessel-aware random patches (fast on CPU); whole: whole images.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
-              help="Peak learning rate (warm-up, then cosine decay).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.15, show_default=True,
-              help="Share of training images held out for validation (best.pt is chosen on them).")
-@click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Stop after this many epochs without validation gain (0: never).")
-@click.option("--fov-diameter", type=click.IntRange(min=32), default=None,
-              help="Working scale: FOV width in pixels the photos are resized to. Default: the model's.")
-@_max_downscale_option("Cap on shrinking photos to the working scale, as in `retinaseg run`: high-resolution "
-                       "photos are trained at the scale they will run at, and the weights file records it. 0: no "
-                       "limit. Default: the model's.")
-@click.option("--no-augment", is_flag=True, help="Turn off augmentation.")
-@click.option("--elastic", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="PIXELS",
-              help="Add elastic deformation: a smooth random displacement of this standard deviation (working-scale "
-                   "pixels, e.g. 3) that bends vessels. 0: off.")
-@click.option("--jpeg", type=click.IntRange(0, 95), default=0, show_default=True, metavar="QUALITY",
-              help="Re-encode half the patches as JPEG at a random quality from this (e.g. 40) to 95, so the "
-                   "blocks of compressed photos are not read as vessels. 0: off.")
-@click.option("--grey", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="SHARE",
-              help="Turn this share of the patches (e.g. 0.3) grey, as the green channel alone (red-free photos) or "
-                   "as luminance, so grey photos are segmented as well as colour ones. 0: off.")
-@click.option("--scale-range", default=None, metavar="LOW,HIGH", callback=_parse_range,
-              help="Cut each patch with its side spanning a random LOW to HIGH (log-uniform) times the patch size "
-                   "of working-scale pixels (above 1, vessels look thinner). Wider than the default 0.8,1.25 (e.g. "
-                   "0.6,1.6) shows vessels at the widths of cameras with other field angles, or of photos whose FOV "
-                   "is mismeasured. Measured (docs/experiments.md): 0.6,1.6 made crops with a mismeasured FOV "
-                   "nearly free but cost up to 0.003 F1 on whole photos; with --blur 1.2 --noise 0.03 it lowered "
-                   "F1 on two cameras the runs never saw.")
-@click.option("--blur", type=click.FloatRange(min=0), default=0.0, show_default=True, callback=_check_blur,
-              metavar="SIGMA",
-              help="Blur the 20% of patches that are blurred by a Gaussian of random sigma from 0.5 to this (working-"
-                   "scale pixels, e.g. 1.2): softer optics than the training cameras'. 0: a fixed 3x3 blur.")
-@click.option("--noise", type=click.FloatRange(0, 0.5), default=0.0, show_default=True, metavar="STD",
-              help="Add Gaussian sensor noise of random std up to this (pixel values 0-1, e.g. 0.03) to half the "
-                   "patches: noisier cameras than the training ones. 0: off.")
-@click.option("--balance-datasets", is_flag=True,
-              help="With several datasets, draw patches so each dataset gives the same share of them. Default: "
-                   "each image gives the same share, so a dataset with more images gives more.")
-@click.option("--seed", default=0, show_default=True, help="Seeds the weights, the patches and (unless "
-              "--split-seed is given) which images are held out.")
-@click.option("--split-seed", type=int, default=None,
-              help="Seeds only which images are held out, so runs with different --seed can be compared on the "
-                   "same held-out images. Default: --seed.")
-@_device_option()
-@click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
-              help="Architecture option, e.g. width=16. Repeatable.")
-@click.option("--loss-option", "loss_options", multiple=True, metavar="KEY=VALUE",
-              help="Loss option, e.g. alpha=0.25. Repeatable.")
-@click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
-              help="Dataset option (the folder dataset: images=, labels=, fov=, label_suffix=). Repeatable.")
-@click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Start from these weights (fine-tuning).")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, metavar="DECAY",
-              help="Keep a moving average of the weights (decay per step, e.g. 0.999); validation scores it and "
-                   "best.pt holds it. 0: off.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@train_options
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt (same settings; --epochs "
+              "may grow).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (epoch lines are still printed).")
-def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size, patch_size, sampling, lr,
-          val_fraction, patience, fov_diameter, max_downscale, no_augment, elastic, jpeg, grey, scale_range, blur,
-          noise, balance_datasets, seed, split_seed, device, model_options, loss_options, dataset_options,
-          init_weights, ema, resume, quiet):
+def train(resume, quiet, **settings):
     """Train a model on one or more datasets' training splits.
 
     \b
@@ -247,27 +115,16 @@ def train(model, loss, datasets, data_root, out, epochs, iterations, batch_size,
       retinaseg train -m unet -d drive --data-root ../shared/data -o runs/unet --resume
     """
     from retinaseg.registry import get_model
-    from retinaseg.training.engine import TrainConfig, train as run_training
+    from retinaseg.training.engine import train as run_training
 
-    spec = get_model(model)
-    if patch_size % spec.size_divisor:
-        raise click.BadParameter(f"model {spec.name!r} needs a multiple of {spec.size_divisor}; got {patch_size}",
-                                 param_hint="--patch-size")
-    config = TrainConfig(
-        model=spec.name, loss=loss or ("bce-dice" if spec.task == "vessel" else "ce"),
-        datasets=[d.strip() for d in datasets.split(",") if d.strip()], data_root=data_root, out=out,
-        model_options=_parse_options(model_options, "--model-option"),
-        loss_options=_parse_options(loss_options, "--loss-option"),
-        dataset_options=_parse_options(dataset_options, "--dataset-option"),
-        epochs=epochs, iterations=iterations, batch_size=batch_size, patch_size=patch_size, sampling=sampling,
-        lr=lr, val_fraction=val_fraction, patience=patience, seed=seed, split_seed=split_seed,
-        fov_diameter=fov_diameter, max_downscale=max_downscale, augment=not no_augment, elastic=elastic, jpeg=jpeg,
-        grey=grey, scale_range=scale_range, blur=blur, noise=noise, balance_datasets=balance_datasets, device=device,
-        init_weights=init_weights, ema=ema)
-    summary = run_training(config, resume=resume, progress=not quiet)
+    spec = get_model(settings["model"])
+    if settings["patch_size"] % spec.size_divisor:
+        raise click.BadParameter(f"model {spec.name!r} needs a multiple of {spec.size_divisor}; got "
+                                 f"{settings['patch_size']}", param_hint="--patch-size")
+    summary = run_training(TrainConfig(**settings), resume=resume, progress=not quiet)
     chosen = (f"best validation F1 {summary['best_val_f1']:.4f}" if summary["best_val_f1"] is not None
               else "no validation images, so best.pt holds the last epoch")
-    click.echo(f"done: {summary['epochs']} epochs, {chosen}; weights in {Path(out) / 'best.pt'}")
+    click.echo(f"done: {summary['epochs']} epochs, {chosen}; weights in {Path(settings['out']) / 'best.pt'}")
 
 
 def _parse_size(ctx, param, value):
@@ -283,20 +140,17 @@ def _parse_size(ctx, param, value):
 
 
 def _inference_options(f):
-    f = _max_downscale_option("Photos are shrunk until their FOV matches the weights' working scale (640 px across "
-                              "for the default vesselnet file, 540 px for the other shipped files), but by at most "
-                              "this factor, so high-resolution photos keep their finest vessels. 0: no limit. "
-                              "Default: the weights file's own if it records one, else the model's, "
-                              f"{MAX_DOWNSCALE} unless `retinaseg plugins` lists another.")(f)
+    f = _max_downscale_option("Shrink photos to the weights' working scale by at most this factor, so "
+                              "high-resolution photos keep their finest vessels. 0: no limit. Default: the weights "
+                              f"file's own, else the model's ({MAX_DOWNSCALE} unless `retinaseg plugins` says "
+                              "otherwise).")(f)
     f = click.option("--tta/--no-tta", default=None,
-                     help="Average the prediction over test-time views of each photo: slightly better, several "
-                          "times slower. The views are the model's (`retinaseg plugins`): the four flips unless it "
-                          "declares others; vesselnet's are the photo and its mirror image at 1.125x the scale "
-                          "(about 2.3x the time). Default: the model's own, off unless `retinaseg plugins` lists "
-                          "it.")(f)
+                     help="Average the prediction over the model's test-time views of each photo (`retinaseg "
+                          "plugins`; the four flips unless it declares others): slower, slightly better. Default: "
+                          "the model's own.")(f)
     f = click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Tiles (or whole small images) per forward pass; tiles of several photos share a batch. "
-                          "Larger batches were no faster, on CPU or GPU (README, Speed).")(f)
+                     help="Tiles (or whole small images) per forward pass; tiles of several photos share a "
+                          "batch.")(f)
     f = _device_option()(f)
     f = click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
                      help="Checkpoint to use instead of the model's shipped weights.")(f)
@@ -305,7 +159,7 @@ def _inference_options(f):
     f = click.option("--vessel-model", default=None, metavar="NAME",
                      help="A/V models only: a binary model (e.g. vesselnet) that decides vessel or background, "
                           "run beside the A/V model at its own scale and defaults; the A/V model names each vessel "
-                          "pixel artery, vein or uncertain. Adds the binary model's time; see README.")(f)
+                          "pixel artery, vein or uncertain.")(f)
     return f
 
 
@@ -362,7 +216,7 @@ def _segmenter(model, weights, device, batch_size, tta, max_downscale, notify, v
 @click.option("--overlap", type=click.FloatRange(0, 0.75), default=0.25, show_default=True,
               help="Share of a tile that overlaps its neighbour.")
 @click.option("--resize", callback=_parse_size, default=None, metavar="WxH",
-              help="Force a fixed working size (the seeds' behaviour) instead of scaling by the FOV.")
+              help="Resize every photo to this fixed working size instead of scaling it by its FOV.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -422,7 +276,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write per-image rows.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write means, stds, second observer and per-image rows.")
-@click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
+@click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE", callback=parse_options,
               help="Dataset option (the folder dataset: images=, labels=, fov=, label_suffix=). Repeatable.")
 @click.option("--summary-only", is_flag=True, help="Print only the mean ± std rows.")
 def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_model, vessel_weights, device,
@@ -432,7 +286,7 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_mod
     Inside the FOV, threshold 0.5 (arg-max for A/V), 1st manual, mean ± std over
     images: Se, Sp, Acc, Precision, F1, IoU, MCC, MSE, and exact AUC-ROC/AUC-PR when
     probabilities are available. A/V datasets add per-class and class-weighted
-    scores (seed 002) and A/V accuracy. Where a second human observer exists
+    scores (Learning_AVSegmentation) and A/V accuracy. Where a second human observer exists
     (DRIVE test), it is scored as a reference row.
 
     \b
@@ -459,7 +313,7 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_mod
             f"model {s.model.spec.name}" + (f" ({s.model.weights.name})" if s.model.weights else "")
             for s in (segmenter, segmenter.vessel_segmenter) if s is not None)
     result = evaluate(dataset, data_root, split, segmenter=segmenter, pred_dir=pred, use_fov=not no_fov, source=source,
-                      dataset_options=_parse_options(dataset_options, "--dataset-option"), progress=True)
+                      dataset_options=dataset_options, progress=True)
     click.echo(format_table(result, per_image=not summary_only))
     if csv_path:
         with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
@@ -476,14 +330,17 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_mod
 
 @cli.group(cls=_Group)
 def weights():
-    """Pack weights for shipping, and keep weights/manifest.json (how each file was made, what it scored)."""
+    """Pack weights files, and record how each was made in weights/manifest.json.
+
+    The manifest keeps, for every shipped file, its sha256, training command, data, time and the `retinaseg
+    eval --json` results measured with it."""
 
 
 @weights.command(name="pack")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.argument("destination", type=click.Path(dir_okay=False))
 @click.option("--half", is_flag=True, help="Store convolution kernels as float16: half the file size.")
-@click.option("--max-downscale", type=float, default=None, callback=_check_max_downscale,
+@click.option("--max-downscale", type=float, default=None, callback=check_max_downscale,
               help="The file's own default cap on shrinking large photos (overrides the model's).")
 @click.option("--fov-diameter", type=click.IntRange(min=32), default=None,
               help="The working scale the file runs at: FOV width in pixels. Default: its training scale.")

@@ -146,7 +146,7 @@ def test_a_moving_average_of_the_weights_is_what_best_pt_keeps(cli, tmp_path, fo
     load_model("unet", out / "best.pt")  # loads like any other weights file
     # resuming must keep the run's own setting
     result = train(cli, out, folder_dataset, "--val-fraction", "0", "--epochs", "3", "--resume")
-    assert result.exit_code == 1 and "resume with the run's own --ema" in result.output
+    assert result.exit_code == 1 and "settings, and these differ: ema was 0.9, now 0.0" in result.output
     result = train(cli, out, folder_dataset, "--ema", "1.5", "--val-fraction", "0", "--epochs", "3", "--resume")
     assert result.exit_code == 2 and "1.5 is not in the range 0<=x<1" in result.output
 
@@ -204,9 +204,9 @@ def test_weights_for_another_model_are_refused(tmp_path):
 @pytest.mark.parametrize("max_downscale", [None, 0, 1.5])
 def test_training_images_have_the_working_size_the_runner_gives_them(folder_dataset, max_downscale):
     from retinaseg.datasets import read_fov
-    from retinaseg.inference.rescale import prepare as prepare_for_running
+    from retinaseg.inference.rescale import to_working_scale as prepare_for_running
     from retinaseg.io.images import read_photo
-    from retinaseg.training.data import prepare as prepare_for_training
+    from retinaseg.training.data import load_training_image as prepare_for_training
 
     _, samples = load_samples("folder", folder_dataset, "training", label_suffix="_gt")
     sample = samples[0]
@@ -228,9 +228,9 @@ def test_a_run_trained_with_a_shrink_cap_records_it_for_the_runner(cli, tmp_path
 
 
 def _sampler(folder_dataset, device):
-    from retinaseg.training.data import Augmentation, PatchSampler, prepare
+    from retinaseg.training.data import Augmentation, PatchSampler, load_training_image
     _, samples = load_samples("folder", folder_dataset, "training", label_suffix="_gt")
-    images = [prepare(s, "vessel", 60, 1) for s in samples]
+    images = [load_training_image(s, "vessel", 60, 1) for s in samples]
     return images, PatchSampler(images, 32, Augmentation(), device=device)
 
 
@@ -487,3 +487,14 @@ def test_split_seed_holds_out_the_same_images_whatever_the_training_seed(folder_
 
     assert held_out(seed=0) != held_out(seed=2)  # the seed alone draws other images
     assert held_out(seed=2, split_seed=0) == held_out(seed=0)
+
+
+def test_resume_refuses_other_settings_and_names_them(cli, tmp_path, folder_dataset):
+    out = tmp_path / "run"
+    assert train(cli, out, folder_dataset).exit_code == 0
+    saved = load_checkpoint(out / "last.pt")["training"]["config"]
+    assert saved["lr"] == 2e-3 and saved["model"] == "unet"
+    result = train(cli, out, folder_dataset, "--lr", "0.001", "--batch-size", "3", "--resume")
+    assert result.exit_code == 1, result.output
+    assert "batch_size was 2, now 3; lr was 0.002, now 0.001" in result.output
+    assert train(cli, out, folder_dataset, "--epochs", "3", "--resume").exit_code == 0  # --epochs may grow

@@ -2,7 +2,7 @@
 
 Binary: Se (recall), Sp, Acc, Precision, F1 (= Dice), IoU, MCC from the confusion counts at threshold 0.5;
 MSE between probability and label; AUC-ROC and AUC-PR exactly, by ranks, when probabilities are given.
-A/V (seed 002's definitions): each of artery, vein, uncertain scored one-vs-rest on the arg-max map, then
+A/V (Learning_AVSegmentation's definitions): each of artery, vein, uncertain scored one-vs-rest on the arg-max map, then
 averaged with weights equal to the classes' ground-truth pixel counts; plus A/V classification accuracy on
 ground-truth artery/vein pixels that are predicted as vessel.
 """
@@ -14,8 +14,8 @@ from typing import Optional
 import numpy as np
 
 from retinaseg import av
+from retinaseg.inference import VESSEL_THRESHOLD
 
-THRESHOLD = 0.5
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
@@ -75,7 +75,7 @@ def binary_metrics(truth: np.ndarray, pred: Optional[np.ndarray] = None, prob: O
     if prob is not None:
         prob = select(prob).astype(np.float32, copy=False)
         if pred is None:
-            pred = prob >= THRESHOLD
+            pred = prob >= VESSEL_THRESHOLD
         else:
             pred = select(pred)
     elif pred is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from retinaseg import av
+from retinaseg.inference import VESSEL_THRESHOLD
 
 OUTPUT_FOLDERS = {"raw": "raw_pre", "small": "small_pre", "prob": "prob", "overlay": "overlay"}
 VESSEL_OVERLAY_COLOUR = np.array([255, 255, 0], dtype=np.float32)  # yellow shows on red-orange fundus
@@ -12,7 +13,7 @@ OVERLAY_ALPHA = 0.6
 
 def labels_of(prob: np.ndarray) -> np.ndarray:
     """Thresholded vessel mask (bool) or A/V codes (arg-max)."""
-    return prob[0] >= 0.5 if prob.shape[0] == 1 else prob.argmax(axis=0).astype(np.uint8)
+    return prob[0] >= VESSEL_THRESHOLD if prob.shape[0] == 1 else prob.argmax(axis=0).astype(np.uint8)
 
 
 def render(labels: np.ndarray) -> np.ndarray:

@@ -51,7 +51,7 @@ def _fov_box(fov: np.ndarray, margin: int) -> tuple:
             max(0, cols[0] - margin), min(fov.shape[1], cols[-1] + 1 + margin))
 
 
-def prepare(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
+def to_working_scale(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
             fixed_size: Optional[tuple] = None, index: int = 0, keep_photo: bool = False,
             max_downscale: Optional[float] = None, raw_fov_diameter: Optional[int] = None) -> Prepared:
     """Bring a float HxWx3 photo to the model's working scale (shrunk by at most max_downscale) and

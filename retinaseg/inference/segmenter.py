@@ -17,7 +17,7 @@ import torch
 
 from retinaseg.errors import RetinasegError
 from retinaseg.inference.predictor import make_predictor
-from retinaseg.inference.rescale import Prepared, gate_with_fov, prepare, to_raw_size
+from retinaseg.inference.rescale import Prepared, gate_with_fov, to_raw_size, to_working_scale
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.inference.views import PLAIN, View
 from retinaseg.models import LoadedModel, resolve_device
@@ -78,9 +78,9 @@ class Segmenter:
                 keep_photo: bool = False) -> Prepared:
         """The photo at the working scale with its view inputs. keep_photo keeps the photo on the result (for
         an overlay); the vessel model's input is kept until it has run in any case."""
-        prepared = prepare(photo, fov, self.model.fov_diameter, self.config.resize, index,
-                           keep_photo or self.vessel_segmenter is not None, self.config.max_downscale,
-                           self.config.raw_fov_diameter)
+        prepared = to_working_scale(photo, fov, self.model.fov_diameter, self.config.resize, index,
+                                    keep_photo or self.vessel_segmenter is not None, self.config.max_downscale,
+                                    self.config.raw_fov_diameter)
         prepared.keep_photo = keep_photo
         prepared.view_inputs = [self._view_input(photo, prepared, view) for view in self.views]
         return prepared
@@ -92,9 +92,9 @@ class Segmenter:
         if view.scale != 1:
             fixed = self.config.resize and tuple(round(side * view.scale) for side in self.config.resize)
             cap = self.config.max_downscale
-            scaled = prepare(photo, prepared.fov_raw, round(self.model.fov_diameter * view.scale), fixed,
-                             max_downscale=cap / view.scale if cap else cap,
-                             raw_fov_diameter=self.config.raw_fov_diameter)
+            scaled = to_working_scale(photo, prepared.fov_raw, round(self.model.fov_diameter * view.scale), fixed,
+                                      max_downscale=cap / view.scale if cap else cap,
+                                      raw_fov_diameter=self.config.raw_fov_diameter)
             image, fov = scaled.image, scaled.fov_work
         return (torch.flip(image, view.dims) if view.dims else image), fov
 

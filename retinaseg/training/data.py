@@ -13,17 +13,16 @@ import torch.nn.functional as F
 from retinaseg.datasets import Sample, check_same_size, read_fov, read_label
 from retinaseg.fov import fov_diameter
 from retinaseg.io.images import read_photo
+from retinaseg.training.config import BLUR_LEAST_SIGMA, JPEG_BEST_QUALITY
 from retinaseg.preprocess import channel_statistics, photo_tensor, resize, resize_mask, standardize, working_size
 
 STATISTICS_PIXELS = 4096  # FOV pixels kept per image to renormalise after photometric augmentation
 ELASTIC_CONTROL_POINTS = 5  # per side of a patch: displacements drawn there, smoothly interpolated between
 JPEG_SHARE = 0.5  # of patches re-encoded when --jpeg is on; the rest stay as read
-JPEG_BEST_QUALITY = 95  # the highest quality drawn: cameras' and archives' usual "high" setting
 # Grey versions of a colour patch (R, G, B weights): a red-free photo is close to the green channel alone; a
 # colour photo saved as grey is its luminance (ITU-R BT.601)
 GREY_WEIGHTS = ((0.0, 1.0, 0.0), (0.299, 0.587, 0.114))
 NOISE_SHARE = 0.5  # of patches given sensor noise when --noise is on
-BLUR_LEAST_SIGMA = 0.5  # the softest Gaussian blur drawn when --blur is on (about the 3x3 binomial's)
 
 
 @dataclass
@@ -45,7 +44,7 @@ class TrainingImage:
         self.image, self.target = self.pixels[:3], self.pixels[3:-1]
 
 
-def prepare(sample: Sample, task: str, fov_diameter_px: int, classes: int,
+def load_training_image(sample: Sample, task: str, fov_diameter_px: int, classes: int,
             max_downscale: Optional[float] = None, dataset: str = "") -> TrainingImage:
     """The sample (from `dataset`) at the working scale the runner will use for it (the same cap on shrinking)."""
     photo = read_photo(sample.image)

@@ -3,8 +3,8 @@ FOV, best/last checkpoints, resume, LR schedule, early stopping, AMP on CUDA, an
 the weights.
 
 A model whose training differs (the A/V fusion GAN) brings its own step through ModelSpec.training_step:
-a factory called as factory(model=..., loss=..., lr=..., weight_decay=..., device=...) that returns an object
-with the TrainingStep interface below; the engine does everything else.
+a factory that returns a TrainingStep (below); the engine does everything else. train() runs in phases:
+check the settings, build the run, restore it (--resume), then epochs of steps, each ending in checkpoints.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 import numpy as np
 import torch
@@ -29,50 +29,30 @@ from retinaseg.io.atomic import atomic_path
 from retinaseg.datasets import load_samples
 from retinaseg.errors import OptionError, RetinasegError
 from retinaseg.evaluation.metrics import confusion, scores_from_confusion
+from retinaseg.inference import VESSEL_THRESHOLD
 from retinaseg.inference.sliding_window import SlidingWindow, sliding_window_inference
 from retinaseg.models import (build_module, load_model, member_count, model_config, resolve_device,
                               to_probabilities)
 from retinaseg.preprocess import standardize
 from retinaseg.registry import check_options, get_loss, get_model
-from retinaseg.training.data import Augmentation, PatchSampler, prepare
+from retinaseg.training.config import RESUMABLE, TrainConfig
+from retinaseg.training.data import Augmentation, PatchSampler, load_training_image
 
 
-@dataclass
-class TrainConfig:
-    model: str
-    loss: str
-    datasets: list
-    data_root: str
-    out: str
-    model_options: dict = field(default_factory=dict)
-    loss_options: dict = field(default_factory=dict)
-    dataset_options: dict = field(default_factory=dict)
-    epochs: int = 50
-    iterations: int = 200  # optimiser steps per epoch
-    batch_size: int = 8
-    patch_size: int = 128
-    sampling: str = "patch"  # or "whole"
-    vessel_fraction: float = 0.5
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 1
-    val_fraction: float = 0.15
-    patience: int = 0  # epochs without improvement before stopping; 0 never stops early
-    seed: int = 0
-    split_seed: Optional[int] = None  # draws the held-out images; None: seed
-    fov_diameter: Optional[int] = None
-    max_downscale: Optional[float] = None  # cap on shrinking photos to the working scale; None: the model's
-    augment: bool = True
-    elastic: float = 0.0  # Augmentation.elastic: smooth random displacement (pixels); 0: off
-    jpeg: int = 0  # Augmentation.jpeg: lowest quality of JPEG-re-encoded patches; 0: off
-    grey: float = 0.0  # Augmentation.grey: share of patches turned grey; 0: off
-    scale_range: Optional[tuple] = None  # Augmentation.scale: (low, high) zoom factors; None: its default
-    blur: float = 0.0  # Augmentation.blur: largest Gaussian sigma of blurred patches; 0: a 3x3 binomial
-    noise: float = 0.0  # Augmentation.noise: largest std of added sensor noise; 0: off
-    balance_datasets: bool = False  # each dataset gives the same share of patches (default: each image does)
-    device: str = "auto"
-    init_weights: Optional[str] = None  # start from these weights (fine-tuning)
-    ema: float = 0.0  # decay of a moving average of the weights, validated and saved as best.pt; 0: off
+class TrainingStep(Protocol):
+    """What the engine calls for one optimiser step; ModelSpec.training_step makes one with
+    factory(model=..., loss=..., lr=..., weight_decay=..., device=...). SupervisedStep is the default."""
+
+    optimizers: list  # their learning rates follow the engine's schedule
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor, fov: torch.Tensor) -> dict:
+        """One step on a batch; returns the losses to log (a "loss" key at least)."""
+
+    def state_dict(self) -> dict:
+        """What --resume needs to go on exactly (optimisers, scalers)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores state_dict()'s result."""
 
 
 class SupervisedStep:
@@ -143,7 +123,7 @@ def validate(model, images, device, size_divisor) -> float:
         prob = sliding_window_inference(standardize(item.image, item.fov), predictor, window)
         fov = item.fov.numpy()
         if prob.shape[0] == 1:
-            tp_fp_fn_tn = confusion((prob[0] >= 0.5).numpy()[fov], (item.target[0] >= 0.5).numpy()[fov])
+            tp_fp_fn_tn = confusion((prob[0] >= VESSEL_THRESHOLD).numpy()[fov], (item.target[0] >= 0.5).numpy()[fov])
             scores.append(scores_from_confusion(*tp_fp_fn_tn)["f1"])
         else:
             pred, truth = prob.argmax(0).numpy()[fov], item.target.argmax(0).numpy()[fov]
@@ -168,30 +148,96 @@ def _load_images(config: TrainConfig, task: str, model_cfg: dict, classes: int, 
         items = []
         for sample, name in tqdm(part, desc="reading images", unit="img", disable=not progress, leave=False):
             # a run resumed from before training applied the cap has none in its config: keep it uncapped
-            items.append(prepare(sample, task, model_cfg["fov_diameter"], classes,
-                                 model_cfg.get("max_downscale", 0), dataset=name))
+            items.append(load_training_image(sample, task, model_cfg["fov_diameter"], classes,
+                                             model_cfg.get("max_downscale", 0), dataset=name))
         prepared.append(items)
     return prepared
+
+
+@dataclass
+class _Run:
+    """What a training run works with, built once."""
+
+    spec: object
+    device: torch.device
+    model_cfg: dict
+    model: torch.nn.Module
+    step: TrainingStep
+    averaged: Optional[AveragedModel]  # the moving average of the weights, when --ema is on
+    generator: torch.Generator
+    base_lrs: list  # each optimiser's groups' peak rates, which the schedule scales
+    start_epoch: int = 1
+    best: float = -1.0
+
+    @property
+    def kept(self) -> torch.nn.Module:
+        """What validation scores and best.pt holds: the average, not the last step's weights, when there is one."""
+        return self.averaged.module if self.averaged is not None else self.model
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; returns a summary dict (best_val_f1 is None when no images were held out). Writes best.pt,
     last.pt, metrics.csv and config.json to config.out."""
     out = Path(config.out)
+    config, loss_options = _check(config, resume)
+    run = _build(config, loss_options, resume)
+    if resume:
+        _restore(run, config, out / "last.pt")
+    out.mkdir(parents=True, exist_ok=True)
+    _keep_rows_up_to(out / "metrics.csv", run.start_epoch - 1)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    train_images, val_images = _load_images(config, run.spec.task, run.model_cfg, run.spec.classes, progress)
+    if not train_images:
+        raise RetinasegError("no training images")
+    sampler = PatchSampler(train_images, config.patch_size,
+                           _augmentation(config) if config.augment else Augmentation.none(),
+                           config.vessel_fraction, whole_image=config.sampling == "whole", device=run.device,
+                           balance_datasets=config.balance_datasets)
+    started, epochs_without_gain, last_epoch = time.time(), 0, run.start_epoch - 1
+    for epoch in range(run.start_epoch, config.epochs + 1):
+        epoch_start = time.time()
+        row = {"epoch": epoch, **_train_epoch(run, sampler, config, epoch, progress)}
+        score = validate(run.kept, val_images, run.device, run.model_cfg["size_divisor"]) if val_images \
+            else float("nan")
+        row.update(val_f1=score, seconds=round(time.time() - epoch_start, 1))
+        improved = bool(val_images) and score > run.best
+        if improved:
+            run.best, epochs_without_gain = score, 0
+        else:
+            epochs_without_gain += 1
+        _checkpoint(run, config, out, epoch, row, save_best=improved or not val_images)
+        last_epoch = epoch
+        if config.patience and epochs_without_gain >= config.patience:
+            tqdm.write(f"early stop: no validation gain in {config.patience} epochs")
+            break
+    return {"best_val_f1": run.best if val_images else None, "epochs": last_epoch,
+            "seconds": round(time.time() - started, 1)}
+
+
+def _check(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict]:
+    """The settings made whole (the default loss) and checked against the plugins and the run folder, before
+    anything is built. Ranges of numbers are checked where they enter (TrainConfig's options)."""
+    out = Path(config.out)
     spec = get_model(config.model)
+    config = replace(config, loss=config.loss or ("bce-dice" if spec.task == "vessel" else "ce"))
     loss_spec = get_loss(config.loss)
     if loss_spec.task != spec.task:
         raise RetinasegError(f"loss {loss_spec.name} is for {loss_spec.task} targets but model {spec.name} "
                              f"predicts {spec.task}")
     if config.sampling not in ("patch", "whole"):
         raise OptionError(f"sampling must be 'patch' or 'whole'; got {config.sampling!r}")
-    # ranges of the numbers are checked where they enter (the train command's options)
     loss_options = check_options("loss", loss_spec.name, loss_spec.build, config.loss_options)
     if resume and not (out / "last.pt").is_file():
         raise RetinasegError(f"--resume: no {out / 'last.pt'} to resume from")
     if not resume and (out / "last.pt").exists():
         raise RetinasegError(f"{out} already holds a training run; use --resume to continue it or choose "
                              f"another --out")
+    return config, loss_options
+
+
+def _build(config: TrainConfig, loss_options: dict, resume: bool) -> _Run:
+    """The model (from --init-weights when given), its training step and the moving average."""
+    spec = get_model(config.model)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model_cfg = model_config(spec, config.model_options, config.fov_diameter)
@@ -199,103 +245,93 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     model_cfg["max_downscale"] = float(spec.max_downscale if config.max_downscale is None else config.max_downscale)
     model = build_module(spec, model_cfg)
     if config.init_weights:
-        start = load_model(spec.name, config.init_weights)
-        members = member_count(start.config)
-        if members > 1:
-            raise RetinasegError(f"--init-weights {config.init_weights}: an ensemble of {members} trainings; "
-                                 f"fine-tune from one of its members")
-        model.load_state_dict(start.module.state_dict())
-        if start.fov_diameter != model_cfg["fov_diameter"] and not resume:
-            # a packed file may run at another scale than it trained at (the default: 540 trained, 640 run)
-            tqdm.write(f"note: {config.init_weights} runs with the FOV {start.fov_diameter} px across; this run "
-                       f"trains, and its files run, at {model_cfg['fov_diameter']} px (--fov-diameter). To run a "
-                       f"result at {start.fov_diameter} px: retinaseg weights pack {out}/best.pt OUT.pt "
-                       f"--fov-diameter {start.fov_diameter}", file=sys.stderr)
+        _start_from(model, spec, config, model_cfg, note=not resume)
     model.to(device)
-    loss_fn = loss_spec.build(**loss_options)
     factory = spec.training_step or SupervisedStep
-    step = factory(model=model, loss=loss_fn, lr=config.lr, weight_decay=config.weight_decay, device=device)
-    # the average, not the last step's weights, is what validation scores and best.pt keeps
+    step = factory(model=model, loss=get_loss(config.loss).build(**loss_options), lr=config.lr,
+                   weight_decay=config.weight_decay, device=device)
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) \
         if config.ema else None
-    kept = averaged.module if averaged else model
-    generator = torch.Generator().manual_seed(config.seed)
-    start_epoch, best = 1, -1.0
-    if resume:
-        state = load_checkpoint(out / "last.pt")
-        if state["config"]["model"] != spec.name:
-            raise RetinasegError(f"{out / 'last.pt'} is a {state['config']['model']} run, not {spec.name}")
-        model_cfg = state["config"]
-        model.load_state_dict(state["state_dict"])
-        step.load_state_dict(state["training"]["step"])
-        if (averaged is None) != ("averaged" not in state["training"]):
-            raise RetinasegError(f"{out / 'last.pt'} was trained {'with' if averaged is None else 'without'} a "
-                                 f"moving average of the weights: resume with the run's own --ema setting")
-        if averaged is not None:
-            averaged.load_state_dict(state["training"]["averaged"])
-        generator.set_state(state["training"]["generator"])
-        start_epoch, best = state["training"]["epoch"] + 1, state["training"]["best"]
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.csv"
-    _keep_rows_up_to(metrics_path, start_epoch - 1)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    base_lrs = [[group["lr"] for group in opt.param_groups] for opt in step.optimizers]
+    return _Run(spec, device, model_cfg, model, step, averaged, torch.Generator().manual_seed(config.seed), base_lrs)
 
-    train_images, val_images = _load_images(config, spec.task, model_cfg, spec.classes, progress)
-    if not train_images:
-        raise RetinasegError("no training images")
-    sampler = PatchSampler(train_images, config.patch_size,
-                           _augmentation(config) if config.augment else Augmentation.none(),
-                           config.vessel_fraction, whole_image=config.sampling == "whole", device=device,
-                           balance_datasets=config.balance_datasets)
-    base_lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers]
+
+def _start_from(model, spec, config: TrainConfig, model_cfg: dict, note: bool) -> None:
+    start = load_model(spec.name, config.init_weights)
+    members = member_count(start.config)
+    if members > 1:
+        raise RetinasegError(f"--init-weights {config.init_weights}: an ensemble of {members} trainings; "
+                             f"fine-tune from one of its members")
+    model.load_state_dict(start.module.state_dict())
+    if start.fov_diameter != model_cfg["fov_diameter"] and note:
+        # a packed file may run at another scale than it trained at (the default: 540 trained, 640 run)
+        tqdm.write(f"note: {config.init_weights} runs with the FOV {start.fov_diameter} px across; this run "
+                   f"trains, and its files run, at {model_cfg['fov_diameter']} px (--fov-diameter). To run a "
+                   f"result at {start.fov_diameter} px: retinaseg weights pack {config.out}/best.pt OUT.pt "
+                   f"--fov-diameter {start.fov_diameter}", file=sys.stderr)
+
+
+def _restore(run: _Run, config: TrainConfig, last: Path) -> None:
+    """Continues from last.pt: its settings must be this run's, but for RESUMABLE ones (--epochs may grow)."""
+    state = load_checkpoint(last)
+    if state["config"]["model"] != run.spec.name:
+        raise RetinasegError(f"{last} is a {state['config']['model']} run, not {run.spec.name}")
+    saved = state["training"].get("config")  # absent in runs saved before settings were recorded
+    if saved is not None:
+        ours = json.loads(json.dumps(asdict(config)))  # tuples as lists, as the checkpoint stores them
+        differ = [key for key in ours if key not in RESUMABLE and saved.get(key) != ours[key]]
+        if differ:
+            listed = "; ".join(f"{key} was {saved.get(key)!r}, now {ours[key]!r}" for key in differ)
+            raise RetinasegError(f"{last}: --resume goes on with the run's own settings, and these differ: "
+                                 f"{listed}")
+    if (run.averaged is None) != ("averaged" not in state["training"]):
+        raise RetinasegError(f"{last} was trained {'with' if run.averaged is None else 'without'} a moving "
+                             f"average of the weights: resume with the run's own --ema setting")
+    run.model_cfg = state["config"]
+    run.model.load_state_dict(state["state_dict"])
+    run.step.load_state_dict(state["training"]["step"])
+    if run.averaged is not None:
+        run.averaged.load_state_dict(state["training"]["averaged"])
+    run.generator.set_state(state["training"]["generator"])
+    run.start_epoch, run.best = state["training"]["epoch"] + 1, state["training"]["best"]
+
+
+def _train_epoch(run: _Run, sampler: PatchSampler, config: TrainConfig, epoch: int, progress: bool) -> dict:
+    """config.iterations steps on the learning-rate schedule; returns the epoch's mean losses and last rate."""
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
-    started = time.time()
-    epochs_without_gain = 0
-    last_epoch = start_epoch - 1
-    for epoch in range(start_epoch, config.epochs + 1):
-        epoch_start, sums = time.time(), {}
-        bar = tqdm(range(config.iterations), desc=f"epoch {epoch}/{config.epochs}", unit="it",
-                   disable=not progress, leave=False)
-        for i in bar:
-            factor = lr_factor((epoch - 1) * config.iterations + i, total, warmup)
-            for opt, lrs in zip(step.optimizers, base_lrs):
-                for group, lr in zip(opt.param_groups, lrs):
-                    group["lr"] = lr * factor
-            images, targets, fov = sampler.sample(config.batch_size, generator)
-            stats = step(images, targets, fov)
-            if averaged is not None:
-                averaged.update_parameters(model)
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}")
-        row = {"epoch": epoch, **{k: v / config.iterations for k, v in sums.items()},
-               "lr": base_lrs[0][0] * factor}
-        score = validate(kept, val_images, device, model_cfg["size_divisor"]) if val_images else float("nan")
-        row.update(val_f1=score, seconds=round(time.time() - epoch_start, 1))
-        improved = val_images and score > best
-        if improved:
-            best, epochs_without_gain = score, 0
-        else:
-            epochs_without_gain += 1
-        info = {"epoch": epoch, "best_val_f1": best, "datasets": config.datasets, "loss": config.loss,
-                "retinaseg": __version__}
-        if improved or not val_images:
-            save_checkpoint(out / "best.pt", kept.state_dict(), model_cfg, info=info)
-        # the row goes first: a kill between the two leaves a row that resume drops, never a missing one
-        _append_row(metrics_path, row)
-        progress_state = {"step": step.state_dict(), "generator": generator.get_state(), "epoch": epoch, "best": best}
-        if averaged is not None:
-            progress_state["averaged"] = averaged.state_dict()
-        save_checkpoint(out / "last.pt", model.state_dict(), model_cfg, info=info, training=progress_state)
-        # one line per epoch, with or without progress bars
-        tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                                  for k, v in row.items() if k != "epoch"))
-        last_epoch = epoch
-        if config.patience and epochs_without_gain >= config.patience:
-            tqdm.write(f"early stop: no validation gain in {config.patience} epochs")
-            break
-    return {"best_val_f1": best if val_images else None, "epochs": last_epoch,
-            "seconds": round(time.time() - started, 1)}
+    sums, factor = {}, 1.0
+    bar = tqdm(range(config.iterations), desc=f"epoch {epoch}/{config.epochs}", unit="it", disable=not progress,
+               leave=False)
+    for i in bar:
+        factor = lr_factor((epoch - 1) * config.iterations + i, total, warmup)
+        for opt, lrs in zip(run.step.optimizers, run.base_lrs):
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr * factor
+        images, targets, fov = sampler.sample(config.batch_size, run.generator)
+        stats = run.step(images, targets, fov)
+        if run.averaged is not None:
+            run.averaged.update_parameters(run.model)
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0.0) + value
+        bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}")
+    return {**{key: value / config.iterations for key, value in sums.items()}, "lr": run.base_lrs[0][0] * factor}
+
+
+def _checkpoint(run: _Run, config: TrainConfig, out: Path, epoch: int, row: dict, save_best: bool) -> None:
+    """best.pt when it improved, the metrics row, then last.pt with all --resume needs; one line per epoch."""
+    info = {"epoch": epoch, "best_val_f1": run.best, "datasets": config.datasets, "loss": config.loss,
+            "retinaseg": __version__}
+    if save_best:
+        save_checkpoint(out / "best.pt", run.kept.state_dict(), run.model_cfg, info=info)
+    # the row goes first: a kill between the two leaves a row that resume drops, never a missing one
+    _append_row(out / "metrics.csv", row)
+    progress_state = {"step": run.step.state_dict(), "generator": run.generator.get_state(), "epoch": epoch,
+                      "best": run.best, "config": json.loads(json.dumps(asdict(config)))}
+    if run.averaged is not None:
+        progress_state["averaged"] = run.averaged.state_dict()
+    save_checkpoint(out / "last.pt", run.model.state_dict(), run.model_cfg, info=info, training=progress_state)
+    tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                              for k, v in row.items() if k != "epoch"))
 
 
 def _augmentation(config: TrainConfig) -> Augmentation:
