@@ -1,8 +1,11 @@
-"""TTA (the model's test-time views) on or off (or, with --vessel-model, the vessel gate off or on), scored on
-the images a training run held out for validation.
+"""TTA (the model's test-time views) on or off (or, with --vessel-model, the vessel gate off or on; with
+--av-graph, the vessel graph's one-type-per-vessel step off or on), scored on the images a training run held out
+for validation.
 
     python benchmarks/held_out_tta.py --model av-fusion --datasets drive-av,les-av,hrf-av --seed 1
     python benchmarks/held_out_tta.py --model av-fusion --datasets hrf-av --seed 0 --vessel-model vesselnet
+    python benchmarks/held_out_tta.py --model av-fusion --datasets drive-av,les-av,hrf-av --seed 1 --av-graph
+    python benchmarks/held_out_tta.py ... --av-graph --gate vesselnet     # the graph step, vessels from vesselnet
 
 The held-out images are drawn exactly as `retinaseg train` drew them (same datasets, --seed, --val-fraction),
 so the comparison never touches a test split. Prints each image's headline score both ways, then the means
@@ -33,10 +36,17 @@ def main():
     parser.add_argument("--val-fraction", type=float, default=0.15, help="the training run's --val-fraction")
     parser.add_argument("--vessel-model", default=None,
                         help="compare without / with this binary model gating the vessels (TTA: the model's default)")
+    parser.add_argument("--av-graph", action="store_true", help="compare without / with --av-graph")
+    parser.add_argument("--gate", default=None, help="with --av-graph: both sides use this --vessel-model")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.vessel_model:
+    if args.av_graph:
+        gate = load_model(args.gate) if args.gate else None
+        runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", av_graph=on),
+                                 vessel_model=gate) for on in (False, True)}
+        what, labels = "without / with --av-graph", {False: "--no-av-graph", True: "--av-graph"}
+    elif args.vessel_model:
         gate = load_model(args.vessel_model)
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"),
                               vessel_model=gate if on else None) for on in (False, True)}

@@ -148,6 +148,10 @@ def _inference_options(f):
                      help="Average the prediction over the model's test-time views of each photo (`retinaseg "
                           "plugins`; the four flips unless it declares others): slower, slightly better. Default: "
                           "the model's own.")(f)
+    f = click.option("--av-graph/--no-av-graph", default=None,
+                     help="A/V models: give each vessel one type, by its pixels' vote along the vessel graph "
+                          "(through crossings; weak votes take their bifurcation neighbours' type). The vessel map "
+                          "is unchanged. Default: the model's own (`retinaseg plugins`).")(f)
     f = click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Tiles (or whole small images) per forward pass; tiles of several photos share a "
                           "batch.")(f)
@@ -179,7 +183,7 @@ def _message(text: str) -> None:
     sys.stderr.flush()  # before the summary on stdout, also where stderr is buffered
 
 
-def _segmenter(model, weights, device, batch_size, tta, max_downscale, notify, vessel_model=None,
+def _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph, notify, vessel_model=None,
                vessel_weights=None, **settings):
     from retinaseg.inference.segmenter import SegmentConfig, Segmenter
     from retinaseg.models import DEFAULT_MODEL, load_model
@@ -188,8 +192,9 @@ def _segmenter(model, weights, device, batch_size, tta, max_downscale, notify, v
         raise click.UsageError("--vessel-weights needs --vessel-model")
     loaded = load_model(model or DEFAULT_MODEL, weights)
     gate = load_model(vessel_model, vessel_weights) if vessel_model else None
-    return Segmenter(loaded, SegmentConfig(device=device, batch_size=batch_size, tta=tta, max_downscale=max_downscale,
-                                           **settings), notify=notify, vessel_model=gate)
+    config = SegmentConfig(device=device, batch_size=batch_size, tta=tta, max_downscale=max_downscale,
+                           av_graph=av_graph, **settings)
+    return Segmenter(loaded, config, notify=notify, vessel_model=gate)
 
 
 @cli.command()
@@ -202,6 +207,8 @@ def _segmenter(model, weights, device, batch_size, tta, max_downscale, notify, v
 @click.option("--save-prob", is_flag=True, help="Also write prob/<stem>.tif: float32 probabilities at raw size "
               "(HxW vessel, or CxHxW background/artery/vein/uncertain).")
 @click.option("--overlay", is_flag=True, help="Also write overlay/<stem>.png: the prediction drawn over the photo.")
+@click.option("--save-graph", is_flag=True, help="Also write graph/<stem>.json: the vessel graph (nodes, segments "
+              "with path, length, calibre and A/V label, crossings) at the photo's own size; see docs/running.md.")
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs already exist (default: skip them, "
               "so an interrupted run resumes).")
 @click.option("--fov-dir", type=click.Path(exists=True, file_okay=False), default=None,
@@ -220,9 +227,9 @@ def _segmenter(model, weights, device, batch_size, tta, max_downscale, notify, v
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device, batch_size, tta, max_downscale,
-        recursive, save_prob, overlay, overwrite, fov_dir, raw_fov_diameter, tile_size, overlap, resize, workers,
-        quiet):
+def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device, batch_size, av_graph, tta,
+        max_downscale, recursive, save_prob, overlay, save_graph, overwrite, fov_dir, raw_fov_diameter, tile_size,
+        overlap, resize, workers, quiet):
     """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
 
     \b
@@ -232,6 +239,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
       small_pre/<stem>.png   the same at the model's working size
       prob/<stem>.tif        probabilities (--save-prob)
       overlay/<stem>.png     prediction over the photo (--overlay)
+      graph/<stem>.json      the vessel graph (--save-graph)
       run.json               model, weights sha256, settings, versions; per image:
                              status, sizes, vessel_fraction (FOV share labelled vessel)
     Photos are rescaled so their field of view matches the weights' working scale,
@@ -253,11 +261,12 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
     from retinaseg.io.inputs import find_inputs
 
     max_pixels()  # a malformed RETINASEG_MAX_PIXELS is said once, not once per photo
-    segmenter = _segmenter(model, weights, device, batch_size, tta, max_downscale, notify=_message,
+    segmenter = _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph, notify=_message,
                            vessel_model=vessel_model, vessel_weights=vessel_weights, raw_fov_diameter=raw_fov_diameter,
                            tile_size=tile_size, overlap=overlap, resize=resize)
     paths = find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir)
-    batch = BatchConfig(save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir, workers=workers)
+    batch = BatchConfig(save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir, workers=workers,
+                        save_graph=save_graph)
     summary = run_batch(segmenter, paths, output_dir, batch, notify=_message, progress=not quiet)
     click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
     sys.exit(0 if summary.success else 1)
@@ -280,7 +289,8 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
               help="Dataset option (the folder dataset: images=, labels=, fov=, label_suffix=). Repeatable.")
 @click.option("--summary-only", is_flag=True, help="Print only the mean ± std rows.")
 def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_model, vessel_weights, device,
-                     batch_size, tta, max_downscale, no_fov, csv_path, json_path, dataset_options, summary_only):
+                     batch_size, av_graph, tta, max_downscale, no_fov, csv_path, json_path, dataset_options,
+                     summary_only):
     """Score predictions against manual labels, the literature's way.
 
     Inside the FOV, threshold 0.5 (arg-max for A/V), 1st manual, mean ± std over
@@ -307,7 +317,7 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_mod
         raise click.UsageError("--vessel-model goes with --model; a --pred folder is scored as it is")
     segmenter, source = None, f"predictions in {pred}"
     if model:
-        segmenter = _segmenter(model, weights, device, batch_size, tta, max_downscale, notify=_message,
+        segmenter = _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph, notify=_message,
                                vessel_model=vessel_model, vessel_weights=vessel_weights)
         source = " + vessels from ".join(
             f"model {s.model.spec.name}" + (f" ({s.model.weights.name})" if s.model.weights else "")

@@ -41,6 +41,8 @@ class ModelSpec:
     tta: bool = False
     # The views --tta averages (retinaseg.inference.views.View: scale and flip); the four flips unless declared.
     tta_views: tuple = FLIP_VIEWS
+    # Default for --av-graph (A/V models): one type per vessel from the vessel graph, decided on held-out images.
+    av_graph: bool = False
     # Name of the weights file in weights/ used when --weights is not given (None: needs no weights).
     weights: Optional[str] = None
     # Optional custom training step factory (e.g. a GAN); see retinaseg.training.engine.TrainingStep.

@@ -6,7 +6,7 @@ import numpy as np
 from retinaseg import av
 from retinaseg.inference import VESSEL_THRESHOLD
 
-OUTPUT_FOLDERS = {"raw": "raw_pre", "small": "small_pre", "prob": "prob", "overlay": "overlay"}
+OUTPUT_FOLDERS = {"raw": "raw_pre", "small": "small_pre", "prob": "prob", "overlay": "overlay", "graph": "graph"}
 VESSEL_OVERLAY_COLOUR = np.array([255, 255, 0], dtype=np.float32)  # yellow shows on red-orange fundus
 OVERLAY_ALPHA = 0.6
 

@@ -33,6 +33,7 @@ from retinaseg.inference.segmenter import Segmenter
 from retinaseg.io.atomic import TEMP_SUFFIX, remove_stale_temp_files, write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto
+from retinaseg.vessel_graph import graph_of
 
 REPORT = "run.json"
 REPORT_EVERY_SECONDS = 30  # run.json is rewritten this often, so a killed run keeps what it measured
@@ -45,6 +46,7 @@ class BatchConfig:
     overwrite: bool = False
     fov_dir: Optional[str] = None
     workers: int = 2
+    save_graph: bool = False  # graph/<stem>.json: the vessel graph of the raw-size map
 
 
 @dataclass
@@ -101,6 +103,8 @@ def output_paths(out_dir: Path, stem: str, config: BatchConfig) -> dict:
         paths["prob"] = out_dir / OUTPUT_FOLDERS["prob"] / f"{stem}.tif"
     if config.overlay:
         paths["overlay"] = out_dir / OUTPUT_FOLDERS["overlay"] / f"{stem}.png"
+    if config.save_graph:
+        paths["graph"] = out_dir / OUTPUT_FOLDERS["graph"] / f"{stem}.json"
     return paths
 
 
@@ -293,10 +297,14 @@ class _BatchJob:
     # -- outputs out -------------------------------------------------------------------------------------------
     def _write(self, paths: dict, prepared: Prepared, probs: list) -> float:
         """Writes a photo's outputs; returns the share of its FOV labelled vessel."""
-        small = labels_of(to_work_size(probs, prepared).numpy())
+        small = labels_of(self.segmenter.finish(to_work_size(probs, prepared).numpy())[0])
         write_png(paths["small"], render(small))
-        prob = to_raw_size(probs, prepared)
+        prob, graph = self.segmenter.finish(to_raw_size(probs, prepared))
         labels = labels_of(prob)
+        if "graph" in paths:
+            if graph is None:
+                graph = graph_of(prob)[0]
+            write_json(paths["graph"], graph.to_json(), indent=None)
         if "prob" in paths:
             write_float_tiff(paths["prob"], prob[0] if prob.shape[0] == 1 else prob)
         if "overlay" in paths:

@@ -37,6 +37,7 @@ class SegmentConfig:
     # FOV diameter (raw pixels) of photos whose FOV fills the frame: a crop inside the retina shows no edge to
     # measure, and scaling it as if the frame were the FOV shows its vessels too wide
     raw_fov_diameter: Optional[int] = None
+    av_graph: Optional[bool] = None  # A/V models: one type per vessel (vessel_graph.consistent_av); None: the model's
 
     def __post_init__(self):  # the CLI checks these where they enter; this guards callers of the library
         if self.batch_size < 1 or self.tile_size < 16 or not 0 <= self.overlap < 1:
@@ -60,12 +61,18 @@ class Segmenter:
                 raise RetinasegError(f"the vessel model must be a binary vessel model; {vessel_model.spec.name!r} "
                                      f"has {vessel_model.classes} classes")
             # at its own working scale and test-time views; otherwise as this one (device, tiles, FOV diameter)
-            self.vessel_segmenter = Segmenter(vessel_model, replace(config, tta=None, max_downscale=None), notify)
+            self.vessel_segmenter = Segmenter(vessel_model, replace(config, tta=None, max_downscale=None, av_graph=False),
+                                             notify)
         self.device = resolve_device(config.device)
         if config.max_downscale is None:
             config = replace(config, max_downscale=model.max_downscale)
         if config.tta is None:
             config = replace(config, tta=model.spec.tta)
+        if config.av_graph is None:
+            config = replace(config, av_graph=model.spec.av_graph and model.classes > 1)
+        elif config.av_graph and model.classes == 1:
+            raise RetinasegError(f"--av-graph gives each vessel one artery/vein type; {model.spec.name!r} is a "
+                                 f"binary vessel model")
         self.config = config
         divisor = model.config["size_divisor"]
         tile = max(divisor, config.tile_size // divisor * divisor)
@@ -128,7 +135,16 @@ class Segmenter:
         """Raw-size probabilities (KxHxW) for one photo."""
         prepared = self.prepare(photo, fov)
         _, probs = next(self.predict_prepared([prepared]))
-        return to_raw_size(probs, prepared)
+        return self.finish(to_raw_size(probs, prepared))[0]
+
+    def finish(self, prob: np.ndarray) -> tuple[np.ndarray, Optional[object]]:
+        """The last step on a probability map at its output size: with av_graph, one type per vessel. Returns
+        the map and the vessel graph when one was built."""
+        if self.config.av_graph:
+            from retinaseg.vessel_graph import consistent_av
+
+            return consistent_av(prob)
+        return prob, None
 
     def settings(self) -> dict:
         """The settings in force, as run.json records them."""
@@ -147,4 +163,4 @@ class Segmenter:
 
 # The settings that change what is written (device and batch size change it only at float rounding)
 OUTPUT_SETTINGS = ("tile_size", "overlap", "whole_image_pixels", "resize", "max_downscale", "raw_fov_diameter",
-                   "views")
+                   "views", "av_graph")

@@ -58,9 +58,10 @@ def write_float_tiff(path, array: np.ndarray) -> None:
         tifffile.imwrite(tmp, np.asarray(array, dtype=np.float32), compression="zlib", photometric="minisblack")
 
 
-def write_json(path, data) -> None:
+def write_json(path, data, indent: int | None = 2) -> None:
+    """indent=None writes it compact (large arrays, such as a vessel graph's paths)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps(data, indent=indent, default=str, separators=None if indent else (",", ":")) + "\n")
 
 
 def write_bytes_via(path, writer) -> None:

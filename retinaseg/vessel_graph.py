@@ -1,0 +1,389 @@
+"""The vessel graph: a vessel map as centre lines, nodes and segments, with calibres, and one artery/vein label per
+vessel. The one place the rest of retinaseg turns pixels into vessels (`retinaseg run --save-graph` and
+`--av-graph`, measurements, evaluation).
+
+- The map's skeleton (scikit-image) is cut into segments between nodes by skan. Junction pixels that touch are
+  one node; so are two junctions a vessel's width apart, which is how a crossing usually skeletonises.
+- Each segment has its centre-line path, length (along the path), chord (end to end) and calibre profile: the
+  vessel's width across the centre line at each of its pixels, measured on the probability map when there is
+  one (sub-pixel), else on the mask.
+- A node where four branches meet is a crossing: its branches are paired straight through (by angle, then
+  calibre), so a vessel runs on through it. Segments joined through crossings and through two-branch nodes form
+  a vessel.
+- A/V consistency (label_vessels): each vessel gets the type its pixels' probabilities vote for; vessels whose
+  vote is weak take the type of the vessels they branch from or into, which share a type at a bifurcation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from retinaseg import av
+
+GRAPH_FORMAT = "retinaseg-vessel-graph/1"
+DIRECTION_PIXELS = 10  # how far along a branch its direction at a node is taken
+CALIBRE_SAMPLE_STEP = 0.25  # pixels between samples across a vessel
+CROSSING_GAP = 1.5  # two junctions this many vessel widths apart (or closer) are one crossing
+WEAK_VOTE = 0.2  # a vessel whose artery/vein vote margin is under this takes its neighbours' type
+
+
+@dataclass
+class Node:
+    id: int
+    row: float
+    col: float
+    kind: str = "end"  # end, pass (two branches), bifurcation, crossing, junction (five or more)
+    degree: int = 0
+
+
+@dataclass
+class Segment:
+    id: int
+    start: int  # node ids
+    end: int
+    path: np.ndarray  # (n, 2) row, column of the centre-line pixels, from start to end
+    length: float  # along the centre line, pixels
+    chord: float  # straight from end to end, pixels
+    calibres: np.ndarray  # the vessel's width at each centre-line pixel, pixels
+    vessel: int = -1  # the vessel (segments joined through crossings) it belongs to
+    label: int = 0  # artery, vein or uncertain (av codes); 0 on a binary map
+
+    @property
+    def calibre(self) -> float:
+        return float(np.median(self.calibres)) if len(self.calibres) else 0.0
+
+
+@dataclass
+class VesselGraph:
+    shape: tuple  # (height, width) of the map
+    nodes: list = field(default_factory=list)
+    segments: list = field(default_factory=list)
+    through: list = field(default_factory=list)  # (segment id, segment id) continuing each other at a crossing
+
+    def vessels(self) -> list[list[int]]:
+        """Segment ids of each vessel: segments joined through crossings and two-branch nodes."""
+        groups: dict = {}
+        for segment in self.segments:
+            groups.setdefault(segment.vessel, []).append(segment.id)
+        return [groups[key] for key in sorted(groups)]
+
+    def to_json(self, scale_to_raw: float = 1.0) -> dict:
+        """The documented, versioned form `--save-graph` writes (docs/running.md, "The vessel graph").
+        scale_to_raw converts this map's pixels to the photo's own."""
+        def pixels(value):
+            return round(float(value) * scale_to_raw, 2)
+
+        return {
+            "format": GRAPH_FORMAT,
+            "size": [int(self.shape[1] * scale_to_raw + 0.5), int(self.shape[0] * scale_to_raw + 0.5)],
+            "nodes": [{"id": n.id, "x": pixels(n.col), "y": pixels(n.row), "kind": n.kind, "degree": n.degree}
+                      for n in self.nodes],
+            "segments": [{"id": s.id, "start": s.start, "end": s.end, "vessel": s.vessel,
+                          "label": av.CLASS_NAMES[s.label] if s.label else None,
+                          "length": pixels(s.length), "chord": pixels(s.chord), "calibre": pixels(s.calibre),
+                          "calibres": [pixels(c) for c in s.calibres],
+                          "path": [[pixels(col), pixels(row)] for row, col in s.path]} for s in self.segments],
+            "crossings": [[a, b] for a, b in self.through],
+        }
+
+
+def build_graph(mask: np.ndarray, probability: Optional[np.ndarray] = None) -> VesselGraph:
+    """The graph of a binary vessel mask (HxW bool). probability (HxW, vessel probability), when given, is what
+    calibres are measured on."""
+    from skimage.morphology import skeletonize
+
+    mask = np.asarray(mask, dtype=bool)
+    graph = VesselGraph(mask.shape)
+    skeleton = skeletonize(mask)
+    if skeleton.sum() < 2:  # nothing, or a lone pixel: no segment to speak of
+        return graph
+    width_map = mask.astype(np.float32) if probability is None else np.asarray(probability, dtype=np.float32)
+    skel, paths, ends = _skeleton_paths(skeleton)
+    node_of, positions = _nodes(skel, skeleton.shape, ends)
+    segments = []
+    for path, (first, last) in zip(paths, ends):
+        segments.append([node_of[first], node_of[last], path])
+    distance = _distance(mask)
+    segments = _merge_crossing_junctions(segments, node_of, positions, distance)
+    for index, (start, end, path) in enumerate(segments):
+        length = float(np.hypot(*np.diff(path, axis=0).T).sum()) if len(path) > 1 else 0.0
+        chord = float(np.hypot(*(path[-1] - path[0])))
+        graph.segments.append(Segment(index, start, end, path, length, chord, _calibres(path, width_map, distance)))
+    used = sorted({s.start for s in graph.segments} | {s.end for s in graph.segments})
+    renumber = {old: new for new, old in enumerate(used)}
+    for segment in graph.segments:
+        segment.start, segment.end = renumber[segment.start], renumber[segment.end]
+    graph.nodes = [Node(renumber[old], *positions[old]) for old in used]
+    for segment in graph.segments:
+        for node in {segment.start, segment.end} if segment.start != segment.end else {segment.start}:
+            graph.nodes[node].degree += 1 if segment.start != segment.end else 2
+    for node in graph.nodes:
+        node.kind = {1: "end", 2: "pass", 3: "bifurcation", 4: "crossing"}.get(node.degree, "junction")
+    _pair_crossings(graph)
+    _group_vessels(graph)
+    return graph
+
+
+def _skeleton_paths(skeleton: np.ndarray) -> tuple:
+    """skan's skeleton and its branches: each a (n, 2) path of pixel coordinates, and the pixel indices of its
+    two ends."""
+    import skan
+
+    skel = skan.Skeleton(skeleton)
+    coordinates = np.asarray(skel.coordinates).astype(np.int64)
+    paths, ends = [], []
+    for i in range(skel.n_paths):
+        indices = np.asarray(skel.path(i))
+        paths.append(coordinates[indices])
+        ends.append((int(indices[0]), int(indices[-1])))
+    return skel, paths, ends
+
+
+def _nodes(skel, shape: tuple, ends: list) -> tuple[dict, dict]:
+    """Pixel index -> node id for every branch end, with junction pixels that touch merged into one node; and
+    node id -> (row, column) position."""
+    from scipy import ndimage
+
+    coordinates = np.asarray(skel.coordinates)
+    end_pixels = sorted({pixel for pair in ends for pixel in pair})
+    junction_image = np.zeros(shape, bool)
+    junctions = [p for p in end_pixels if skel.degrees[p] >= 3]
+    for p in junctions:
+        junction_image[tuple(coordinates[p].astype(int))] = True
+    clusters, _ = ndimage.label(junction_image, structure=np.ones((3, 3), bool))
+    node_of, members = {}, {}
+    next_id = 0
+    cluster_node = {}
+    for p in end_pixels:
+        row, col = coordinates[p].astype(int)
+        cluster = clusters[row, col]
+        if cluster:
+            if cluster not in cluster_node:
+                cluster_node[cluster] = next_id
+                next_id += 1
+            node_of[p] = cluster_node[cluster]
+        else:
+            node_of[p] = next_id
+            next_id += 1
+        members.setdefault(node_of[p], []).append(coordinates[p])
+    positions = {node: tuple(np.mean(points, axis=0)) for node, points in members.items()}
+    return node_of, positions
+
+
+def _distance(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(mask)
+
+
+def _merge_crossing_junctions(segments: list, node_of: dict, positions: dict, distance: np.ndarray) -> list:
+    """Drops segments inside one node (junction pixels linked to each other), and merges two three-branch
+    nodes joined by a segment shorter than CROSSING_GAP vessel widths: one crossing skeletonised as two
+    junctions."""
+    segments = [s for s in segments if s[0] != s[1] or len(s[2]) > 3]
+    degree: dict = {}
+    for start, end, _ in segments:
+        degree[start] = degree.get(start, 0) + 1
+        degree[end] = degree.get(end, 0) + 1
+    merged: dict = {}
+
+    def root(node):
+        while node in merged:
+            node = merged[node]
+        return node
+
+    kept = []
+    for start, end, path in segments:
+        a, b = root(start), root(end)
+        width = 2 * float(np.median(distance[path[:, 0], path[:, 1]]))
+        length = float(np.hypot(*np.diff(path, axis=0).T).sum()) if len(path) > 1 else 0.0
+        if a != b and degree.get(a) == 3 and degree.get(b) == 3 and length <= CROSSING_GAP * max(width, 2.0):
+            merged[b] = a
+            positions[a] = tuple((np.array(positions[a]) + np.array(positions[b])) / 2)
+            degree[a] = 4
+            degree[b] = 0
+            continue
+        kept.append([start, end, path])
+    return [[root(start), root(end), path] for start, end, path in kept]
+
+
+def _calibres(path: np.ndarray, width_map: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """The run of width_map >= 0.5 across the centre line at each path pixel, along the normal of the path's
+    local direction (bilinear samples every CALIBRE_SAMPLE_STEP pixels)."""
+    from scipy import ndimage
+
+    if len(path) < 2:
+        return np.array([2 * float(distance[tuple(path[0])])]) if len(path) else np.zeros(0)
+    points = path.astype(np.float64)
+    reach = min(len(points) - 1, 3)
+    ahead = np.concatenate([points[reach:], np.repeat(points[-1:], reach, axis=0)])
+    behind = np.concatenate([np.repeat(points[:1], reach, axis=0), points[:-reach]])
+    direction = ahead - behind
+    direction /= np.maximum(np.hypot(*direction.T), 1e-9)[:, None]
+    normal = np.stack([-direction[:, 1], direction[:, 0]], axis=1)
+    half = 2 * float(distance[path[:, 0], path[:, 1]].max()) + 3
+    offsets = np.arange(-half, half + CALIBRE_SAMPLE_STEP / 2, CALIBRE_SAMPLE_STEP)
+    rows = points[:, :1] + normal[:, :1] * offsets[None]
+    cols = points[:, 1:] + normal[:, 1:] * offsets[None]
+    samples = ndimage.map_coordinates(width_map, [rows.ravel(), cols.ravel()], order=1, mode="constant",
+                                      cval=0.0).reshape(rows.shape)
+    centre = len(offsets) // 2
+    return (_edge(samples[:, centre:]) + _edge(samples[:, centre::-1])) * CALIBRE_SAMPLE_STEP
+
+
+def _edge(samples: np.ndarray) -> np.ndarray:
+    """Where each row of samples, starting inside (>= 0.5), first falls below 0.5: in samples from the first,
+    interpolated linearly between the last sample inside and the first outside."""
+    outside = np.concatenate([samples < 0.5, np.ones((len(samples), 1), bool)], axis=1)
+    first_out = np.argmax(outside, axis=1)
+    padded = np.concatenate([samples, np.zeros((len(samples), 1))], axis=1)
+    before = np.take_along_axis(padded, np.maximum(first_out - 1, 0)[:, None], axis=1)[:, 0]
+    after = np.take_along_axis(padded, first_out[:, None], axis=1)[:, 0]
+    fraction = np.clip((before - 0.5) / np.maximum(before - after, 1e-9), 0, 1)
+    return np.where(first_out == 0, 0.0, first_out - 1 + fraction)
+
+
+def _branch_direction(segment: Segment, node: Node) -> np.ndarray:
+    path = segment.path if segment.start == node.id else segment.path[::-1]
+    point = path[min(len(path) - 1, DIRECTION_PIXELS)]
+    vector = np.array([point[0] - node.row, point[1] - node.col], dtype=np.float64)
+    return vector / max(np.hypot(*vector), 1e-9)
+
+
+def _pair_crossings(graph: VesselGraph) -> None:
+    """At each four-branch node, the pairing of its branches into two straight vessels: the pairs whose
+    directions are most nearly opposite, with like calibres as the tie-breaker."""
+    at: dict = {}
+    for segment in graph.segments:
+        at.setdefault(segment.start, []).append(segment)
+        if segment.end != segment.start:
+            at.setdefault(segment.end, []).append(segment)
+    for node in graph.nodes:
+        branches = at.get(node.id, [])
+        if node.kind != "crossing" or len(branches) != 4:
+            continue
+        directions = [_branch_direction(s, node) for s in branches]
+        calibres = [max(s.calibre, 1e-3) for s in branches]
+
+        def cost(pairs):
+            return sum(float(directions[a] @ directions[b]) + 0.5 * abs(calibres[a] - calibres[b])
+                       / max(calibres[a], calibres[b]) for a, b in pairs)
+
+        best = min((((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))), key=cost)
+        graph.through += [(branches[a].id, branches[b].id) for a, b in best]
+
+
+def _group_vessels(graph: VesselGraph) -> None:
+    """Vessel ids: segments joined through crossing pairs and through two-branch nodes."""
+    parent = list(range(len(graph.segments)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(a, b):
+        parent[find(a)] = find(b)
+
+    for a, b in graph.through:
+        join(a, b)
+    at: dict = {}
+    for segment in graph.segments:
+        for node in (segment.start, segment.end):
+            at.setdefault(node, set()).add(segment.id)
+    for node in graph.nodes:
+        if node.kind == "pass" and len(at.get(node.id, ())) == 2:
+            join(*at[node.id])
+    roots = {}
+    for segment in graph.segments:
+        segment.vessel = roots.setdefault(find(segment.id), len(roots))
+
+
+def nearest_segment(graph: VesselGraph, mask: np.ndarray) -> np.ndarray:
+    """Segment id of each vessel pixel (the segment of its nearest centre-line pixel); -1 elsewhere."""
+    from scipy import ndimage
+
+    owner = np.full(graph.shape, -1, np.int32)
+    if not graph.segments:
+        return owner
+    for segment in graph.segments:
+        owner[segment.path[:, 0], segment.path[:, 1]] = segment.id
+    _, (rows, cols) = ndimage.distance_transform_edt(owner < 0, return_indices=True)
+    nearest = owner[rows, cols]
+    return np.where(mask, nearest, -1)
+
+
+def graph_of(prob: np.ndarray) -> tuple[VesselGraph, Optional[np.ndarray]]:
+    """The graph of a prediction (1xHxW vessel or 4xHxW A/V probabilities, as the runner holds them), and for an
+    A/V prediction each vessel pixel's type by its vessel's vote (segments labelled too); None for a binary one."""
+    from retinaseg.inference import VESSEL_THRESHOLD
+
+    if prob.shape[0] == 1:
+        return build_graph(prob[0] >= VESSEL_THRESHOLD, prob[0]), None
+    mask = prob.argmax(axis=0) != av.BACKGROUND
+    graph = build_graph(mask, 1 - prob[av.BACKGROUND])
+    return graph, label_vessels(graph, prob, mask)
+
+
+def consistent_av(prob: np.ndarray) -> tuple[np.ndarray, VesselGraph]:
+    """A/V probabilities (4xHxW) with one type per vessel, and the graph that decided it: each vessel's artery
+    and vein probabilities are swapped where its pixels' arg-max disagrees with the type its vessel votes for.
+    The vessel probability, the uncertain class and so the vessel map stay as they were."""
+    graph, chosen = graph_of(prob)
+    if not graph.segments:
+        return prob, graph
+    labels = prob.argmax(axis=0)
+    flip = (labels != av.BACKGROUND) & (labels != av.UNCERTAIN) & (chosen != av.UNCERTAIN) & (chosen > 0) \
+        & (chosen != labels)
+    out = prob.copy()
+    out[av.ARTERY][flip], out[av.VEIN][flip] = prob[av.VEIN][flip], prob[av.ARTERY][flip]
+    return out, graph
+
+
+def label_vessels(graph: VesselGraph, prob: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each vessel pixel's type from its vessel's vote (HxW av codes; 0 outside the mask, UNCERTAIN where the
+    evidence is even). Sets each segment's label."""
+    owner = nearest_segment(graph, mask)
+    inside = owner >= 0
+    votes = np.zeros((len(graph.segments), 2))
+    for column, code in enumerate((av.ARTERY, av.VEIN)):
+        votes[:, column] = np.bincount(owner[inside], weights=prob[code][inside], minlength=len(graph.segments))
+    vessel_count = max(s.vessel for s in graph.segments) + 1
+    vessel_of = np.array([s.vessel for s in graph.segments])
+    vessel_votes = np.zeros((vessel_count, 2))
+    np.add.at(vessel_votes, vessel_of, votes)
+    vessel_votes = _lend_weak_votes(graph, vessel_votes)
+    margin = (vessel_votes[:, 0] - vessel_votes[:, 1]) / np.maximum(vessel_votes.sum(axis=1), 1e-9)
+    vessel_label = np.where(margin > 0, av.ARTERY, av.VEIN)
+    vessel_label[np.abs(margin) < 1e-3] = av.UNCERTAIN
+    for segment in graph.segments:
+        segment.label = int(vessel_label[segment.vessel])
+    labels = np.zeros(graph.shape, np.uint8)
+    labels[inside] = vessel_label[vessel_of[owner[inside]]]
+    return labels
+
+
+def _lend_weak_votes(graph: VesselGraph, vessel_votes: np.ndarray) -> np.ndarray:
+    """Vessels meeting at a bifurcation share a type: a vessel whose own vote is weak (margin under WEAK_VOTE)
+    adds the votes of the vessels it meets at bifurcations, scaled to its own size."""
+    at: dict = {}
+    for segment in graph.segments:
+        for node in (segment.start, segment.end):
+            if graph.nodes[node].kind == "bifurcation":
+                at.setdefault(node, set()).add(segment.vessel)
+    neighbours: dict = {}
+    for vessels in at.values():
+        for vessel in vessels:
+            neighbours.setdefault(vessel, set()).update(vessels - {vessel})
+    totals = vessel_votes.sum(axis=1)
+    margin = np.abs(vessel_votes[:, 0] - vessel_votes[:, 1]) / np.maximum(totals, 1e-9)
+    lent = vessel_votes.copy()
+    for vessel, others in neighbours.items():
+        if margin[vessel] >= WEAK_VOTE or not others:
+            continue
+        borrowed = vessel_votes[sorted(others)].sum(axis=0)
+        lent[vessel] += borrowed / max(borrowed.sum(), 1e-9) * totals[vessel]
+    return lent
