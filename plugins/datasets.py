@@ -72,6 +72,12 @@ def _kaggle(root: Path, split: str):
                         lambda p: first_existing(sub / "mask", [p.name, p.stem + ".png"]))
 
 
+def _idrid_od(root: Path, split: str):
+    base = root / split
+    return pair_samples("idrid-od", images_in(base / "images"),
+                        lambda p: first_existing(base / "disc", [p.stem + "_OD.png", p.stem + "_OD.tif"]))
+
+
 def _folder(root: Path, split: str, images="images", labels="labels", fov="fov", label_suffix="", fov_suffix=""):
     """<root>[/<split>]/images + labels (+ fov): a label is <stem><label_suffix>.<any image extension>."""
     base = root / split if (root / split / images).is_dir() else root
@@ -106,6 +112,8 @@ def register_datasets(register):
                          "train, last ten test; FOV estimated", folder="STARE", splits=splits))
     register(DatasetSpec("kaggle-retina", _kaggle, "Kaggle 'Retina Blood Vessel': Data/{train,test}/{image,mask}",
                          folder="Data", splits=splits))
+    register(DatasetSpec("idrid-od", _idrid_od, "IDRiD segmentation part: 1429x949 photos (reduced 3x) with optic "
+                         "disc masks; FOV estimated", task="disc", folder="IDRiD-OD", splits=splits))
     folder_help = ("any folder: [<split>/]images + labels [+ fov], paired by file stem; options images, labels, "
                    "fov, label_suffix, fov_suffix")
     register(DatasetSpec("folder", _folder, folder_help + "; binary labels", splits=splits))

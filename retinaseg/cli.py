@@ -207,6 +207,8 @@ def _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph,
 @click.option("--save-prob", is_flag=True, help="Also write prob/<stem>.tif: float32 probabilities at raw size "
               "(HxW vessel, or CxHxW background/artery/vein/uncertain).")
 @click.option("--overlay", is_flag=True, help="Also write overlay/<stem>.png: the prediction drawn over the photo.")
+@click.option("--measure", "also_measure", is_flag=True,
+              help="Then measure the maps written, as `retinaseg measure OUTPUT_DIR` does: measurements.csv.")
 @click.option("--save-graph", is_flag=True, help="Also write graph/<stem>.json: the vessel graph (nodes, segments "
               "with path, length, calibre and A/V label, crossings) at the photo's own size; see docs/running.md.")
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs already exist (default: skip them, "
@@ -228,8 +230,8 @@ def _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph,
               help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device, batch_size, av_graph, tta,
-        max_downscale, recursive, save_prob, overlay, save_graph, overwrite, fov_dir, raw_fov_diameter, tile_size,
-        overlap, resize, workers, quiet):
+        max_downscale, recursive, save_prob, overlay, also_measure, save_graph, overwrite, fov_dir,
+        raw_fov_diameter, tile_size, overlap, resize, workers, quiet):
     """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
 
     \b
@@ -269,7 +271,14 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
                         save_graph=save_graph)
     summary = run_batch(segmenter, paths, output_dir, batch, notify=_message, progress=not quiet)
     click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
-    sys.exit(0 if summary.success else 1)
+    measured_ok = True
+    if also_measure and not summary.error:
+        from retinaseg.measure import MeasureJob, items_of_run, measure_items
+
+        rows = measure_items(MeasureJob(items_of_run(output_dir), output_dir), notify=_message, progress=not quiet)
+        measured_ok = not any(row["status"] == "failed" for row in rows)
+        click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / 'measurements.csv'}")
+    sys.exit(0 if summary.success and measured_ok else 1)
 
 
 @cli.command(name="eval")
@@ -424,3 +433,54 @@ def weights_metric(weights_file, evaluations):
     from retinaseg.manifest import read_evaluations, set_metrics
 
     click.echo(json.dumps(set_metrics(Path(weights_file), read_evaluations(evaluations)), indent=2))
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--maps", "maps_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Measure the label maps in this folder instead of a run's (e.g. a data set's manual A/V labels; "
+                   "A/V colour maps, 0-3 codes or binary masks), paired with --photos by file stem.")
+@click.option("--photos", "photos_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="With --maps: the photos the maps belong to (for the disc and the FOV).")
+@click.option("--disc-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Optic disc masks named <stem>* instead of finding the disc with the disc model.")
+@click.option("--pixel-size", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
+              help="Micrometres per pixel of the photos, for the _um columns.")
+@click.option("--disc-diameter-um", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
+              help="Instead of --pixel-size: take every disc to be this many micrometres across (e.g. 1800) and "
+                   "derive each photo's pixel size from its disc.")
+@click.option("--overlay", is_flag=True, help="Also write measure_overlay/<stem>.png: the disc, the zone B and C "
+              "rings and the zone-B vessels measured, over the photo.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_um, overlay, quiet):
+    """Measure the vessels in OUT_DIR's maps: one row per photo in OUT_DIR/measurements.csv.
+
+    OUT_DIR is a `retinaseg run` output folder (its run.json names the photos and maps),
+    or, with --maps and --photos, where to write. The disc is found by the `disc` model
+    unless --disc-dir gives masks. Lengths and calibres are in pixels always, in disc
+    diameters (_dd) when a disc is found, and in micrometres (_um) with --pixel-size or
+    --disc-diameter-um. Columns and definitions: docs/measurements.md. The exit status
+    is 0 only if no photo failed.
+
+    \b
+    Examples:
+      retinaseg run -m av-fusion photos/ out/ && retinaseg measure out/
+      retinaseg measure out/ --disc-diameter-um 1800 --overlay
+      retinaseg measure labels/ --maps labels/ --photos photos/ --disc-dir discs/
+    """
+    from retinaseg.measure import MeasureJob, items_of_folders, items_of_run, measure_items
+
+    if (maps_dir is None) != (photos_dir is None) and not (maps_dir and disc_dir):
+        raise click.UsageError("--maps goes with --photos (or --disc-dir), and --photos with --maps")
+    if pixel_size and disc_diameter_um:
+        raise click.UsageError("give --pixel-size or --disc-diameter-um, not both")
+    items = items_of_folders(maps_dir, photos_dir) if maps_dir else items_of_run(out_dir)
+    if not items:
+        raise click.UsageError(f"no maps to measure in {maps_dir or out_dir}")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay)
+    rows = measure_items(job, notify=_message, progress=not quiet)
+    counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "partial", "failed")}
+    click.echo(f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed; "
+               f"{Path(out_dir) / 'measurements.csv'}")
+    sys.exit(1 if counts["failed"] else 0)

@@ -14,7 +14,7 @@ from retinaseg import av
 from retinaseg.errors import DatasetError
 from retinaseg.fov import estimate_fov
 from retinaseg.io.images import is_image_name, read_binary_mask, read_mask
-from retinaseg.registry import DatasetSpec, check_options, get_dataset
+from retinaseg.registry import BINARY_TASKS, DatasetSpec, check_options, get_dataset
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ def load_samples(name: str, data_root, split: str, **options) -> tuple[DatasetSp
 
 
 def read_label(path: Path, task: str) -> np.ndarray:
-    """bool HxW vessel map for task 'vessel' (an AV label counts as vessel where > 0); codes 0..3 for 'av'."""
-    if task == "vessel":
+    """bool HxW map for a binary task (vessel, disc; an AV label counts as vessel where > 0); codes 0..3 for av."""
+    if task in BINARY_TASKS:
         return read_binary_mask(path)
     try:
         return av.decode_label(read_mask(path))

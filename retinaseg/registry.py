@@ -15,6 +15,9 @@ from retinaseg.plugins import load_plugins, plugin_package, pm
 
 VESSEL_CLASSES = 1  # one sigmoid channel: vessel probability
 AV_CLASSES = 4  # softmax over background, artery, vein, uncertain
+# What a model segments. Binary tasks have one sigmoid channel and 0/1 labels, and share losses and scoring.
+TASKS = ("vessel", "av", "disc")
+BINARY_TASKS = ("vessel", "disc")
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,17 @@ class ModelSpec:
     weights: Optional[str] = None
     # Optional custom training step factory (e.g. a GAN); see retinaseg.training.engine.TrainingStep.
     training_step: Optional[Callable[..., Any]] = None
+    # "vessel", "av" or "disc" (the optic disc); "" takes it from classes: 1 vessel, else av
+    task: str = ""
     plugin: str = ""
     package: str = ""
 
-    @property
-    def task(self) -> str:
-        return "vessel" if self.classes == VESSEL_CLASSES else "av"
+    def __post_init__(self):
+        if not self.task:
+            object.__setattr__(self, "task", "vessel" if self.classes == VESSEL_CLASSES else "av")
+        if self.task not in TASKS or (self.task in BINARY_TASKS) != (self.classes == VESSEL_CLASSES):
+            raise ValueError(f"model {self.name!r}: task {self.task!r} with {self.classes} classes; tasks are "
+                             f"{', '.join(TASKS)}, the binary ones ({', '.join(BINARY_TASKS)}) with 1 class")
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class LossSpec:
     name: str
     build: Callable[..., Any]
     description: str
-    task: str = "vessel"  # "vessel" (binary target) or "av" (class-index target)
+    task: str = "vessel"  # "vessel" (any binary target: vessels, the disc) or "av" (class-index target)
     plugin: str = ""
     package: str = ""
 
@@ -74,7 +82,7 @@ class DatasetSpec:
     name: str
     samples: Callable[..., Any]
     description: str
-    task: str = "vessel"  # "vessel" or "av"
+    task: str = "vessel"  # "vessel", "av" or "disc": what its labels mark
     folder: str = ""  # the folder name under --data-root where it is usually found
     splits: tuple = ("training", "test")
     plugin: str = ""

@@ -3,6 +3,7 @@
 A retina-coloured disc with illumination fall-off and a dark surround, a bright optic disc, and two branching
 vessel trees (arteries: lighter and narrower; veins: darker and wider) growing from the disc with curving,
 tapering branches. Returns the photo, the FOV, the vessel mask and the A/V codes (crossings are uncertain).
+draw_vessels makes maps of hand-placed vessels of known widths, types and crossings, for the vessel graph's tests.
 """
 from __future__ import annotations
 
@@ -111,6 +112,30 @@ def synthetic_fundus(size=256, seed: int = 0, fov_fraction: float = 0.92, bright
     labels[is_vein] = av.VEIN
     labels[is_artery & is_vein] = av.UNCERTAIN
     return SyntheticFundus(image, fov, labels > 0, labels)
+
+
+@dataclass
+class DrawnVessel:
+    """A polyline vessel of constant width for hand-made test maps: points are (row, column)."""
+    points: list
+    width: float
+    label: int = av.ARTERY
+
+
+def draw_vessels(shape: tuple, vessels: list) -> tuple[np.ndarray, np.ndarray]:
+    """A/V codes (HxW uint8) and vessel coverage (HxW float32, anti-aliased) of hand-drawn vessels with known
+    widths and types; where an artery and a vein overlap the code is UNCERTAIN, as annotators mark crossings."""
+    labels = np.zeros(shape, np.uint8)
+    coverage = np.zeros(shape, np.float32)
+    for vessel in vessels:
+        one = np.zeros(shape, np.float32)
+        for p0, p1 in zip(vessel.points[:-1], vessel.points[1:]):
+            _draw_segment(one, p0, p1, vessel.width)
+        inside = one >= 0.5
+        labels[inside & (labels > 0) & (labels != vessel.label)] = av.UNCERTAIN
+        labels[inside & (labels == 0)] = vessel.label
+        np.maximum(coverage, one, out=coverage)
+    return labels, coverage
 
 
 def write_samples(folder) -> list:

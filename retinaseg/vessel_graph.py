@@ -27,6 +27,7 @@ DIRECTION_PIXELS = 10  # how far along a branch its direction at a node is taken
 CALIBRE_SAMPLE_STEP = 0.25  # pixels between samples across a vessel
 CROSSING_GAP = 1.5  # two junctions this many vessel widths apart (or closer) are one crossing
 WEAK_VOTE = 0.2  # a vessel whose artery/vein vote margin is under this takes its neighbours' type
+CLEAR_VOTE = 0.5  # consistent_av relabels only vessels voting at least this margin one way (3:1)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class VesselGraph:
     nodes: list = field(default_factory=list)
     segments: list = field(default_factory=list)
     through: list = field(default_factory=list)  # (segment id, segment id) continuing each other at a crossing
+    vessel_margins: list = field(default_factory=list)  # per vessel: (artery - vein) / (artery + vein) vote
 
     def vessels(self) -> list[list[int]]:
         """Segment ids of each vessel: segments joined through crossings and two-branch nodes."""
@@ -336,8 +338,11 @@ def consistent_av(prob: np.ndarray) -> tuple[np.ndarray, VesselGraph]:
     if not graph.segments:
         return prob, graph
     labels = prob.argmax(axis=0)
+    clear = np.array([abs(margin) >= CLEAR_VOTE for margin in graph.vessel_margins] + [False])
+    owner = nearest_segment(graph, labels != av.BACKGROUND)
+    vessel_of = np.array([s.vessel for s in graph.segments] + [-1])
     flip = (labels != av.BACKGROUND) & (labels != av.UNCERTAIN) & (chosen != av.UNCERTAIN) & (chosen > 0) \
-        & (chosen != labels)
+        & (chosen != labels) & clear[vessel_of[owner]]
     out = prob.copy()
     out[av.ARTERY][flip], out[av.VEIN][flip] = prob[av.VEIN][flip], prob[av.ARTERY][flip]
     return out, graph
@@ -346,6 +351,8 @@ def consistent_av(prob: np.ndarray) -> tuple[np.ndarray, VesselGraph]:
 def label_vessels(graph: VesselGraph, prob: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Each vessel pixel's type from its vessel's vote (HxW av codes; 0 outside the mask, UNCERTAIN where the
     evidence is even). Sets each segment's label."""
+    if not graph.segments:
+        return np.zeros(graph.shape, np.uint8)
     owner = nearest_segment(graph, mask)
     inside = owner >= 0
     votes = np.zeros((len(graph.segments), 2))
@@ -357,6 +364,7 @@ def label_vessels(graph: VesselGraph, prob: np.ndarray, mask: np.ndarray) -> np.
     np.add.at(vessel_votes, vessel_of, votes)
     vessel_votes = _lend_weak_votes(graph, vessel_votes)
     margin = (vessel_votes[:, 0] - vessel_votes[:, 1]) / np.maximum(vessel_votes.sum(axis=1), 1e-9)
+    graph.vessel_margins = [float(m) for m in margin]
     vessel_label = np.where(margin > 0, av.ARTERY, av.VEIN)
     vessel_label[np.abs(margin) < 1e-3] = av.UNCERTAIN
     for segment in graph.segments:

@@ -16,24 +16,27 @@ import tifffile
 from retinaseg import av
 from retinaseg.datasets import Sample, check_same_size, load_samples, read_fov, read_label
 from retinaseg.errors import RetinasegError
-from retinaseg.evaluation.metrics import av_metrics, binary_metrics, summarize
+from retinaseg.evaluation.metrics import av_metrics, binary_metrics, disc_metrics, summarize
+from retinaseg.inference import VESSEL_THRESHOLD
 from retinaseg.inference.outputs import OUTPUT_FOLDERS
 from retinaseg.inference.segmenter import Segmenter
 from retinaseg.io.images import read_binary_mask, read_mask, read_photo
 
 VESSEL_COLUMNS = ("se", "sp", "acc", "precision", "f1", "iou", "mcc", "mse", "auc_roc", "auc_pr")
+DISC_COLUMNS = ("dice", "iou", "se", "precision", "found", "centre_error_dd", "diameter_ratio")
 AV_COLUMNS = ("weighted_se", "weighted_sp", "weighted_f1", "weighted_auc_roc", "weighted_auc_pr", "weighted_mse",
               "av_accuracy", "artery_f1", "vein_f1", "uncertain_f1", "vessel_f1")
 # The three scores a comparison prints first, per task: {column title: metric key}.
 HEADLINE = {"vessel": {"F1": "f1", "AUC-ROC": "auc_roc", "Acc": "acc"},
-            "av": {"wF1": "weighted_f1", "wAUC-ROC": "weighted_auc_roc", "A/V acc": "av_accuracy"}}
+            "av": {"wF1": "weighted_f1", "wAUC-ROC": "weighted_auc_roc", "A/V acc": "av_accuracy"},
+            "disc": {"Dice": "dice", "centre error (DD)": "centre_error_dd", "found": "found"}}
 
 
 @dataclass
 class Evaluation:
     dataset: str
     split: str
-    task: str  # "vessel" or "av"
+    task: str  # "vessel", "av" or "disc"
     source: str  # model name + weights, or prediction folder
     rows: list = field(default_factory=list)  # per image: {"id": ..., metric: value}
     summary: dict = field(default_factory=dict)  # metric -> (mean, std)
@@ -42,10 +45,12 @@ class Evaluation:
 
     @property
     def columns(self):
-        return VESSEL_COLUMNS if self.task == "vessel" else AV_COLUMNS
+        return {"vessel": VESSEL_COLUMNS, "av": AV_COLUMNS, "disc": DISC_COLUMNS}[self.task]
 
 
 def _score(task: str, truth: np.ndarray, mask, labels=None, prob=None) -> dict:
+    if task == "disc":  # the whole disc, whatever the FOV: a disc the frame cuts is still scored
+        return disc_metrics(truth, labels if labels is not None else prob[0] >= VESSEL_THRESHOLD)
     if task == "vessel":
         return binary_metrics(truth, pred=labels, prob=None if prob is None else prob[0], mask=mask)
     if labels is None:
@@ -89,8 +94,11 @@ def evaluate(dataset: str, data_root, split: str = "test", segmenter: Optional[S
     if ids is not None:
         samples = [s for s in samples if s.id in ids]
     task = spec.task
-    if segmenter is not None and segmenter.model.classes == 1:
+    if segmenter is not None and segmenter.model.spec.task == "vessel" and task == "av":
         task = "vessel"  # a binary model on an A/V dataset is scored on the vessel tree (label > 0)
+    if segmenter is not None and (segmenter.model.spec.task == "disc") != (task == "disc"):
+        raise RetinasegError(f"model {segmenter.model.spec.name} segments {segmenter.model.spec.task}, but dataset "
+                             f"{dataset} labels {task}")
     result = Evaluation(dataset, split, task, source)
     for sample in tqdm(samples, desc=f"evaluating {dataset} {split}", unit="img", disable=not progress):
         photo = read_photo(sample.image)

@@ -125,6 +125,24 @@ def av_metrics(truth: np.ndarray, labels: np.ndarray, probs: Optional[np.ndarray
     return result
 
 
+def disc_metrics(truth: np.ndarray, pred: np.ndarray) -> dict:
+    """Scores of an optic disc prediction (HxW bool, the kept disc) against the disc mask: Dice, IoU, and the
+    centre's distance and the diameter's ratio to the true disc's, in true disc diameters (DD); found is 1 when the
+    prediction has a disc. The centre and diameter are disc.find_disc's."""
+    from retinaseg.disc import find_disc
+
+    scores = binary_metrics(truth, pred=pred)
+    row = {"dice": scores["f1"], "iou": scores["iou"], "se": scores["se"], "precision": scores["precision"]}
+    true_disc, found = find_disc(truth.astype(np.float32)), find_disc(pred.astype(np.float32))
+    row["found"] = float(found.found)
+    if found.found and true_disc.found:
+        row["centre_error_dd"] = math.hypot(found.row - true_disc.row, found.col - true_disc.col) / true_disc.diameter
+        row["diameter_ratio"] = found.diameter / true_disc.diameter
+    else:
+        row["centre_error_dd"] = row["diameter_ratio"] = float("nan")
+    return row
+
+
 def summarize(rows: list[dict]) -> dict:
     """Mean and (population) standard deviation over images of every numeric metric, ignoring NaNs."""
     keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))] if rows else []

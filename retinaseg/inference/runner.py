@@ -61,14 +61,20 @@ class ImageRecord:
     raw_size: Optional[list] = None  # [width, height]
     working_size: Optional[list] = None
     fov_diameter: Optional[int] = None
-    vessel_fraction: Optional[float] = None  # share of the FOV labelled vessel: sort by it to find failed photos
-
-    @property
-    def few_vessels(self) -> bool:
-        return self.vessel_fraction is not None and self.vessel_fraction < FEW_VESSELS
+    vessel_fraction: Optional[float] = None  # share of the FOV labelled (vessel, or disc): sort by it to find odd ones
+    flag: Optional[str] = None  # written, but to be checked: "few vessels found", "no optic disc found"
 
 
-MEASURED = ("raw_size", "working_size", "fov_diameter", "vessel_fraction")  # per photo, kept across resumed runs
+MEASURED = ("raw_size", "working_size", "fov_diameter", "vessel_fraction", "flag")  # kept across resumed runs
+FEW_VESSELS_FOUND, NO_DISC_FOUND = "few vessels found", "no optic disc found"
+
+
+def flag_for(task: str, fraction: float) -> Optional[str]:
+    """Why a photo's map should be checked, if it should: few vessels for a vessel or A/V map, no disc for a disc
+    map."""
+    if task == "disc":
+        return NO_DISC_FOUND if fraction == 0 else None
+    return FEW_VESSELS_FOUND if fraction < FEW_VESSELS else None
 
 
 @dataclass
@@ -80,10 +86,13 @@ class RunSummary:
     records: list = field(default_factory=list)
     error: str = ""  # what stopped the run as a whole (an output folder that cannot be written)
 
-    @property
-    def few_vessels(self) -> int:
-        """Photos written but flagged "check the photo" (those done by an earlier run included)."""
-        return sum(r.few_vessels for r in self.records)
+    def flagged(self) -> dict:
+        """flag -> how many photos were written but flagged "check the photo" (earlier runs' included)."""
+        counts: dict = {}
+        for record in self.records:
+            if record.flag:
+                counts[record.flag] = counts.get(record.flag, 0) + 1
+        return counts
 
     @property
     def success(self) -> bool:
@@ -91,7 +100,9 @@ class RunSummary:
 
     def line(self) -> str:
         processed = self.ok / self.seconds if self.seconds > 0 else 0.0
-        flagged = f"; {self.few_vessels} with few vessels found (see run.json)" if self.few_vessels else ""
+        flags = self.flagged()
+        flagged = "; " + ", ".join(f"{n} with {flag}" for flag, n in flags.items()) + " (see run.json)" if flags \
+            else ""
         return (f"{self.ok} ok, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s "
                 f"({processed:.2f} images/s){flagged}")
 
@@ -316,8 +327,9 @@ class _BatchJob:
         try:
             record.vessel_fraction = round(future.result(), 4)
             record.status = "ok"
-            if record.few_vessels:
-                record.message = f"few vessels found ({record.vessel_fraction:.1%} of the FOV): check the photo"
+            record.flag = flag_for(self.segmenter.model.spec.task, record.vessel_fraction)
+            if record.flag:
+                record.message = f"{record.flag} ({record.vessel_fraction:.1%} of the FOV): check the photo"
                 self.notify(f"warning: {shown(record.input)}: {record.message}")
         except Exception as exc:
             self._fail(record, f"{shown(record.input)}: could not write outputs ({type(exc).__name__}: "
@@ -380,7 +392,8 @@ class _BatchJob:
             "finished": final,
             "seconds": round(summary.seconds, 3),
             "summary": {"ok": summary.ok, "skipped": summary.skipped, "failed": summary.failed,
-                        "few_vessels": summary.few_vessels},
+                        "flagged": summary.flagged(),
+                        "few_vessels": summary.flagged().get(FEW_VESSELS_FOUND, 0)},
             "images": [asdict(r) for r in self.records],
         }
 

@@ -138,12 +138,16 @@ class Segmenter:
         return self.finish(to_raw_size(probs, prepared))[0]
 
     def finish(self, prob: np.ndarray) -> tuple[np.ndarray, Optional[object]]:
-        """The last step on a probability map at its output size: with av_graph, one type per vessel. Returns
-        the map and the vessel graph when one was built."""
+        """The last step on a probability map at its output size: with av_graph, one type per vessel; for a disc
+        model, the one disc kept. Returns the map and the vessel graph when one was built."""
         if self.config.av_graph:
             from retinaseg.vessel_graph import consistent_av
 
             return consistent_av(prob)
+        if self.model.spec.task == "disc":
+            from retinaseg.disc import keep_disc
+
+            return keep_disc(prob), None
         return prob, None
 
     def settings(self) -> dict:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from retinaseg.datasets import Sample, check_same_size, read_fov, read_label
 from retinaseg.fov import fov_diameter
 from retinaseg.io.images import read_photo
+from retinaseg.registry import BINARY_TASKS
 from retinaseg.training.config import BLUR_LEAST_SIGMA, JPEG_BEST_QUALITY
 from retinaseg.preprocess import channel_statistics, photo_tensor, resize, resize_mask, standardize, working_size
 
@@ -53,14 +54,14 @@ def load_training_image(sample: Sample, task: str, fov_diameter_px: int, classes
     fov = read_fov(sample, photo)
     size = working_size(photo.shape[:2], fov_diameter(fov), fov_diameter_px, max_downscale)
     image = resize(photo_tensor(photo), size)
-    if task == "vessel":
+    if task in BINARY_TASKS:
         target = torch.from_numpy(label.astype(np.float32))[None]
     else:
         target = F.one_hot(torch.from_numpy(label.astype(np.int64)), classes).permute(2, 0, 1).float()
     # area averaging keeps thin vessels as partial-vessel pixels instead of dropping them
     target = resize(target, size, mode="area" if size[0] <= label.shape[0] else "bilinear")
     fov_small = resize_mask(fov, size)
-    vessel = (target[0] > 0.5) if task == "vessel" else (target[0] < 0.5)
+    vessel = (target[0] > 0.5) if task in BINARY_TASKS else (target[0] < 0.5)  # where patches are centred
     fov_idx = torch.nonzero(fov_small.flatten()).flatten()
     generator = torch.Generator().manual_seed(len(fov_idx))
     pick = fov_idx[torch.randint(len(fov_idx), (STATISTICS_PIXELS,), generator=generator)]

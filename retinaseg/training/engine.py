@@ -34,7 +34,7 @@ from retinaseg.inference.sliding_window import SlidingWindow, sliding_window_inf
 from retinaseg.models import (build_module, load_model, member_count, model_config, resolve_device,
                               to_probabilities)
 from retinaseg.preprocess import standardize
-from retinaseg.registry import check_options, get_loss, get_model
+from retinaseg.registry import BINARY_TASKS, check_options, get_loss, get_model
 from retinaseg.training.config import RESUMABLE, TrainConfig
 from retinaseg.training.data import Augmentation, PatchSampler, load_training_image
 
@@ -219,11 +219,12 @@ def _check(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict]:
     anything is built. Ranges of numbers are checked where they enter (TrainConfig's options)."""
     out = Path(config.out)
     spec = get_model(config.model)
-    config = replace(config, loss=config.loss or ("bce-dice" if spec.task == "vessel" else "ce"))
+    binary = spec.task in BINARY_TASKS
+    config = replace(config, loss=config.loss or ("bce-dice" if binary else "ce"))
     loss_spec = get_loss(config.loss)
-    if loss_spec.task != spec.task:
-        raise RetinasegError(f"loss {loss_spec.name} is for {loss_spec.task} targets but model {spec.name} "
-                             f"predicts {spec.task}")
+    if loss_spec.task != ("vessel" if binary else "av"):
+        raise RetinasegError(f"loss {loss_spec.name} is for {'class' if loss_spec.task == 'av' else 'binary'} "
+                             f"targets but model {spec.name} predicts {'a binary map' if binary else 'classes'}")
     if config.sampling not in ("patch", "whole"):
         raise OptionError(f"sampling must be 'patch' or 'whole'; got {config.sampling!r}")
     loss_options = check_options("loss", loss_spec.name, loss_spec.build, config.loss_options)

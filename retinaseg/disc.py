@@ -1,0 +1,67 @@
+"""The optic disc in a disc model's probability map: the one disc kept, its centre and its diameter.
+
+A disc model (task "disc") marks disc pixels; bright lesions can be marked too. The disc is the largest connected
+blob at probability >= 0.5, holes filled. A photo with no such blob, or one too small or too elongated to be a
+disc, has no disc: the status says so and nothing is guessed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from retinaseg.inference import VESSEL_THRESHOLD
+
+MIN_DIAMETER_SHARE = 0.03  # a disc narrower than this share of the map's shorter side is not one (a speck)
+MAX_ELONGATION = 2.5  # a blob this many times longer than wide is not a disc (a vessel reflex, a lesion)
+
+
+@dataclass
+class Disc:
+    status: str  # "ok" or "not found"
+    reason: str = ""
+    row: float = float("nan")  # centre, pixels
+    col: float = float("nan")
+    diameter: float = float("nan")  # of the circle of the blob's area, pixels
+
+    @property
+    def found(self) -> bool:
+        return self.status == "ok"
+
+
+def disc_blob(prob: np.ndarray) -> np.ndarray:
+    """The disc's pixels (HxW bool): the largest blob at probability >= 0.5, holes filled; empty if none."""
+    from scipy import ndimage
+
+    blobs, count = ndimage.label(np.asarray(prob) >= VESSEL_THRESHOLD)
+    if count == 0:
+        return np.zeros(blobs.shape, bool)
+    sizes = np.bincount(blobs.ravel())[1:]
+    return ndimage.binary_fill_holes(blobs == 1 + int(np.argmax(sizes)))
+
+
+def find_disc(prob: np.ndarray) -> Disc:
+    """The disc in a HxW disc probability map (or its kept blob)."""
+    blob = disc_blob(prob)
+    if not blob.any():
+        return Disc("not found", "no disc pixels at probability 0.5 or more")
+    rows, cols = np.nonzero(blob)
+    diameter = 2 * math.sqrt(len(rows) / math.pi)
+    if diameter < MIN_DIAMETER_SHARE * min(blob.shape):
+        return Disc("not found", f"the largest disc-like blob is {diameter:.0f} px across, too small for a disc")
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    if max(height, width) > MAX_ELONGATION * min(height, width):
+        return Disc("not found", f"the largest disc-like blob is {height}x{width} px, too elongated for a disc")
+    return Disc("ok", "", float(rows.mean()), float(cols.mean()), diameter)
+
+
+def keep_disc(prob: np.ndarray) -> np.ndarray:
+    """A disc model's 1xHxW probabilities with everything outside the kept disc set below the threshold (the disc
+    itself as predicted, holes filled), so its map shows one disc or none."""
+    blob = disc_blob(prob[0])
+    disc = find_disc(blob.astype(np.float32))
+    out = np.minimum(prob, np.float32(VESSEL_THRESHOLD * 0.999))
+    if disc.found:
+        out[0][blob] = np.maximum(prob[0][blob], VESSEL_THRESHOLD)
+    return out

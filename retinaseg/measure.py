@@ -1,0 +1,446 @@
+"""Vascular measurements of one photo's maps: the numbers `retinaseg measure` writes, one row per photo.
+
+Every measure is computed here, from the vessel graph (vessel_graph.py) and the optic disc (disc.py); the columns
+and their definitions are in docs/measurements.md. Lengths and calibres are in the map's pixels; disc diameters
+(DD) and micrometres follow from the disc's diameter and the pixel size.
+
+Zones are rings around the disc centre: zone B from 0.5 to 1 DD beyond the disc margin (radius 1 to 1.5 DD),
+zone C from 0.5 to 2 DD beyond it (radius 1 to 2.5 DD).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from retinaseg import av
+from retinaseg.disc import Disc
+from retinaseg.vessel_graph import VesselGraph, build_graph, label_vessels
+
+ZONE_B = (1.0, 1.5)  # radius from the disc centre, in disc diameters
+ZONE_C = (1.0, 2.5)
+KNUDTSON = {av.ARTERY: 0.88, av.VEIN: 0.95}  # Knudtson et al. 2003, revised Parr-Hubbard constants
+KNUDTSON_VESSELS = 6  # the widest arterioles and venules crossing zone B
+MIN_ZONE_PIXELS = 5  # centre-line pixels a segment needs inside zone B to be measured there
+SMOOTHING = 2.0  # pixels: the Gaussian smoothing of centre lines before arc length and curvature
+TYPES = {"all": None, "artery": av.ARTERY, "vein": av.VEIN}
+
+
+@dataclass
+class Measurements:
+    """One photo's row (`values`) and its per-vessel detail (`zone_b`: the vessels measured crossing zone B)."""
+    status: str = "ok"  # ok, partial (some measures missing, reasons given), failed
+    reasons: list = field(default_factory=list)
+    values: dict = field(default_factory=dict)
+    zone_b: list = field(default_factory=list)
+
+    def missing(self, reason: str) -> None:
+        self.status = "partial" if self.status == "ok" else self.status
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+def knudtson(widths: list, constant: float) -> float:
+    """Knudtson's revised summary calibre: pair the widest with the narrowest, combine each pair as
+    constant * sqrt(a^2 + b^2), carry an odd middle one over, and repeat until one is left."""
+    values = sorted(widths, reverse=True)
+    if not values:
+        return float("nan")
+    while len(values) > 1:
+        half = len(values) // 2
+        combined = [constant * math.hypot(values[i], values[-1 - i]) for i in range(half)]
+        values = sorted(combined + ([values[half]] if len(values) % 2 else []), reverse=True)
+    return values[0]
+
+
+def box_counting_dimension(mask: np.ndarray) -> float:
+    """The box-counting (Minkowski-Bouligand) dimension of a binary mask: the slope of log(boxes holding any
+    pixel) against log(1 / box side), over sides 2, 4, ... up to a quarter of the mask's shorter side."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return float("nan")
+    sides, counts = [], []
+    side = 2
+    while side <= min(mask.shape) // 4:
+        height, width = -(-mask.shape[0] // side) * side, -(-mask.shape[1] // side) * side
+        padded = np.zeros((height, width), bool)
+        padded[:mask.shape[0], :mask.shape[1]] = mask
+        boxes = padded.reshape(height // side, side, width // side, side).any(axis=(1, 3))
+        sides.append(side)
+        counts.append(int(boxes.sum()))
+        side *= 2
+    if len(sides) < 3:
+        return float("nan")
+    slope = np.polyfit(np.log(1 / np.array(sides, float)), np.log(np.array(counts, float)), 1)[0]
+    return float(slope)
+
+
+def smooth_path(path: np.ndarray) -> np.ndarray:
+    """A centre line with the pixel staircase smoothed away (Gaussian, SMOOTHING px), ends kept in place."""
+    from scipy import ndimage
+
+    points = path.astype(np.float64)
+    if len(points) < 5:
+        return points
+    pad = min(len(points) - 1, int(3 * SMOOTHING))
+    # each end continued by its point reflection, so smoothing neither pulls the ends in nor bends them
+    extended = np.concatenate([2 * points[0] - points[pad:0:-1], points, 2 * points[-1] - points[-2:-pad - 2:-1]])
+    smoothed = np.stack([ndimage.gaussian_filter1d(extended[:, i], SMOOTHING) for i in (0, 1)], axis=1)
+    return smoothed[pad:pad + len(points)]
+
+
+def tortuosity(path: np.ndarray) -> dict:
+    """Arc length, chord, distance factor (arc / chord), tortuosity density (Grisan et al. 2008: the segment cut at
+    its inflection points, (n - 1) / n / arc * sum(arc_i / chord_i - 1)) and total squared curvature (the sum of
+    curvature^2 * ds along the smoothed centre line) of one segment."""
+    points = smooth_path(path)
+    steps = np.diff(points, axis=0)
+    ds = np.hypot(*steps.T)
+    arc = float(ds.sum())
+    chord = float(np.hypot(*(points[-1] - points[0])))
+    result = {"arc": arc, "chord": chord, "distance_factor": arc / chord if chord > 0 else float("nan"),
+              "tortuosity_density": 0.0, "squared_curvature": 0.0}
+    if len(points) < 5 or arc == 0:
+        return result
+    d1 = np.gradient(points, axis=0)
+    d2 = np.gradient(d1, axis=0)
+    cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+    speed = np.maximum(np.hypot(*d1.T), 1e-9)
+    curvature = cross / speed**3
+    result["squared_curvature"] = float((curvature**2 * speed).sum())
+    signs = np.sign(np.where(np.abs(curvature) < 1e-3, 0, curvature))
+    nonzero = np.flatnonzero(signs)
+    cuts = [0] + [int(nonzero[i + 1]) for i in range(len(nonzero) - 1) if signs[nonzero[i]] != signs[nonzero[i + 1]]]
+    cuts.append(len(points) - 1)
+    pieces = [(cuts[i], cuts[i + 1]) for i in range(len(cuts) - 1) if cuts[i + 1] > cuts[i]]
+    n = len(pieces)
+    total = 0.0
+    for start, end in pieces:
+        piece_arc = float(ds[start:end].sum())
+        piece_chord = float(np.hypot(*(points[end] - points[start])))
+        total += piece_arc / piece_chord - 1 if piece_chord > 0 else 0.0
+    result["tortuosity_density"] = (n - 1) / n / arc * total if n else 0.0
+    return result
+
+
+def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Optional[np.ndarray] = None,
+            pixel_size_um: Optional[float] = None) -> Measurements:
+    """The row of one photo. labels: HxW bool (a binary vessel map) or uint8 av codes (0 background, 1 artery,
+    2 vein, 3 uncertain); probability: the matching probabilities (1xHxW or 4xHxW), when there are some, for
+    calibres; disc: from disc.find_disc; fov: HxW bool; pixel_size_um: micrometres per pixel, if known."""
+    result = Measurements()
+    is_av = labels.dtype != bool
+    vessels = labels > 0
+    width_map = None
+    if probability is not None:
+        width_map = probability[0] if probability.shape[0] == 1 else 1 - probability[av.BACKGROUND]
+    graph = build_graph(vessels, width_map)
+    if is_av:
+        prob = probability if probability is not None and probability.shape[0] == 4 else _one_hot(labels)
+        label_vessels(graph, prob, vessels)
+    values = result.values
+    values.update(disc_x=disc.col, disc_y=disc.row, disc_diameter_px=disc.diameter)
+    if not disc.found:
+        result.missing(f"no optic disc: {disc.reason}; zone measures and DD units are empty")
+    if not is_av:
+        result.missing("a binary vessel map: artery and vein measures are empty")
+    _whole_map_measures(result, graph, vessels, labels if is_av else None, fov)
+    _zone_measures(result, graph, vessels, labels if is_av else None, fov, disc)
+    _units(result, disc, pixel_size_um)
+    if not vessels.any():
+        result.status = "failed"
+        result.reasons.insert(0, "no vessels in the map")
+    return result
+
+
+def _one_hot(labels: np.ndarray) -> np.ndarray:
+    return np.stack([labels == code for code in range(4)]).astype(np.float32)
+
+
+def _segments_of(graph: VesselGraph, code: Optional[int]) -> list:
+    return [s for s in graph.segments if code is None or s.label == code]
+
+
+def _whole_map_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray, labels, fov) -> None:
+    values = result.values
+    in_fov = max(int(fov.sum()), 1)
+    for name, code in TYPES.items():
+        if code is not None and labels is None:
+            for key in ("density_fov", "fractal_dimension", "length_px", "segments", "distance_factor",
+                        "tortuosity_density_per_px", "squared_curvature_per_px"):
+                values[f"{key}_{name}"] = float("nan")
+            continue
+        mask = vessels if code is None else (labels == code)
+        values[f"density_fov_{name}"] = float((mask & fov).sum() / in_fov)
+        values[f"fractal_dimension_{name}"] = box_counting_dimension(mask & fov)
+        segments = _segments_of(graph, code)
+        shapes = [tortuosity(s.path) for s in segments]
+        arcs = np.array([t["arc"] for t in shapes])
+        values[f"length_px_{name}"] = float(arcs.sum())
+        values[f"segments_{name}"] = len(segments)
+        for key in ("distance_factor", "tortuosity_density", "squared_curvature"):
+            column = key if key == "distance_factor" else f"{key}_per_px"  # per unit length: its unit in the name
+            values[f"{column}_{name}"] = _weighted_mean([t[key] for t in shapes], arcs)
+    values["branch_points"] = sum(n.kind == "bifurcation" for n in graph.nodes)
+    values["crossings"] = sum(n.kind == "crossing" for n in graph.nodes)
+
+
+def _weighted_mean(values: list, weights: np.ndarray) -> float:
+    values = np.array(values, float)
+    keep = np.isfinite(values) & (weights > 0)
+    return float((values[keep] * weights[keep]).sum() / weights[keep].sum()) if keep.any() else float("nan")
+
+
+def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray, labels, fov, disc: Disc) -> None:
+    values = result.values
+    keys = [f"mean_calibre_zone_b_px_{n}" for n in TYPES] + [f"density_zone_c_{n}" for n in TYPES] \
+        + ["crae_px", "crve_px", "avr", "arteries_zone_b", "veins_zone_b"]
+    for key in keys:
+        values[key] = float("nan")
+    if not disc.found:
+        return
+    rows, cols = np.indices(vessels.shape)
+    radius = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
+    zone_c = (radius >= ZONE_C[0]) & (radius <= ZONE_C[1]) & fov
+    crossing_b = []
+    for segment in graph.segments:
+        inside = _in_zone(segment.path, disc)
+        if inside.sum() >= MIN_ZONE_PIXELS:
+            crossing_b.append({"segment": segment.id, "label": av.CLASS_NAMES[segment.label] if segment.label else None,
+                               "calibre_px": float(np.mean(segment.calibres[inside])), "code": segment.label,
+                               "pixels": int(inside.sum())})
+    result.zone_b = [{k: v for k, v in item.items() if k != "code"} for item in crossing_b]
+    for name, code in TYPES.items():
+        if code is not None and labels is None:
+            continue
+        chosen = [v["calibre_px"] for v in crossing_b if code is None or v["code"] == code]
+        values[f"mean_calibre_zone_b_px_{name}"] = float(np.mean(chosen)) if chosen else float("nan")
+        mask = vessels if code is None else labels == code
+        values[f"density_zone_c_{name}"] = float((mask & zone_c).sum() / max(int(zone_c.sum()), 1))
+    if labels is None:
+        return
+    for code, key, count_key in ((av.ARTERY, "crae_px", "arteries_zone_b"), (av.VEIN, "crve_px", "veins_zone_b")):
+        widths = sorted((v["calibre_px"] for v in crossing_b if v["code"] == code), reverse=True)
+        values[count_key] = len(widths)
+        if len(widths) < KNUDTSON_VESSELS:
+            result.missing(f"{len(widths)} {av.CLASS_NAMES[code]}s cross zone B, {KNUDTSON_VESSELS} are needed: "
+                           f"{key.split('_')[0].upper()} from them")
+        values[key] = knudtson(widths[:KNUDTSON_VESSELS], KNUDTSON[code])
+    values["avr"] = values["crae_px"] / values["crve_px"] if values["crve_px"] > 0 else float("nan")
+
+
+def _in_zone(path: np.ndarray, disc: Disc) -> np.ndarray:
+    radius = np.hypot(path[:, 0] - disc.row, path[:, 1] - disc.col) / disc.diameter
+    return (radius >= ZONE_B[0]) & (radius <= ZONE_B[1])
+
+
+def _units(result: Measurements, disc: Disc, pixel_size_um: Optional[float]) -> None:
+    """Each *_px column again in disc diameters and, with a pixel size, in micrometres (*_per_px ones, per unit
+    length, by the inverse factor)."""
+    values = result.values
+    for key in [k for k in values if "_px" in k and k != "disc_diameter_px"]:
+        value, inverse = values[key], "_per_px" in key
+        in_dd = (value * disc.diameter if inverse else value / disc.diameter) if disc.found else float("nan")
+        in_um = (value / pixel_size_um if inverse else value * pixel_size_um) if pixel_size_um else float("nan")
+        values[key.replace("_px", "_dd")], values[key.replace("_px", "_um")] = in_dd, in_um
+    values["disc_diameter_um"] = disc.diameter * pixel_size_um if pixel_size_um and disc.found else float("nan")
+
+
+# -- a folder of maps --------------------------------------------------------------------------------------------
+
+# The CSV's columns, in order, after stem, input, map, status and reason (docs/measurements.md defines each)
+def columns(values: dict) -> list:
+    return list(values)
+
+
+@dataclass(frozen=True)
+class MeasureJob:
+    """What `retinaseg measure` measures: (stem, photo path, map path, probability path or None) items."""
+    items: list
+    out_dir: str
+    disc_dir: Optional[str] = None
+    pixel_size_um: Optional[float] = None
+    disc_diameter_um: Optional[float] = None
+    overlay: bool = False
+
+
+def items_of_run(run_dir) -> list:
+    """The photos an earlier `retinaseg run` wrote maps of, from its run.json."""
+    import json
+    from pathlib import Path
+
+    from retinaseg.errors import RetinasegError
+    from retinaseg.inference.outputs import OUTPUT_FOLDERS
+
+    run_dir = Path(run_dir)
+    try:
+        report = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RetinasegError(f"{run_dir}: no readable run.json of a `retinaseg run` ({exc}); give --maps and "
+                             f"--photos for maps no run made") from None
+    items = []
+    for record in report.get("images", []):
+        if record.get("status") not in ("ok", "skipped"):
+            continue
+        stem = record["stem"]
+        prob = run_dir / OUTPUT_FOLDERS["prob"] / f"{stem}.tif"
+        items.append((stem, Path(record["input"]), run_dir / OUTPUT_FOLDERS["raw"] / f"{stem}.png",
+                      prob if prob.is_file() else None))
+    return items
+
+
+def items_of_folders(maps_dir, photos_dir) -> list:
+    """Label maps no model made (e.g. a data set's manual A/V labels), paired with photos by file stem; a map
+    whose stem starts with a photo's (e.g. 01_test_AVmanual for 01_test) counts as that photo's."""
+    from pathlib import Path
+
+    from retinaseg.io.images import is_image_name
+
+    photos = {p.stem: p for p in sorted(Path(photos_dir).iterdir()) if is_image_name(p.name)} if photos_dir else {}
+    items = []
+    for map_path in sorted(Path(maps_dir).iterdir()):
+        if not is_image_name(map_path.name):
+            continue
+        stem = next((s for s in sorted(photos, key=len, reverse=True) if map_path.stem.startswith(s)), None)
+        items.append((map_path.stem if stem is None else stem, photos.get(stem), map_path, None))
+    return items
+
+
+def read_map(path) -> np.ndarray:
+    """A map as measure() takes it: bool for a binary vessel map (0/255 or 0/1), uint8 av codes for an A/V one
+    (codes 0-3 or the red/blue/green colour map)."""
+    from retinaseg.io.images import read_binary_mask, read_mask
+
+    stored = read_mask(path)
+    if stored.ndim == 3:
+        return av.decode_colours(stored)
+    if stored.max() <= 3 and stored.max() > 1:
+        return stored.astype(np.uint8)
+    return read_binary_mask(path)
+
+
+def measure_items(job: MeasureJob, notify=print, progress: bool = True) -> list:
+    """Measures each item into a row (dict); a bad item gives a failed row with its reason, never an exception.
+    Writes measurements.csv and measurements.json (and measure_overlay/ with job.overlay) into job.out_dir."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from retinaseg.errors import RetinasegError, shown
+
+    out_dir = Path(job.out_dir)
+    disc_segmenter = None
+    rows, details = [], []
+    for stem, photo_path, map_path, prob_path in tqdm(job.items, desc="measuring", unit="img", disable=not progress):
+        row = {"stem": stem, "input": str(photo_path) if photo_path else "", "map": str(map_path)}
+        try:
+            if disc_segmenter is None and not job.disc_dir:
+                disc_segmenter = _disc_segmenter(notify)
+            result, overlay_image = _measure_one(job, stem, photo_path, map_path, prob_path, disc_segmenter)
+        except (RetinasegError, OSError, ValueError) as exc:
+            reason = str(exc) if isinstance(exc, RetinasegError) else f"{shown(map_path)}: {exc}"
+            row.update(status="failed", reason=reason)
+            notify(f"failed: {reason}")
+            rows.append(row)
+            details.append({**row, "zone_b": []})
+            continue
+        row.update(status=result.status, reason="; ".join(result.reasons), **result.values)
+        if result.status != "ok":
+            notify(f"{result.status}: {shown(stem)}: {row['reason']}")
+        rows.append(row)
+        details.append({**row, "zone_b": result.zone_b})
+        if overlay_image is not None:
+            from retinaseg.io.atomic import write_png
+
+            write_png(out_dir / "measure_overlay" / f"{stem}.png", overlay_image)
+    _write_tables(out_dir, rows, details)
+    return rows
+
+
+def _disc_segmenter(notify):
+    from retinaseg.inference.segmenter import Segmenter
+    from retinaseg.models import load_model
+
+    return Segmenter(load_model("disc"), notify=notify)
+
+
+def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, disc_segmenter):
+    from pathlib import Path
+
+    import tifffile
+
+    from retinaseg.disc import find_disc
+    from retinaseg.errors import RetinasegError, shown
+    from retinaseg.fov import estimate_fov
+    from retinaseg.io.images import read_binary_mask, read_photo
+
+    labels = read_map(map_path)
+    photo = read_photo(photo_path) if photo_path is not None and Path(photo_path).exists() else None
+    if photo is not None and photo.shape[:2] != labels.shape:
+        raise RetinasegError(f"{shown(map_path)}: the map is {labels.shape[1]}x{labels.shape[0]} but its photo "
+                             f"{shown(photo_path)} is {photo.shape[1]}x{photo.shape[0]}")
+    probability = None
+    if prob_path is not None:
+        probability = np.asarray(tifffile.imread(prob_path), np.float32)
+        probability = probability[None] if probability.ndim == 2 else probability
+    if job.disc_dir:
+        candidates = sorted(Path(job.disc_dir).glob(f"{stem}*"))
+        if not candidates:
+            raise RetinasegError(f"{shown(job.disc_dir)}: no disc mask for {shown(stem)}")
+        disc = find_disc(read_binary_mask(candidates[0]).astype(np.float32))
+    elif photo is not None:
+        disc = find_disc(disc_segmenter.predict(photo)[0])
+    else:
+        raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos or --disc-dir)")
+    fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)
+    pixel_size = job.pixel_size_um
+    if pixel_size is None and job.disc_diameter_um and disc.found:
+        pixel_size = job.disc_diameter_um / disc.diameter
+    result = measure(labels, disc, fov, probability, pixel_size)
+    return result, (_overlay(photo, labels, disc, result) if job.overlay else None)
+
+
+def _overlay(photo, labels, disc: Disc, result: Measurements) -> np.ndarray:
+    """The photo (or the map) with the disc, the zone B and zone C rings, and the zone-B vessels that CRAE and
+    CRVE were computed from drawn over it."""
+    base = (photo * 255).astype(np.uint8) if photo is not None else av.encode_colours(labels.astype(np.uint8))
+    image = base.copy()
+    if not disc.found:
+        return image
+    rows, cols = np.indices(labels.shape)
+    radius = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
+    line = 1.5 / disc.diameter
+    for ring, colour in ((0.5, (255, 255, 255)), (ZONE_B[0], (255, 255, 0)), (ZONE_B[1], (255, 255, 0)),
+                         (ZONE_C[1], (0, 255, 255))):
+        image[np.abs(radius - ring) < line] = colour
+    vessels = labels > 0
+    in_b = (radius >= ZONE_B[0]) & (radius <= ZONE_B[1]) & vessels
+    colours = {av.ARTERY: (255, 40, 40), av.VEIN: (40, 80, 255)}
+    if labels.dtype != bool:
+        for code, colour in colours.items():
+            image[in_b & (labels == code)] = colour
+    else:
+        image[in_b] = (255, 255, 0)
+    return image
+
+
+def _write_tables(out_dir, rows: list, details: list) -> None:
+    import csv
+    import io
+
+    from retinaseg.io.atomic import atomic_path, write_json
+
+    fields = ["stem", "input", "map", "status", "reason"]
+    for row in rows:
+        fields += [key for key in row if key not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    writer.writeheader()
+    for row in rows:  # a measure that could not be made is an empty cell, its reason in the reason column
+        writer.writerow({k: ("" if v != v else f"{v:.6g}") if isinstance(v, float) else v for k, v in row.items()})
+    with atomic_path(out_dir / "measurements.csv") as tmp:
+        tmp.write_text(buffer.getvalue())
+    clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in details]
+    write_json(out_dir / "measurements.json", {"format": "retinaseg-measurements/1", "photos": clean})

@@ -1,0 +1,99 @@
+"""The optic disc: found or not, kept as one blob, scored; the runner's disc task and its "no disc" flag."""
+import json
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from retinaseg import hookimpl
+from retinaseg.cli import cli as retinaseg_cli
+from retinaseg.disc import find_disc, keep_disc
+from retinaseg.evaluation.metrics import disc_metrics
+from retinaseg.registry import ModelSpec, get_model
+
+from conftest import registered
+
+
+def disc_map(shape=(200, 300), centre=(90, 200), diameter=40):
+    rows, cols = np.indices(shape)
+    return (np.hypot(rows - centre[0], cols - centre[1]) <= diameter / 2).astype(np.float32)
+
+
+def test_a_disc_is_found_with_its_centre_and_diameter():
+    disc = find_disc(disc_map())
+    assert disc.found and disc.row == pytest.approx(90, abs=0.5) and disc.col == pytest.approx(200, abs=0.5)
+    assert disc.diameter == pytest.approx(40, rel=0.03)
+
+
+@pytest.mark.parametrize("case, reason", [("empty", "no disc pixels"), ("speck", "too small"),
+                                          ("streak", "too elongated")])
+def test_no_disc_is_a_status_with_a_reason_not_a_guess(case, reason):
+    prob = np.zeros((200, 300), np.float32)
+    if case == "speck":
+        prob[50:53, 50:53] = 1
+    elif case == "streak":
+        prob[100:106, 20:200] = 1
+    disc = find_disc(prob)
+    assert not disc.found and reason in disc.reason and math.isnan(disc.diameter)
+
+
+def test_keep_disc_keeps_the_largest_blob_with_its_holes_filled():
+    prob = disc_map() * 0.9
+    prob[88:92, 198:202] = 0.1  # a hole: the vessel trunk in the disc
+    prob[20:30, 20:30] = 0.9  # a bright lesion elsewhere
+    kept = keep_disc(prob[None])[0]
+    assert (kept[20:30, 20:30] < 0.5).all() and (kept[88:92, 198:202] >= 0.5).all()
+    assert ((kept >= 0.5) == (disc_map() > 0)).all()
+
+
+def test_disc_scores():
+    truth = disc_map() > 0
+    shifted = disc_map(centre=(90, 204)) > 0
+    row = disc_metrics(truth, shifted)
+    assert row["centre_error_dd"] == pytest.approx(0.1, abs=0.01) and 0.8 < row["dice"] < 0.95
+    assert row["found"] == 1.0 and row["diameter_ratio"] == pytest.approx(1.0, abs=0.03)
+    missed = disc_metrics(truth, np.zeros_like(truth))
+    assert missed["found"] == 0.0 and math.isnan(missed["centre_error_dd"]) and missed["dice"] == 0.0
+
+
+class BrightBlob(torch.nn.Module):
+    """A fake disc model: pixels much brighter than the photo's mean are disc."""
+
+    def __init__(self, in_channels=3, classes=1, **options):
+        super().__init__()
+
+    def forward(self, x):
+        return 6.0 * (x.mean(dim=1, keepdim=True) - 1.5)
+
+
+class FakeDiscPlugin:
+    @hookimpl
+    def register_models(self, register):
+        register(ModelSpec(name="bright-disc", build=BrightBlob, description="test", task="disc", fov_diameter=150,
+                           size_divisor=8, max_downscale=0))
+
+
+def test_the_disc_model_is_registered_as_its_own_task():
+    assert get_model("disc").task == "disc" and get_model("disc").classes == 1
+    with pytest.raises(ValueError, match="task 'disc' with 4 classes"):
+        ModelSpec(name="x", build=BrightBlob, description="", classes=4, task="disc")
+
+
+def test_run_with_a_disc_model_writes_one_disc_and_flags_photos_without_one(cli, tmp_path, fundus):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "eye.png", fundus.image_uint8())  # the synthetic photo's bright optic disc
+    flat = np.minimum(fundus.image, np.percentile(fundus.image[fundus.fov], 60, axis=0))  # the bright disc cut off
+    iio.imwrite(folder / "flat.png", (flat * 255).astype(np.uint8))
+    with registered(FakeDiscPlugin(), "fake-disc"):
+        result = cli.invoke(retinaseg_cli, ["run", "-q", "-m", "bright-disc", "--overlay", str(folder),
+                                            str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    mask = iio.imread(tmp_path / "out" / "raw_pre" / "eye.png") > 0
+    disc = find_disc(mask.astype(np.float32))
+    assert disc.found
+    report = {r["stem"]: r for r in json.loads((tmp_path / "out" / "run.json").read_text())["images"]}
+    assert report["eye"]["flag"] is None and report["flat"]["flag"] == "no optic disc found"
+    assert "1 with no optic disc found" in result.output

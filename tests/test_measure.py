@@ -1,0 +1,125 @@
+"""Vascular measurements: known answers on synthetic maps, and `retinaseg measure` on folders (issue 32)."""
+import csv
+import json
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from retinaseg import av
+from retinaseg.cli import cli as retinaseg_cli
+from retinaseg.disc import Disc, find_disc
+from retinaseg.measure import box_counting_dimension, knudtson, measure, tortuosity
+from retinaseg.synthetic import DrawnVessel, draw_vessels
+
+CENTRE, DD = (200.0, 200.0), 40.0
+
+
+def test_knudtson_known_answers():
+    assert knudtson([1.0] * 6, 0.88) == pytest.approx(1.7484, abs=1e-4)
+    assert knudtson([1.0] * 6, 0.95) == pytest.approx(2.1376, abs=1e-4)
+    assert knudtson([9, 10, 11, 12, 13, 14], 0.88) == pytest.approx(20.323, abs=1e-3)
+
+
+def test_distance_factor_of_a_straight_and_a_sine_shaped_vessel():
+    straight = np.stack([np.full(300, 50), np.arange(300)], axis=1)
+    assert tortuosity(straight)["distance_factor"] == pytest.approx(1.0, abs=1e-9)
+    x = np.arange(400)
+    sine = np.stack([np.round(100 + 20 * np.sin(2 * np.pi * x / 100)).astype(int), x], axis=1)
+    fine = np.linspace(0, 399, 200_001)
+    y = 20 * np.sin(2 * np.pi * fine / 100)
+    analytic = np.hypot(np.diff(fine), np.diff(y)).sum() / math.hypot(399, y[-1] - y[0])
+    assert tortuosity(sine)["distance_factor"] == pytest.approx(analytic, rel=0.01)
+    assert tortuosity(sine)["tortuosity_density"] > 0 and tortuosity(sine)["squared_curvature"] > 0
+
+
+def test_box_counting_dimension_of_a_line_and_a_filled_square():
+    line = np.zeros((512, 512), bool)
+    line[256] = True
+    assert box_counting_dimension(line) == pytest.approx(1.0, abs=0.02)
+    assert box_counting_dimension(np.ones((512, 512), bool)) == pytest.approx(2.0, abs=0.02)
+
+
+def radial_map(artery_widths, vein_widths):
+    """Arteries and veins leaving a disc of diameter DD at CENTRE, as spokes; labels, 4xHxW probabilities."""
+    vessels = []
+    for index, (width, code) in enumerate([(w, av.ARTERY) for w in artery_widths] + [(w, av.VEIN) for w in vein_widths]):
+        angle = 2 * math.pi * index / (len(artery_widths) + len(vein_widths))
+        inner = (CENTRE[0] + 0.6 * DD * math.sin(angle), CENTRE[1] + 0.6 * DD * math.cos(angle))
+        outer = (CENTRE[0] + 4.5 * DD * math.sin(angle), CENTRE[1] + 4.5 * DD * math.cos(angle))
+        vessels.append(DrawnVessel([inner, outer], width, code))
+    labels, coverage = draw_vessels((400, 400), vessels)
+    prob = np.zeros((4, 400, 400), np.float32)
+    prob[av.BACKGROUND] = 1 - coverage
+    for code in (av.ARTERY, av.VEIN):
+        prob[code] = coverage * (labels == code)
+    return labels, prob
+
+
+def known_disc():
+    return Disc("ok", "", CENTRE[0], CENTRE[1], DD)
+
+
+def test_crae_crve_and_avr_of_six_arteries_and_six_veins_of_known_widths():
+    labels, prob = radial_map([4.0] * 6, [6.0] * 6)
+    result = measure(labels, known_disc(), np.ones(labels.shape, bool), prob, pixel_size_um=10.0)
+    values = result.values
+    assert result.status == "ok", result.reasons
+    assert values["arteries_zone_b"] == 6 and values["veins_zone_b"] == 6
+    assert values["crae_px"] == pytest.approx(1.7484 * 4, abs=1.7484 * 0.5)  # calibres within 0.5 px
+    assert values["crve_px"] == pytest.approx(2.1376 * 6, abs=2.1376 * 0.5)
+    assert values["avr"] == pytest.approx(values["crae_px"] / values["crve_px"])
+    assert values["crae_dd"] == pytest.approx(values["crae_px"] / DD) and values["crae_um"] == pytest.approx(
+        values["crae_px"] * 10)
+    assert values["mean_calibre_zone_b_px_artery"] == pytest.approx(4.0, abs=0.5)
+    assert values["mean_calibre_zone_b_px_vein"] == pytest.approx(6.0, abs=0.5)
+
+
+def test_zone_b_is_the_ring_from_one_to_one_and_a_half_disc_diameters():
+    # vessels that stop short of zone B, and ones that start beyond it, are not measured there
+    short = [DrawnVessel([(CENTRE[0], CENTRE[1] + 0.6 * DD), (CENTRE[0], CENTRE[1] + 0.95 * DD)], 5, av.ARTERY)]
+    far = [DrawnVessel([(CENTRE[0] + 1.6 * DD, CENTRE[1]), (CENTRE[0] + 3 * DD, CENTRE[1])], 5, av.VEIN)]
+    through = [DrawnVessel([(CENTRE[0], CENTRE[1] - 0.6 * DD), (CENTRE[0], CENTRE[1] - 3 * DD)], 5, av.ARTERY)]
+    labels, coverage = draw_vessels((400, 400), short + far + through)
+    result = measure(labels, known_disc(), np.ones(labels.shape, bool))
+    assert result.values["arteries_zone_b"] == 1 and result.values["veins_zone_b"] == 0
+    assert result.status == "partial" and any("6 are needed" in reason for reason in result.reasons)
+
+
+def test_a_binary_map_and_a_map_without_a_disc_leave_their_measures_empty_with_reasons():
+    labels, prob = radial_map([4.0] * 6, [6.0] * 6)
+    binary = measure(labels > 0, known_disc(), np.ones(labels.shape, bool))
+    assert binary.status == "partial" and math.isnan(binary.values["crae_px"])
+    assert not math.isnan(binary.values["mean_calibre_zone_b_px_all"])
+    assert any("binary vessel map" in reason for reason in binary.reasons)
+    no_disc = measure(labels, find_disc(np.zeros(labels.shape, np.float32)), np.ones(labels.shape, bool), prob)
+    assert no_disc.status == "partial" and math.isnan(no_disc.values["crve_px"])
+    assert not math.isnan(no_disc.values["fractal_dimension_all"]) and not math.isnan(no_disc.values["length_px_all"])
+    assert measure(np.zeros((50, 50), np.uint8), known_disc(), np.ones((50, 50), bool)).status == "failed"
+
+
+def test_measure_command_on_label_maps_with_disc_masks(cli, tmp_path):
+    maps, discs = tmp_path / "maps", tmp_path / "discs"
+    maps.mkdir()
+    discs.mkdir()
+    labels, _ = radial_map([4.0] * 6, [6.0] * 6)
+    iio.imwrite(maps / "eye1.png", av.encode_colours(labels))
+    iio.imwrite(maps / "eye2.png", av.encode_colours(labels))
+    (maps / "broken.png").write_bytes(b"not a PNG")
+    disc = np.zeros(labels.shape, np.uint8)
+    rows, cols = np.indices(labels.shape)
+    disc[np.hypot(rows - CENTRE[0], cols - CENTRE[1]) <= DD / 2] = 255
+    for stem in ("eye1", "eye2", "broken"):
+        iio.imwrite(discs / f"{stem}_disc.png", disc)
+    out = tmp_path / "out"
+    result = cli.invoke(retinaseg_cli, ["measure", str(out), "--maps", str(maps), "--disc-dir", str(discs),
+                                        "--disc-diameter-um", "1800", "--overlay", "-q"])
+    assert result.exit_code == 1 and "2 ok, 0 partial, 1 failed" in result.output, result.output
+    rows = {row["stem"]: row for row in csv.DictReader(open(out / "measurements.csv"))}
+    assert rows["broken"]["status"] == "failed" and "broken.png" in rows["broken"]["reason"]
+    assert float(rows["eye1"]["crae_px"]) == pytest.approx(1.7484 * 4, abs=1)
+    assert float(rows["eye1"]["disc_diameter_px"]) == pytest.approx(DD, rel=0.03)
+    assert float(rows["eye1"]["crae_um"]) == pytest.approx(float(rows["eye1"]["crae_dd"]) * 1800, rel=1e-4)
+    detail = json.loads((out / "measurements.json").read_text())
+    assert len(detail["photos"][1]["zone_b"]) == 12 and (out / "measure_overlay" / "eye1.png").is_file()
