@@ -63,6 +63,7 @@ class VesselGraph:
     segments: list = field(default_factory=list)
     through: list = field(default_factory=list)  # (segment id, segment id) continuing each other at a crossing
     vessel_margins: list = field(default_factory=list)  # per vessel: (artery - vein) / (artery + vein) vote
+    owner: Optional[np.ndarray] = None  # label_vessels' segment id of each vessel pixel (-1 elsewhere)
 
     def vessels(self) -> list[list[int]]:
         """Segment ids of each vessel: segments joined through crossings and two-branch nodes."""
@@ -175,9 +176,13 @@ def _nodes(skel, shape: tuple, ends: list) -> tuple[dict, dict]:
 
 
 def _distance(mask: np.ndarray) -> np.ndarray:
+    """Each vessel pixel's distance to the background (the transform over the vessels' bounding box only)."""
     from scipy import ndimage
 
-    return ndimage.distance_transform_edt(mask)
+    distance = np.zeros(mask.shape)
+    box = _box(mask)
+    distance[box] = ndimage.distance_transform_edt(np.pad(mask[box], 1))[1:-1, 1:-1]
+    return distance
 
 
 def _merge_crossing_junctions(segments: list, node_of: dict, positions: dict, distance: np.ndarray) -> list:
@@ -309,13 +314,21 @@ def nearest_segment(graph: VesselGraph, mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     owner = np.full(graph.shape, -1, np.int32)
-    if not graph.segments:
+    if not graph.segments or not mask.any():
         return owner
     for segment in graph.segments:
         owner[segment.path[:, 0], segment.path[:, 1]] = segment.id
-    _, (rows, cols) = ndimage.distance_transform_edt(owner < 0, return_indices=True)
-    nearest = owner[rows, cols]
+    box = _box(mask | (owner >= 0))  # the transform over the vessels' bounding box only
+    rows, cols = ndimage.distance_transform_edt(owner[box] < 0, return_distances=False, return_indices=True)
+    nearest = np.full(graph.shape, -1, np.int32)
+    nearest[box] = owner[box][rows, cols]
     return np.where(mask, nearest, -1)
+
+
+def _box(mask: np.ndarray) -> tuple:
+    """The slices of mask's bounding box."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def graph_of(prob: np.ndarray) -> tuple[VesselGraph, Optional[np.ndarray]]:
@@ -339,7 +352,7 @@ def consistent_av(prob: np.ndarray) -> tuple[np.ndarray, VesselGraph]:
         return prob, graph
     labels = prob.argmax(axis=0)
     clear = np.array([abs(margin) >= CLEAR_VOTE for margin in graph.vessel_margins] + [False])
-    owner = nearest_segment(graph, labels != av.BACKGROUND)
+    owner = graph.owner
     vessel_of = np.array([s.vessel for s in graph.segments] + [-1])
     flip = (labels != av.BACKGROUND) & (labels != av.UNCERTAIN) & (chosen != av.UNCERTAIN) & (chosen > 0) \
         & (chosen != labels) & clear[vessel_of[owner]]
@@ -353,7 +366,7 @@ def label_vessels(graph: VesselGraph, prob: np.ndarray, mask: np.ndarray) -> np.
     evidence is even). Sets each segment's label."""
     if not graph.segments:
         return np.zeros(graph.shape, np.uint8)
-    owner = nearest_segment(graph, mask)
+    owner = graph.owner = nearest_segment(graph, mask)
     inside = owner >= 0
     votes = np.zeros((len(graph.segments), 2))
     for column, code in enumerate((av.ARTERY, av.VEIN)):

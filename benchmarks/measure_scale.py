@@ -1,0 +1,69 @@
+"""Do the measurements in disc diameters stay put when a photo is taken at half the resolution?
+
+    python benchmarks/measure_scale.py [--data-root ../shared/data] [--images 21]
+
+Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
+segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
+model finds in it. Prints, per measure, the median and the largest relative difference (half vs full) over the
+photos, and for the fractal dimension the absolute difference.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from retinaseg.datasets import load_samples
+from retinaseg.disc import find_disc
+from retinaseg.fov import estimate_fov
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter
+from retinaseg.io.images import read_photo
+from retinaseg.measure import measure
+from retinaseg.models import load_model
+
+RELATIVE = ("crae_dd", "crve_dd", "avr", "mean_calibre_zone_b_dd_all", "density_fov_all", "density_zone_c_all",
+            "length_dd_all", "distance_factor_all")
+ABSOLUTE = ("fractal_dimension_all",)
+
+
+def measured(photo, av_model, disc_model) -> dict:
+    prob = av_model.predict(photo)
+    disc = find_disc(disc_model.predict(photo)[0])
+    return measure(prob.argmax(axis=0).astype(np.uint8), disc, estimate_fov(photo), prob).values
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
+    parser.add_argument("--images", type=int, default=21)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu"), notify=lambda m: None)
+    disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
+    _, samples = load_samples("hrf-av", args.data_root, "test")
+    pairs = []
+    for sample in samples[:args.images]:
+        photo = read_photo(sample.image)
+        half = Image.fromarray(np.round(photo * 255).astype(np.uint8)).resize(
+            (photo.shape[1] // 2, photo.shape[0] // 2), Image.LANCZOS)
+        full_values = measured(photo, av_model, disc_model)
+        half_values = measured(np.asarray(half, np.float32) / 255, av_model, disc_model)
+        pairs.append((full_values, half_values))
+        print(f"  {sample.id:<8} disc {full_values['disc_diameter_px']:.0f} / {half_values['disc_diameter_px']:.0f} px,"
+              f" CRAE {full_values['crae_dd']:.4f} / {half_values['crae_dd']:.4f} DD", flush=True)
+    print(f"\nhalf resolution against full, {len(pairs)} HRF-AV test photos")
+    print(f"{'measure':<30}{'median':>10}{'largest':>10}  (relative difference; fractal dimension: absolute)")
+    for key in RELATIVE + ABSOLUTE:
+        full = np.array([p[0][key] for p in pairs], float)
+        half = np.array([p[1][key] for p in pairs], float)
+        keep = np.isfinite(full) & np.isfinite(half)
+        diff = np.abs(half[keep] - full[keep]) if key in ABSOLUTE else np.abs(half[keep] / full[keep] - 1)
+        print(f"{key:<30}{np.median(diff):>10.4f}{diff.max():>10.4f}  ({keep.sum()} photos)")
+
+
+if __name__ == "__main__":
+    main()
