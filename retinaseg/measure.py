@@ -24,7 +24,10 @@ ZONE_C = (1.0, 2.5)
 KNUDTSON = {av.ARTERY: 0.88, av.VEIN: 0.95}  # Knudtson et al. 2003, revised Parr-Hubbard constants
 KNUDTSON_VESSELS = 6  # the widest arterioles and venules crossing zone B
 MIN_ZONE_PIXELS = 5  # centre-line pixels a segment needs inside zone B to be measured there
+JUNCTION_CLEARANCE = 1.5  # calibres: centre-line pixels this near a junction are not measured (its width is not one
+# vessel's)
 SMOOTHING = 2.0  # pixels: the Gaussian smoothing of centre lines before arc length and curvature
+MIN_CHORD = 10.0  # pixels: a segment whose ends are closer than this (a stub, a loop) has no tortuosity
 TYPES = {"all": None, "artery": av.ARTERY, "vein": av.VEIN}
 
 
@@ -35,6 +38,7 @@ class Measurements:
     reasons: list = field(default_factory=list)
     values: dict = field(default_factory=dict)
     zone_b: list = field(default_factory=list)
+    used: list = field(default_factory=list)  # (centre-line pixels in zone B, av code, calibre) of CRAE's and CRVE's
 
     def missing(self, reason: str) -> None:
         self.status = "partial" if self.status == "ok" else self.status
@@ -100,9 +104,12 @@ def tortuosity(path: np.ndarray) -> dict:
     ds = np.hypot(*steps.T)
     arc = float(ds.sum())
     chord = float(np.hypot(*(points[-1] - points[0])))
-    result = {"arc": arc, "chord": chord, "distance_factor": arc / chord if chord > 0 else float("nan"),
-              "tortuosity_density": 0.0, "squared_curvature": 0.0}
-    if len(points) < 5 or arc == 0:
+    result = {"arc": arc, "chord": chord, "distance_factor": arc / chord, "tortuosity_density": 0.0,
+              "squared_curvature": 0.0}
+    if chord < MIN_CHORD:  # too short, or closed on itself: its shape is not a vessel's course
+        return {**result, "distance_factor": float("nan"), "tortuosity_density": float("nan"),
+                "squared_curvature": float("nan")}
+    if len(points) < 5:
         return result
     d1 = np.gradient(points, axis=0)
     d2 = np.gradient(d1, axis=0)
@@ -206,12 +213,12 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
     zone_c = (radius >= ZONE_C[0]) & (radius <= ZONE_C[1]) & fov
     crossing_b = []
     for segment in graph.segments:
-        inside = _in_zone(segment.path, disc)
+        inside = _in_zone(segment.path, disc) & _away_from_junctions(graph, segment)
         if inside.sum() >= MIN_ZONE_PIXELS:
-            crossing_b.append({"segment": segment.id, "label": av.CLASS_NAMES[segment.label] if segment.label else None,
-                               "calibre_px": float(np.mean(segment.calibres[inside])), "code": segment.label,
-                               "pixels": int(inside.sum())})
-    result.zone_b = [{k: v for k, v in item.items() if k != "code"} for item in crossing_b]
+            label = av.CLASS_NAMES[segment.label] if segment.label else None
+            crossing_b.append({"segment": segment.id, "label": label, "code": segment.label,
+                               "calibre_px": float(np.median(segment.calibres[inside])), "pixels": int(inside.sum()),
+                               "path": segment.path[inside]})
     for name, code in TYPES.items():
         if code is not None and labels is None:
             continue
@@ -219,16 +226,40 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
         values[f"mean_calibre_zone_b_px_{name}"] = float(np.mean(chosen)) if chosen else float("nan")
         mask = vessels if code is None else labels == code
         values[f"density_zone_c_{name}"] = float((mask & zone_c).sum() / max(int(zone_c.sum()), 1))
-    if labels is None:
-        return
-    for code, key, count_key in ((av.ARTERY, "crae_px", "arteries_zone_b"), (av.VEIN, "crve_px", "veins_zone_b")):
-        widths = sorted((v["calibre_px"] for v in crossing_b if v["code"] == code), reverse=True)
-        values[count_key] = len(widths)
-        if len(widths) < KNUDTSON_VESSELS:
-            result.missing(f"{len(widths)} {av.CLASS_NAMES[code]}s cross zone B, {KNUDTSON_VESSELS} are needed: "
-                           f"{key.split('_')[0].upper()} from them")
-        values[key] = knudtson(widths[:KNUDTSON_VESSELS], KNUDTSON[code])
-    values["avr"] = values["crae_px"] / values["crve_px"] if values["crve_px"] > 0 else float("nan")
+    if labels is not None:
+        for code, key, count_key in ((av.ARTERY, "crae_px", "arteries_zone_b"),
+                                     (av.VEIN, "crve_px", "veins_zone_b")):
+            _summary_calibre(result, crossing_b, code, key, count_key)
+        values["avr"] = values["crae_px"] / values["crve_px"] if values["crve_px"] > 0 else float("nan")
+    result.zone_b = [{**{k: v for k, v in item.items() if k not in ("code", "path")},
+                      "used": any(item["path"] is used[0] for used in result.used)} for item in crossing_b]
+
+
+def _summary_calibre(result: Measurements, crossing_b: list, code: int, key: str, count_key: str) -> None:
+    """CRAE or CRVE from the widest KNUDTSON_VESSELS of this type crossing zone B (fewer: partial)."""
+    values = result.values
+    chosen = sorted((v for v in crossing_b if v["code"] == code), key=lambda v: v["calibre_px"],
+                    reverse=True)[:KNUDTSON_VESSELS]
+    widths = [v["calibre_px"] for v in chosen]
+    values[count_key] = sum(v["code"] == code for v in crossing_b)
+    result.used += [(v["path"], code, v["calibre_px"]) for v in chosen]
+    if len(widths) < KNUDTSON_VESSELS:
+        kind = {av.ARTERY: "arteries", av.VEIN: "veins"}[code]
+        result.missing(f"{len(widths)} {kind} cross zone B, {KNUDTSON_VESSELS} are needed: "
+                       f"{key.split('_')[0].upper()} from them")
+    values[key] = knudtson(widths, KNUDTSON[code])
+
+
+def _away_from_junctions(graph: VesselGraph, segment) -> np.ndarray:
+    """The centre-line pixels more than JUNCTION_CLEARANCE calibres from a branch point or crossing at either end,
+    where the width across the centre line is the vessel's own and not the junction's."""
+    keep = np.ones(len(segment.path), bool)
+    clearance = int(np.ceil(JUNCTION_CLEARANCE * max(segment.calibre, 1.0)))
+    if graph.nodes[segment.start].kind != "end":
+        keep[:clearance] = False
+    if graph.nodes[segment.end].kind != "end":
+        keep[len(keep) - clearance:] = False
+    return keep
 
 
 def _in_zone(path: np.ndarray, disc: Disc) -> np.ndarray:
@@ -415,14 +446,15 @@ def _overlay(photo, labels, disc: Disc, result: Measurements) -> np.ndarray:
     for ring, colour in ((0.5, (255, 255, 255)), (ZONE_B[0], (255, 255, 0)), (ZONE_B[1], (255, 255, 0)),
                          (ZONE_C[1], (0, 255, 255))):
         image[np.abs(radius - ring) < line] = colour
-    vessels = labels > 0
-    in_b = (radius >= ZONE_B[0]) & (radius <= ZONE_B[1]) & vessels
     colours = {av.ARTERY: (255, 40, 40), av.VEIN: (40, 80, 255)}
-    if labels.dtype != bool:
-        for code, colour in colours.items():
-            image[in_b & (labels == code)] = colour
-    else:
-        image[in_b] = (255, 255, 0)
+    for path, code, calibre in result.used:  # each drawn as wide as it was measured
+        half = max(calibre / 2, 0.5)
+        reach = int(np.ceil(half))
+        for row, col in path:
+            top, left = max(row - reach, 0), max(col - reach, 0)
+            patch = (np.hypot(rows[top:row + reach + 1, left:col + reach + 1] - row,
+                              cols[top:row + reach + 1, left:col + reach + 1] - col) <= half)
+            image[top:row + reach + 1, left:col + reach + 1][patch] = colours[code]
     return image
 
 

@@ -23,6 +23,8 @@ class SyntheticFundus:
     fov: np.ndarray  # bool HxW
     vessels: np.ndarray  # bool HxW
     av_labels: np.ndarray  # uint8 HxW codes 0..3
+    disc_centre: tuple = (0.0, 0.0)  # (row, column) of the optic disc's brightest point
+    disc_radius: float = 0.0  # its Gaussian's sigma, pixels
 
     def image_uint8(self) -> np.ndarray:
         return np.clip(self.image * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -111,7 +113,7 @@ def synthetic_fundus(size=256, seed: int = 0, fov_fraction: float = 0.92, bright
     labels[is_artery] = av.ARTERY
     labels[is_vein] = av.VEIN
     labels[is_artery & is_vein] = av.UNCERTAIN
-    return SyntheticFundus(image, fov, labels > 0, labels)
+    return SyntheticFundus(image, fov, labels > 0, labels, (float(disc[0]), float(disc[1])), float(disc_radius))
 
 
 @dataclass
