@@ -1,4 +1,4 @@
-"""Each shipped weight file reproduces the DRIVE-test metrics recorded in its manifest entry.
+"""Each shipped weight file reproduces the test metrics recorded in its manifest entry (DRIVE, DRIVE-AV, IDRiD-OD).
 
 Needs the public data sets: $RETINASEG_DATA, or ../shared/data beside the checkout. Skipped without them.
 """
@@ -14,7 +14,7 @@ from retinaseg.models import load_model
 from retinaseg.checkpoint import weights_dir
 
 DATA = Path(os.environ.get("RETINASEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-DATASET_OF = {"drive": "drive", "drive-av": "drive-av"}
+DATASET_OF = {"drive": "drive", "drive-av": "drive-av", "idrid-od": "idrid-od"}
 
 entries = [(name, key) for name, entry in sorted(read_manifest().items())
            for key in entry.get("metrics", {}) if key in DATASET_OF]
@@ -27,6 +27,6 @@ def test_weights_reproduce_their_manifest_metrics(file_name, key):
     runner = Segmenter(load_model(entry["model"], weights_dir() / file_name), SegmentConfig(device="cpu"))
     result = evaluate(DATASET_OF[key], DATA, "test", segmenter=runner)
     recorded = entry["metrics"][key]["mean"]
-    for metric in ("f1", "acc", "auc_roc", "weighted_f1", "av_accuracy"):
+    for metric in ("f1", "acc", "auc_roc", "weighted_f1", "av_accuracy", "dice", "centre_error_dd"):
         if metric in recorded:
             assert result.summary[metric][0] == pytest.approx(recorded[metric], abs=2e-3), metric
