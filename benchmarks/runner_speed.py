@@ -25,6 +25,7 @@ timing ends with a synchronize, and a column adds the peak GPU memory torch allo
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -96,7 +97,7 @@ def _worker(args) -> None:
             link.symlink_to(path.resolve())
             inputs.append(link)
         segmenter = Segmenter(model, SegmentConfig(device=args.device, batch_size=args.batch_size, tta=args.tta,
-                                                   max_downscale=args.max_downscale))
+                                                   max_downscale=args.max_downscale, backend=args.backend))
         summary = run_batch(segmenter, inputs, out / "run", progress=False)
         assert summary.failed == 0, summary.line()
 
@@ -120,7 +121,7 @@ def _worker(args) -> None:
     print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb, "gpu_mb": gpu_mb}))
 
 
-def _measure(args, mode, files, batch_size, max_downscale, tta) -> dict:
+def _measure(args, mode, files, batch_size, max_downscale, tta, backend="torch") -> dict:
     """Runs one configuration in a fresh process, with the model, weights, threads and device of `args`."""
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, __file__, "--worker", mode, "--files", json.dumps([str(f) for f in files]),
@@ -128,6 +129,7 @@ def _measure(args, mode, files, batch_size, max_downscale, tta) -> dict:
                    "--out", out, "--threads", str(args.threads), "--device", args.device]
         command += ["--weights", args.weights] if args.weights else []
         command += ["--tta"] if tta else []
+        command += ["--backend", backend]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(result.stderr)
@@ -148,6 +150,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--max-downscale", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--tta", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.mode = args.worker
@@ -168,15 +171,18 @@ def main():
             count = args.images if kind == "drive" else max(2, args.images // 2)
             files, source = _photos(args.data_root, kind, count, Path(scratch))
             batches = (1, 8) if cuda else (1, 4)
-            rows = [("naive", 1, 0, False)] + [("runner", b, MAX_DOWNSCALE, False) for b in batches]
+            rows = [("naive", 1, 0, False, "torch")] + [("runner", b, MAX_DOWNSCALE, False, "torch") for b in batches]
             if kind == "hrf":
-                rows.insert(1, ("runner", 1, 0, False))
-            rows.append(("runner", 1, MAX_DOWNSCALE, True))
-            for mode, batch, max_downscale, tta in rows:
-                r = _measure(args, mode, files, batch, max_downscale, tta)
+                rows.insert(1, ("runner", 1, 0, False, "torch"))
+            rows.append(("runner", 1, MAX_DOWNSCALE, True, "torch"))
+            if not cuda and importlib.util.find_spec("onnxruntime"):  # the ONNX Runtime backend beside torch's
+                rows += [("runner", 1, MAX_DOWNSCALE, False, "onnxruntime"),
+                         ("runner", 1, MAX_DOWNSCALE, True, "onnxruntime")]
+            for mode, batch, max_downscale, tta, backend in rows:
+                r = _measure(args, mode, files, batch, max_downscale, tta, backend)
                 name = ("naive 512x512 loop" if mode == "naive" else
                         f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit")
-                        + (", --tta" if tta else ""))
+                        + (", --tta" if tta else "") + (", onnxruntime" if backend == "onnxruntime" else ""))
                 per = r["seconds"] / r["images"]
                 gpu = f"{r['gpu_mb']:>10.0f}" if cuda else ""
                 print(f"{label + f' ({source})':<32}{name:<36}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}{gpu}",

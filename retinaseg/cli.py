@@ -156,6 +156,9 @@ def _inference_options(f):
                      help="Tiles (or whole small images) per forward pass; tiles of several photos share a "
                           "batch.")(f)
     f = _device_option()(f)
+    f = click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+                     help="What runs the network: torch, or ONNX Runtime on the CPU (`pip install "
+                          "'retinaseg[onnx]'`; the model is exported once, at start).")(f)
     f = click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
                      help="Checkpoint to use instead of the model's shipped weights.")(f)
     f = click.option("--vessel-weights", type=click.Path(dir_okay=False), default=None,
@@ -183,8 +186,8 @@ def _message(text: str) -> None:
     sys.stderr.flush()  # before the summary on stdout, also where stderr is buffered
 
 
-def _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph, notify, vessel_model=None,
-               vessel_weights=None, **settings):
+def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, av_graph, notify,
+               vessel_model=None, vessel_weights=None, **settings):
     from retinaseg.inference.segmenter import SegmentConfig, Segmenter
     from retinaseg.models import DEFAULT_MODEL, load_model
 
@@ -192,8 +195,8 @@ def _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph,
         raise click.UsageError("--vessel-weights needs --vessel-model")
     loaded = load_model(model or DEFAULT_MODEL, weights)
     gate = load_model(vessel_model, vessel_weights) if vessel_model else None
-    config = SegmentConfig(device=device, batch_size=batch_size, tta=tta, max_downscale=max_downscale,
-                           av_graph=av_graph, **settings)
+    config = SegmentConfig(device=device, backend=backend, batch_size=batch_size, tta=tta,
+                           max_downscale=max_downscale, av_graph=av_graph, **settings)
     return Segmenter(loaded, config, notify=notify, vessel_model=gate)
 
 
@@ -229,8 +232,8 @@ def _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph,
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device, batch_size, av_graph, tta,
-        max_downscale, recursive, save_prob, overlay, also_measure, save_graph, overwrite, fov_dir,
+def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backend, device, batch_size, av_graph,
+        tta, max_downscale, recursive, save_prob, overlay, also_measure, save_graph, overwrite, fov_dir,
         raw_fov_diameter, tile_size, overlap, resize, workers, quiet):
     """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
 
@@ -263,8 +266,9 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
     from retinaseg.io.inputs import find_inputs
 
     max_pixels()  # a malformed RETINASEG_MAX_PIXELS is said once, not once per photo
-    segmenter = _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph, notify=_message,
-                           vessel_model=vessel_model, vessel_weights=vessel_weights, raw_fov_diameter=raw_fov_diameter,
+    segmenter = _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, av_graph,
+                           notify=_message, vessel_model=vessel_model, vessel_weights=vessel_weights,
+                           raw_fov_diameter=raw_fov_diameter,
                            tile_size=tile_size, overlap=overlap, resize=resize)
     paths = find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir)
     batch = BatchConfig(save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir, workers=workers,
@@ -297,8 +301,8 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, device
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE", callback=parse_options,
               help="Dataset option (the folder dataset: images=, labels=, fov=, label_suffix=). Repeatable.")
 @click.option("--summary-only", is_flag=True, help="Print only the mean ± std rows.")
-def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_model, vessel_weights, device,
-                     batch_size, av_graph, tta, max_downscale, no_fov, csv_path, json_path, dataset_options,
+def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_model, vessel_weights, backend,
+                     device, batch_size, av_graph, tta, max_downscale, no_fov, csv_path, json_path, dataset_options,
                      summary_only):
     """Score predictions against manual labels, the literature's way.
 
@@ -326,8 +330,8 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_mod
         raise click.UsageError("--vessel-model goes with --model; a --pred folder is scored as it is")
     segmenter, source = None, f"predictions in {pred}"
     if model:
-        segmenter = _segmenter(model, weights, device, batch_size, tta, max_downscale, av_graph, notify=_message,
-                               vessel_model=vessel_model, vessel_weights=vessel_weights)
+        segmenter = _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, av_graph,
+                               notify=_message, vessel_model=vessel_model, vessel_weights=vessel_weights)
         source = " + vessels from ".join(
             f"model {s.model.spec.name}" + (f" ({s.model.weights.name})" if s.model.weights else "")
             for s in (segmenter, segmenter.vessel_segmenter) if s is not None)
@@ -484,3 +488,31 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
     click.echo(f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed; "
                f"{Path(out_dir) / 'measurements.csv'}")
     sys.exit(1 if counts["failed"] else 0)
+
+
+@cli.command()
+@click.argument("destination", type=click.Path(dir_okay=False))
+@click.option("--model", "-m", default=None, help="Model name (see `retinaseg plugins`). Default: vesselnet.")
+@click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint to export instead of the model's shipped weights.")
+def export(destination, model, weights):
+    """Export a model to an ONNX file (DESTINATION), for ONNX Runtime and other engines.
+
+    The file holds the network with BatchNorm folded: a standardised image batch
+    (N, 3, H, W; H and W multiples of the model's size divisor) in, logits out, with N, H
+    and W free. Its metadata ("retinaseg") records the model, its config (working
+    scale, normalisation, classes) and the weights' sha256. The export is checked
+    against torch at a second, non-square size before it is written. Needs
+    `pip install 'retinaseg[onnx]'`.
+
+    \b
+    Examples:
+      retinaseg export vesselnet.onnx
+      retinaseg export -m av-fusion -w weights/av-fusion-hrf-av.pt av-hrf.onnx
+    """
+    from retinaseg.inference.onnx import export_file
+    from retinaseg.models import DEFAULT_MODEL, load_model
+
+    loaded = load_model(model or DEFAULT_MODEL, weights)
+    export_file(loaded, destination)
+    click.echo(f"{destination}: {loaded.spec.name} ({Path(destination).stat().st_size / 1e6:.1f} MB)")

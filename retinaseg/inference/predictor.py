@@ -20,10 +20,15 @@ def _fold_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
         return module
 
 
-def make_predictor(model: LoadedModel, device: torch.device,
-                   notify: Callable[[str], None] = print) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_predictor(model: LoadedModel, device: torch.device, notify: Callable[[str], None] = print,
+                   backend: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:
     """Batch -> probabilities on CPU. Folded BatchNorm, inference_mode, channels_last, bf16 autocast on CUDA.
-    A CUDA out-of-memory error splits the batch in half and retries, and says so."""
+    A CUDA out-of-memory error splits the batch in half and retries, and says so. backend "onnxruntime": the same
+    network exported to ONNX and run by ONNX Runtime (inference/onnx.py)."""
+    if backend == "onnxruntime":
+        from retinaseg.inference.onnx import make_onnx_predictor
+
+        return make_onnx_predictor(model, device)
     module = _fold_batch_norm(model.module.eval()).to(device)
     module = module.to(memory_format=torch.channels_last)
     cuda = device.type == "cuda"

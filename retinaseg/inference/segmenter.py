@@ -38,6 +38,7 @@ class SegmentConfig:
     # measure, and scaling it as if the frame were the FOV shows its vessels too wide
     raw_fov_diameter: Optional[int] = None
     av_graph: Optional[bool] = None  # A/V models: one type per vessel (vessel_graph.consistent_av); None: the model's
+    backend: str = "torch"  # or "onnxruntime" (CPU; `pip install retinaseg[onnx]`)
 
     def __post_init__(self):  # the CLI checks these where they enter; this guards callers of the library
         if self.batch_size < 1 or self.tile_size < 16 or not 0 <= self.overlap < 1:
@@ -61,9 +62,11 @@ class Segmenter:
                 raise RetinasegError(f"the vessel model must be a binary vessel model; {vessel_model.spec.name!r} "
                                      f"has {vessel_model.classes} classes")
             # at its own working scale and test-time views; otherwise as this one (device, tiles, FOV diameter)
-            self.vessel_segmenter = Segmenter(vessel_model, replace(config, tta=None, max_downscale=None, av_graph=False),
-                                             notify)
-        self.device = resolve_device(config.device)
+            own = replace(config, tta=None, max_downscale=None, av_graph=False)
+            self.vessel_segmenter = Segmenter(vessel_model, own, notify)
+        # ONNX Runtime runs on the CPU here, so "auto" means the CPU for it
+        self.device = resolve_device("cpu" if config.backend == "onnxruntime" and config.device == "auto"
+                                     else config.device)
         if config.max_downscale is None:
             config = replace(config, max_downscale=model.max_downscale)
         if config.tta is None:
@@ -78,7 +81,7 @@ class Segmenter:
         tile = max(divisor, config.tile_size // divisor * divisor)
         self.window = SlidingWindow(tile_size=tile, overlap=config.overlap, size_divisor=divisor,
                                     whole_image_pixels=config.whole_image_pixels)
-        self.predictor = make_predictor(model, self.device, notify)
+        self.predictor = make_predictor(model, self.device, notify, config.backend)
         self.views = tuple(model.spec.tta_views) if config.tta else (PLAIN,)
 
     def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
