@@ -12,7 +12,7 @@ from retinaseg import __version__
 from retinaseg.errors import OptionError, RetinasegError
 from retinaseg.inference import FEW_VESSELS, MAX_DOWNSCALE
 from retinaseg.inference.views import FLIP_VIEWS
-from retinaseg.options import check_device, check_max_downscale, parse_options
+from retinaseg.options import check_device, check_max_downscale, parse_options, parse_shard
 from retinaseg.training.config import TrainConfig, train_options
 
 
@@ -207,6 +207,10 @@ def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, 
 @click.option("--model", "-m", default=None, help="Model name (see `retinaseg plugins`). Default: vesselnet.")
 @_inference_options
 @click.option("--recursive", "-r", is_flag=True, help="Search folders (and ** globs) recursively.")
+@click.option("--shard", callback=parse_shard, default=None, metavar="K/N",
+              help="Process only shard K of N of the sorted inputs (every N-th photo from the K-th), recorded in "
+                   "run-K-of-N.json, so N processes (a SLURM array, one per GPU) share one output folder; "
+                   "`retinaseg report OUTPUT_DIR` adds them up.")
 @click.option("--save-prob", is_flag=True, help="Also write prob/<stem>.tif: float32 probabilities at raw size "
               "(HxW vessel, or CxHxW background/artery/vein/uncertain).")
 @click.option("--overlay", is_flag=True, help="Also write overlay/<stem>.png: the prediction drawn over the photo.")
@@ -233,7 +237,7 @@ def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, 
               help="Threads decoding photos ahead of the network.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backend, device, batch_size, av_graph,
-        tta, max_downscale, recursive, save_prob, overlay, also_measure, save_graph, overwrite, fov_dir,
+        tta, max_downscale, recursive, shard, save_prob, overlay, also_measure, save_graph, overwrite, fov_dir,
         raw_fov_diameter, tile_size, overlap, resize, workers, quiet):
     """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
 
@@ -261,7 +265,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
       retinaseg run -m av-fusion --vessel-model vesselnet photos/ out/
     """
     from retinaseg.errors import shown
-    from retinaseg.inference.runner import BatchConfig, run_batch
+    from retinaseg.inference.runner import BatchConfig, run_batch, shard_of
     from retinaseg.io.images import max_pixels
     from retinaseg.io.inputs import find_inputs
 
@@ -270,18 +274,21 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
                            notify=_message, vessel_model=vessel_model, vessel_weights=vessel_weights,
                            raw_fov_diameter=raw_fov_diameter,
                            tile_size=tile_size, overlap=overlap, resize=resize)
-    paths = find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir)
+    paths = shard_of(find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir), shard)
     batch = BatchConfig(save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir, workers=workers,
-                        save_graph=save_graph)
+                        save_graph=save_graph, shard=shard)
     summary = run_batch(segmenter, paths, output_dir, batch, notify=_message, progress=not quiet)
     click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
     measured_ok = True
-    if also_measure and not summary.error:
-        from retinaseg.measure import MeasureJob, items_of_run, measure_items
+    if also_measure and not summary.error:  # this run's photos; a shard's into measurements-K-of-N.csv
+        from retinaseg.measure import MeasureJob, items_of_records, measure_items
 
-        rows = measure_items(MeasureJob(items_of_run(output_dir), output_dir), notify=_message, progress=not quiet)
+        done = [{"stem": r.stem, "input": r.input} for r in summary.records if r.status in ("ok", "skipped")]
+        name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
+        rows = measure_items(MeasureJob(items_of_records(output_dir, done), output_dir, name=name),
+                             notify=_message, progress=not quiet)
         measured_ok = not any(row["status"] == "failed" for row in rows)
-        click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / 'measurements.csv'}")
+        click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv")
     sys.exit(0 if summary.success and measured_ok else 1)
 
 
@@ -516,3 +523,53 @@ def export(destination, model, weights):
     loaded = load_model(model or DEFAULT_MODEL, weights)
     export_file(loaded, destination)
     click.echo(f"{destination}: {loaded.spec.name} ({Path(destination).stat().st_size / 1e6:.1f} MB)")
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+def report(out_dir):
+    """Add up the run records in OUT_DIR: run.json, and each shard's run-K-of-N.json.
+
+    Prints the photos ok, skipped and failed, each failure's line, the photos flagged
+    "check the photo", and whether every record was made by the same model, weights
+    and settings. The exit status is 0 only if no photo failed and the records agree.
+
+    \b
+    Examples:
+      retinaseg report out/
+      for k in 1 2 3 4; do retinaseg run --shard $k/4 photos/ out/ & done; wait; retinaseg report out/
+    """
+    from retinaseg.errors import shown
+    from retinaseg.inference.runner import run_records
+
+    records = run_records(out_dir)
+    if not records:
+        raise click.UsageError(f"{shown(out_dir)} holds no run record (run.json or run-K-of-N.json)")
+    latest = {}
+    for _, record in records:  # a photo in several records (a re-run shard): its latest status counts
+        for image in record["images"]:
+            previous = latest.get(image["stem"])
+            if previous is None or image.get("status") in ("ok", "skipped") or previous.get("status") == "failed":
+                latest[image["stem"]] = image
+    counts = {status: sum(i.get("status") == status for i in latest.values()) for status in ("ok", "skipped")}
+    failed = [i for i in latest.values() if i.get("status") not in ("ok", "skipped")]
+    flags: dict = {}
+    for image in latest.values():
+        if image.get("flag"):
+            flags[image["flag"]] = flags.get(image["flag"], 0) + 1
+    makers = {_json_key(record.get("made_with")) for _, record in records}
+    for image in failed:
+        click.echo(f"failed: {image.get('message') or image.get('input')}")
+    click.echo(f"{len(records)} run record(s): {', '.join(path.name for path, _ in records)}")
+    if len(makers) > 1:
+        click.echo("warning: the records were made by different models, weights or settings (see made_with in "
+                   "each)")
+    flagged = "; " + ", ".join(f"{n} with {flag}" for flag, n in flags.items()) if flags else ""
+    click.echo(f"{counts['ok']} ok, {counts['skipped']} skipped, {len(failed)} failed{flagged}")
+    sys.exit(0 if not failed and len(makers) == 1 else 1)
+
+
+def _json_key(value) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)

@@ -295,29 +295,38 @@ class MeasureJob:
     pixel_size_um: Optional[float] = None
     disc_diameter_um: Optional[float] = None
     overlay: bool = False
+    name: str = "measurements"  # the tables' file name, without extension (a shard's: measurements-K-of-N)
 
 
 def items_of_run(run_dir) -> list:
-    """The photos an earlier `retinaseg run` wrote maps of, from its run.json."""
-    import json
+    """The photos earlier `retinaseg run`s wrote maps of, from their run records."""
     from pathlib import Path
 
     from retinaseg.errors import RetinasegError
     from retinaseg.inference.outputs import OUTPUT_FOLDERS
+    from retinaseg.inference.runner import run_records
 
     run_dir = Path(run_dir)
-    try:
-        report = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise RetinasegError(f"{run_dir}: no readable run.json of a `retinaseg run` ({exc}); give --maps and "
-                             f"--photos for maps no run made") from None
+    done = {}
+    for _, report in run_records(run_dir):  # run.json, and every shard's run-K-of-N.json
+        done.update({r["stem"]: r for r in report["images"] if r.get("status") in ("ok", "skipped")})
+    if not done:
+        raise RetinasegError(f"{run_dir}: no run.json of a `retinaseg run` with photos done; give --maps and "
+                             f"--photos for maps no run made")
+    return items_of_records(run_dir, [done[stem] for stem in sorted(done)])
+
+
+def items_of_records(run_dir, records: list) -> list:
+    """(stem, photo, map, probabilities or None) of run records' photos (dicts with stem and input)."""
+    from pathlib import Path
+
+    from retinaseg.inference.outputs import OUTPUT_FOLDERS
+
     items = []
-    for record in report.get("images", []):
-        if record.get("status") not in ("ok", "skipped"):
-            continue
+    for record in records:
         stem = record["stem"]
-        prob = run_dir / OUTPUT_FOLDERS["prob"] / f"{stem}.tif"
-        items.append((stem, Path(record["input"]), run_dir / OUTPUT_FOLDERS["raw"] / f"{stem}.png",
+        prob = Path(run_dir) / OUTPUT_FOLDERS["prob"] / f"{stem}.tif"
+        items.append((stem, Path(record["input"]), Path(run_dir) / OUTPUT_FOLDERS["raw"] / f"{stem}.png",
                       prob if prob.is_file() else None))
     return items
 
@@ -386,7 +395,7 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True) -> list:
             from retinaseg.io.atomic import write_png
 
             write_png(out_dir / "measure_overlay" / f"{stem}.png", overlay_image)
-    _write_tables(out_dir, rows, details)
+    _write_tables(out_dir, rows, details, job.name)
     return rows
 
 
@@ -458,7 +467,7 @@ def _overlay(photo, labels, disc: Disc, result: Measurements) -> np.ndarray:
     return image
 
 
-def _write_tables(out_dir, rows: list, details: list) -> None:
+def _write_tables(out_dir, rows: list, details: list, name: str) -> None:
     import csv
     import io
 
@@ -472,7 +481,7 @@ def _write_tables(out_dir, rows: list, details: list) -> None:
     writer.writeheader()
     for row in rows:  # a measure that could not be made is an empty cell, its reason in the reason column
         writer.writerow({k: ("" if v != v else f"{v:.6g}") if isinstance(v, float) else v for k, v in row.items()})
-    with atomic_path(out_dir / "measurements.csv") as tmp:
+    with atomic_path(out_dir / f"{name}.csv") as tmp:
         tmp.write_text(buffer.getvalue())
     clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in details]
-    write_json(out_dir / "measurements.json", {"format": "retinaseg-measurements/1", "photos": clean})
+    write_json(out_dir / f"{name}.json", {"format": "retinaseg-measurements/1", "photos": clean})

@@ -64,3 +64,13 @@ def check_max_downscale(ctx, param, value):
     if value is not None and value != 0 and value < 1:
         raise click.BadParameter(f"must be 0 (no limit) or at least 1, got {value}")
     return value
+
+
+def parse_shard(ctx, param, value):
+    """'K/N' with 1 <= K <= N as (K, N); None stays None."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise click.BadParameter(f"expected K/N with 1 <= K <= N, such as 2/8; got {value!r}")
+    return int(match[1]), int(match[2])

@@ -11,8 +11,8 @@ to redo them (--overwrite).
 from __future__ import annotations
 
 import json
-import os
 import platform
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,7 +35,7 @@ from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto
 from retinaseg.vessel_graph import graph_of
 
-REPORT = "run.json"
+REPORT = "run.json"  # a shard's is run-K-of-N.json (--shard K/N), so shards share a folder without clashing
 REPORT_EVERY_SECONDS = 30  # run.json is rewritten this often, so a killed run keeps what it measured
 
 
@@ -47,6 +47,11 @@ class BatchConfig:
     fov_dir: Optional[str] = None
     workers: int = 2
     save_graph: bool = False  # graph/<stem>.json: the vessel graph of the raw-size map
+    shard: Optional[tuple] = None  # (K, N): this run is shard K of N, and records itself in run-K-of-N.json
+
+    @property
+    def report_name(self) -> str:
+        return f"run-{self.shard[0]}-of-{self.shard[1]}.json" if self.shard else REPORT
 
 
 @dataclass
@@ -117,6 +122,30 @@ def output_paths(out_dir: Path, stem: str, config: BatchConfig) -> dict:
     if config.save_graph:
         paths["graph"] = out_dir / OUTPUT_FOLDERS["graph"] / f"{stem}.json"
     return paths
+
+
+def shard_of(items: list, shard: Optional[tuple]) -> list:
+    """Shard K of N (1 <= K <= N) of a sorted input list: every N-th item from the K-th, so the N shards are
+    disjoint, cover every input, and differ in size by at most one (as nnU-Net's -part_id/-num_parts)."""
+    if shard is None:
+        return list(items)
+    k, n = shard
+    return list(items)[k - 1::n]
+
+
+def run_records(out_dir) -> list[tuple[Path, dict]]:
+    """Every run record in out_dir (run.json and the shards' run-K-of-N.json) that can be read, by name."""
+    records = []
+    for path in sorted(Path(out_dir).glob("run*.json")):
+        if path.name != REPORT and not re.fullmatch(r"run-\d+-of-\d+\.json", path.name):
+            continue
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(report, dict) and isinstance(report.get("images"), list):
+            records.append((path, report))
+    return records
 
 
 def run_batch(segmenter: Segmenter, inputs: list, out_dir, config: BatchConfig = BatchConfig(),
@@ -213,25 +242,28 @@ class _BatchJob:
         return todo
 
     def _earlier_report(self) -> dict:
-        """What an earlier run.json in this folder says: made_with, and stem -> record of each photo done."""
-        try:
-            report = json.loads((self.out_dir / REPORT).read_text())
-            images = {r["stem"]: r for r in report["images"] if r.get("status") in ("ok", "skipped")}
-            # a run.json written before made_with existed says at least the model and weights
-            earlier = report.get("made_with") or {"model": report["model"],
-                                                  "weights_sha256": report.get("weights_sha256")}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one of ours
-            return {}
-        return {"made_with": earlier, "images": images}
+        """What the earlier run records in this folder (run.json, the shards' too) say: what made their outputs,
+        and stem -> record of each photo done."""
+        images, made = {}, []
+        for _, report in run_records(self.out_dir):
+            try:
+                images.update({r["stem"]: r for r in report["images"] if r.get("status") in ("ok", "skipped")})
+                # a run.json written before made_with existed says at least the model and weights
+                made.append(report.get("made_with") or {"model": report["model"],
+                                                        "weights_sha256": report.get("weights_sha256")})
+            except (KeyError, TypeError, AttributeError):  # not one of ours
+                continue
+        return {"made_with": made or None, "images": images}
 
-    def _check_made_alike(self, earlier: dict) -> None:
+    def _check_made_alike(self, earlier: list) -> None:
         """Outputs about to be skipped as done must have been made as this run makes them."""
         ours = made_with(self.segmenter.describe())
-        differs = [key.replace("_", " ") for key in earlier if earlier[key] != ours.get(key)]
+        differs = sorted({key.replace("_", " ") for record in earlier for key in record
+                          if record[key] != ours.get(key)})
         if differs:
             raise RetinasegError(
                 f"{shown(self.out_dir)} holds outputs that its run.json says were made otherwise (other "
-                f"{', '.join(differs)}; model {earlier.get('model')!r}, this run {ours['model']!r}): they would be "
+                f"{', '.join(differs)}; model {earlier[0].get('model')!r}, this run {ours['model']!r}): they would be "
                 f"skipped as done and mixed with this run's. Use --overwrite to redo them, or another output folder")
 
     def _select(self, earlier: dict) -> list[int]:
@@ -351,11 +383,12 @@ class _BatchJob:
         """Writes run.json. During the run an OSError propagates; at the end it becomes summary.error, so the
         run still ends with its summary line."""
         try:
-            write_json(self.out_dir / REPORT, self._report(summary, final))
+            write_json(self.out_dir / self.config.report_name, self._report(summary, final))
         except OSError as exc:
             if not final:
                 raise
-            summary.error = f"{shown(self.out_dir / REPORT)}: could not write the run record ({_reason(exc)})"
+            summary.error = (f"{shown(self.out_dir / self.config.report_name)}: could not write the run record "
+                             f"({_reason(exc)})")
             self.notify(f"error: {summary.error}")
 
     def _report(self, summary: RunSummary, final: bool) -> dict:
