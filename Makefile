@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml examples/retinaseg-frangi/setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test,onnx]'
+	$(BIN)/pip install --quiet -e '.[test,onnx,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -234,11 +234,18 @@ def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, 
 @click.option("--resize", callback=_parse_size, default=None, metavar="WxH",
               help="Resize every photo to this fixed working size instead of scaling it by its FOV.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Threads decoding photos ahead of the network.")
+              help="Threads decoding photos ahead of the network; with --executor ray, Ray actors, each with its "
+                   "own copy of the model.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: Ray actors (`pip install 'retinaseg[ray]'`), on a Ray instance "
+                   "started here or the cluster at --ray-address. The same files either way.")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="With --executor ray: join this Ray cluster (e.g. auto, or ray://head:10001) instead of starting "
+                   "a local instance.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backend, device, batch_size, av_graph,
         tta, max_downscale, recursive, shard, save_prob, overlay, also_measure, save_graph, overwrite, fov_dir,
-        raw_fov_diameter, tile_size, overlap, resize, workers, quiet):
+        raw_fov_diameter, tile_size, overlap, resize, workers, executor, ray_address, quiet):
     """Segment every photo in INPUTS (files, folders or globs) into OUTPUT_DIR.
 
     \b
@@ -277,7 +284,14 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
     paths = shard_of(find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir), shard)
     batch = BatchConfig(save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir, workers=workers,
                         save_graph=save_graph, shard=shard)
-    summary = run_batch(segmenter, paths, output_dir, batch, notify=_message, progress=not quiet)
+    process = None
+    if executor == "ray":
+        from retinaseg.inference.ray_executor import ray_process
+
+        process = ray_process(ray_address, workers)
+    elif ray_address:
+        raise click.UsageError("--ray-address goes with --executor ray")
+    summary = run_batch(segmenter, paths, output_dir, batch, notify=_message, progress=not quiet, process=process)
     click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
     measured_ok = True
     if also_measure and not summary.error:  # this run's photos; a shard's into measurements-K-of-N.csv

@@ -149,10 +149,12 @@ def run_records(out_dir) -> list[tuple[Path, dict]]:
 
 
 def run_batch(segmenter: Segmenter, inputs: list, out_dir, config: BatchConfig = BatchConfig(),
-              notify: Callable[[str], None] = print, progress: bool = True) -> RunSummary:
+              notify: Callable[[str], None] = print, progress: bool = True,
+              process: Optional[Callable] = None) -> RunSummary:
     """Segment InputPhoto items (or plain paths, named by their stems) into out_dir. One bad photo fails alone;
-    a folder that cannot be written ends the run with summary.error set."""
-    return _BatchJob(segmenter, config, notify, Path(out_dir), inputs).run(progress)
+    a folder that cannot be written ends the run with summary.error set. process(job, todo), when given, does the
+    photos instead of the local threads (inference/ray_executor.py)."""
+    return _BatchJob(segmenter, config, notify, Path(out_dir), inputs).run(progress, process)
 
 
 def made_with(description: dict) -> dict:
@@ -176,7 +178,9 @@ class _BatchJob:
         self.bar = None
         self.lookahead = segmenter.config.batch_size + 2
 
-    def run(self, progress: bool) -> RunSummary:
+    def run(self, progress: bool, process: Optional[Callable] = None) -> RunSummary:
+        """Opens the folder, processes the photos to do (by default here, in threads; `process(job, todo)` is
+        another executor's, e.g. Ray's), and writes the run record, whatever happened."""
         from tqdm import tqdm
 
         try:
@@ -186,6 +190,19 @@ class _BatchJob:
         self.bar = tqdm(total=len(self.records), unit="img", desc="segmenting", disable=not progress,
                         dynamic_ncols=True)
         self.bar.update(len(self.records) - len(todo))
+        try:
+            (process or _BatchJob._process_here)(self, todo)
+        finally:
+            self.bar.close()
+            for record in self.records:
+                if record.status == "pending":
+                    record.status, record.message = "failed", "interrupted before it was processed"
+            summary = self._summary()
+            self._save_report(summary, final=True)
+        return summary
+
+    def _process_here(self, todo: list[int]) -> None:
+        """Reading in worker threads ahead of the network, writing in a writer thread behind it."""
         readers = ThreadPoolExecutor(max(1, self.config.workers), thread_name_prefix="retinaseg-read")
         writer = ThreadPoolExecutor(1, thread_name_prefix="retinaseg-write")
         writes: deque = deque()
@@ -211,13 +228,30 @@ class _BatchJob:
         finally:
             readers.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True)
-            self.bar.close()
-            for record in self.records:
-                if record.status == "pending":
-                    record.status, record.message = "failed", "interrupted before it was processed"
-            summary = self._summary()
-            self._save_report(summary, final=True)
-        return summary
+
+    def segment_one(self, record: ImageRecord) -> None:
+        """One photo read, segmented and written, as _process_here does it (an executor's unit of work); the
+        record says how it went."""
+        try:
+            prepared = self._read(Path(record.input), 0)
+        except ImageReadError as exc:
+            self._fail(record, str(exc))
+            return
+        except Exception as exc:  # a bad file must not stop the batch
+            self._fail(record, f"{shown(record.input)}: {type(exc).__name__}: {_reason(exc)}")
+            return
+        started = time.perf_counter()
+        for prepared, probs in self.segmenter.predict_prepared([prepared]):
+            record.raw_size = [int(prepared.raw_size[1]), int(prepared.raw_size[0])]
+            record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
+            record.fov_diameter, record.read_seconds = prepared.diameter, round(prepared.seconds, 3)
+            future: Future = Future()
+            try:
+                future.set_result(self._write(output_paths(self.out_dir, record.stem, self.config), prepared, probs))
+            except Exception as exc:
+                future.set_exception(exc)
+            self._finish(future, record)
+        record.seconds = round(time.perf_counter() - started + record.read_seconds, 3)
 
     # -- the folder -------------------------------------------------------------------------------------------
     def _open_folder(self) -> list[int]:
@@ -366,7 +400,8 @@ class _BatchJob:
         except Exception as exc:
             self._fail(record, f"{shown(record.input)}: could not write outputs ({type(exc).__name__}: "
                                f"{_reason(exc)})")
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(1)
 
     def _fail(self, record: ImageRecord, message: str) -> None:
         record.status, record.message = "failed", message
