@@ -553,37 +553,23 @@ def report(out_dir):
       retinaseg report out/
       for k in 1 2 3 4; do retinaseg run --shard $k/4 photos/ out/ & done; wait; retinaseg report out/
     """
+    import json
+
     from retinaseg.errors import shown
-    from retinaseg.inference.runner import run_records
+    from retinaseg.inference.runner import combined_records, run_records
 
     records = run_records(out_dir)
     if not records:
         raise click.UsageError(f"{shown(out_dir)} holds no run record (run.json or run-K-of-N.json)")
-    latest = {}
-    for _, record in records:  # a photo in several records (a re-run shard): its latest status counts
-        for image in record["images"]:
-            previous = latest.get(image["stem"])
-            if previous is None or image.get("status") in ("ok", "skipped") or previous.get("status") == "failed":
-                latest[image["stem"]] = image
-    counts = {status: sum(i.get("status") == status for i in latest.values()) for status in ("ok", "skipped")}
-    failed = [i for i in latest.values() if i.get("status") not in ("ok", "skipped")]
-    flags: dict = {}
-    for image in latest.values():
-        if image.get("flag"):
-            flags[image["flag"]] = flags.get(image["flag"], 0) + 1
-    makers = {_json_key(record.get("made_with")) for _, record in records}
-    for image in failed:
-        click.echo(f"failed: {image.get('message') or image.get('input')}")
+    summary = combined_records(records)
+    for image in summary.records:
+        if image.status == "failed":
+            click.echo(f"failed: {image.message or image.input}")
     click.echo(f"{len(records)} run record(s): {', '.join(path.name for path, _ in records)}")
+    makers = {json.dumps(record.get("made_with"), sort_keys=True) for _, record in records}
     if len(makers) > 1:
         click.echo("warning: the records were made by different models, weights or settings (see made_with in "
                    "each)")
-    flagged = "; " + ", ".join(f"{n} with {flag}" for flag, n in flags.items()) if flags else ""
-    click.echo(f"{counts['ok']} ok, {counts['skipped']} skipped, {len(failed)} failed{flagged}")
-    sys.exit(0 if not failed and len(makers) == 1 else 1)
-
-
-def _json_key(value) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True)
+    flagged = f"; {summary.flag_counts()}" if summary.flagged() else ""
+    click.echo(f"{summary.ok} ok, {summary.skipped} skipped, {summary.failed} failed{flagged}")
+    sys.exit(0 if summary.success and len(makers) == 1 else 1)

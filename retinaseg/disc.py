@@ -43,7 +43,11 @@ def disc_blob(prob: np.ndarray) -> np.ndarray:
 
 def find_disc(prob: np.ndarray) -> Disc:
     """The disc in a HxW disc probability map (or its kept blob)."""
-    blob = disc_blob(prob)
+    return _disc_of(disc_blob(prob))
+
+
+def _disc_of(blob: np.ndarray) -> Disc:
+    """The disc a kept blob describes, or why it is none."""
     if not blob.any():
         return Disc("not found", "no disc pixels at probability 0.5 or more")
     rows, cols = np.nonzero(blob)
@@ -60,7 +64,7 @@ def keep_disc(prob: np.ndarray) -> np.ndarray:
     """A disc model's 1xHxW probabilities with everything outside the kept disc set below the threshold (the disc
     itself as predicted, holes filled), so its map shows one disc or none."""
     blob = disc_blob(prob[0])
-    disc = find_disc(blob.astype(np.float32))
+    disc = _disc_of(blob)
     out = np.minimum(prob, np.float32(VESSEL_THRESHOLD * 0.999))
     if disc.found:
         out[0][blob] = np.maximum(prob[0][blob], VESSEL_THRESHOLD)

@@ -281,11 +281,6 @@ def _units(result: Measurements, disc: Disc, pixel_size_um: Optional[float]) -> 
 
 # -- a folder of maps --------------------------------------------------------------------------------------------
 
-# The CSV's columns, in order, after stem, input, map, status and reason (docs/measurements.md defines each)
-def columns(values: dict) -> list:
-    return list(values)
-
-
 @dataclass(frozen=True)
 class MeasureJob:
     """What `retinaseg measure` measures: (stem, photo path, map path, probability path or None) items."""
@@ -379,8 +374,9 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True) -> list:
             if disc_segmenter is None and not job.disc_dir:
                 disc_segmenter = _disc_segmenter(notify)
             result, overlay_image = _measure_one(job, stem, photo_path, map_path, prob_path, disc_segmenter)
-        except (RetinasegError, OSError, ValueError) as exc:
-            reason = str(exc) if isinstance(exc, RetinasegError) else f"{shown(map_path)}: {exc}"
+        except Exception as exc:  # one bad map must not stop the folder
+            reason = str(exc) if isinstance(exc, RetinasegError) \
+                else f"{shown(map_path)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
             row.update(status="failed", reason=reason)
             notify(f"failed: {reason}")
             rows.append(row)

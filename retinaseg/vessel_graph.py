@@ -119,9 +119,9 @@ def build_graph(mask: np.ndarray, probability: Optional[np.ndarray] = None) -> V
     for segment in graph.segments:
         segment.start, segment.end = renumber[segment.start], renumber[segment.end]
     graph.nodes = [Node(renumber[old], *positions[old]) for old in used]
-    for segment in graph.segments:
-        for node in {segment.start, segment.end} if segment.start != segment.end else {segment.start}:
-            graph.nodes[node].degree += 1 if segment.start != segment.end else 2
+    for segment in graph.segments:  # a loop's two ends are both at its one node
+        graph.nodes[segment.start].degree += 1
+        graph.nodes[segment.end].degree += 1
     for node in graph.nodes:
         node.kind = {1: "end", 2: "pass", 3: "bifurcation", 4: "crossing"}.get(node.degree, "junction")
     _pair_crossings(graph)

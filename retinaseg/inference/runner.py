@@ -15,8 +15,8 @@ import platform
 import re
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -99,15 +99,17 @@ class RunSummary:
                 counts[record.flag] = counts.get(record.flag, 0) + 1
         return counts
 
+    def flag_counts(self) -> str:
+        """e.g. "2 with few vessels found"; empty when no photo is flagged."""
+        return ", ".join(f"{n} with {flag}" for flag, n in self.flagged().items())
+
     @property
     def success(self) -> bool:
         return self.failed == 0 and not self.error
 
     def line(self) -> str:
         processed = self.ok / self.seconds if self.seconds > 0 else 0.0
-        flags = self.flagged()
-        flagged = "; " + ", ".join(f"{n} with {flag}" for flag, n in flags.items()) + " (see run.json)" if flags \
-            else ""
+        flagged = f"; {self.flag_counts()} (see run.json)" if self.flagged() else ""
         return (f"{self.ok} ok, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s "
                 f"({processed:.2f} images/s){flagged}")
 
@@ -146,6 +148,25 @@ def run_records(out_dir) -> list[tuple[Path, dict]]:
         if isinstance(report, dict) and isinstance(report.get("images"), list):
             records.append((path, report))
     return records
+
+
+def combined_records(records: list[tuple[Path, dict]]) -> RunSummary:
+    """One summary of several run records (a sharded run's): each photo once, a photo in several records (a
+    shard run again) counting as done if any record did it."""
+    latest: dict = {}
+    for _, report in records:
+        for image in report["images"]:
+            previous = latest.get(image["stem"])
+            if previous is None or image.get("status") in ("ok", "skipped") or previous.get("status") == "failed":
+                latest[image["stem"]] = image
+    names = {f.name for f in fields(ImageRecord)}
+    images = [ImageRecord(**{k: v for k, v in image.items() if k in names}) for image in latest.values()]
+    for image in images:
+        if image.status not in ("ok", "skipped"):
+            image.status = "failed"
+    statuses = [image.status for image in images]
+    return RunSummary(ok=statuses.count("ok"), skipped=statuses.count("skipped"), failed=statuses.count("failed"),
+                      records=images)
 
 
 def run_batch(segmenter: Segmenter, inputs: list, out_dir, config: BatchConfig = BatchConfig(),
@@ -213,18 +234,18 @@ class _BatchJob:
                 now = time.perf_counter()
                 record.seconds, record.read_seconds = round(now - last, 3), round(prepared.seconds, 3)
                 last = now
-                record.raw_size = [int(prepared.raw_size[1]), int(prepared.raw_size[0])]
-                record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
-                record.fov_diameter = prepared.diameter
+                _note_sizes(record, prepared)
                 paths = output_paths(self.out_dir, record.stem, self.config)
                 writes.append((writer.submit(self._write, paths, prepared, probs), record))
                 while len(writes) > self.lookahead or (writes and writes[0][0].done()):
-                    self._finish(*writes.popleft())
+                    future, done = writes.popleft()
+                    self._finish(done, future.result)
                 if now - saved > REPORT_EVERY_SECONDS:
                     self._save_report(self._summary(), final=False)
                     saved = now
             while writes:
-                self._finish(*writes.popleft())
+                future, done = writes.popleft()
+                self._finish(done, future.result)
         finally:
             readers.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True)
@@ -242,15 +263,10 @@ class _BatchJob:
             return
         started = time.perf_counter()
         for prepared, probs in self.segmenter.predict_prepared([prepared]):
-            record.raw_size = [int(prepared.raw_size[1]), int(prepared.raw_size[0])]
-            record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
-            record.fov_diameter, record.read_seconds = prepared.diameter, round(prepared.seconds, 3)
-            future: Future = Future()
-            try:
-                future.set_result(self._write(output_paths(self.out_dir, record.stem, self.config), prepared, probs))
-            except Exception as exc:
-                future.set_exception(exc)
-            self._finish(future, record)
+            _note_sizes(record, prepared)
+            record.read_seconds = round(prepared.seconds, 3)
+            paths = output_paths(self.out_dir, record.stem, self.config)
+            self._finish(record, lambda: self._write(paths, prepared, probs))
         record.seconds = round(time.perf_counter() - started + record.read_seconds, 3)
 
     # -- the folder -------------------------------------------------------------------------------------------
@@ -389,9 +405,10 @@ class _BatchJob:
         write_png(paths["raw"], render(labels))  # last: its presence marks the image as done
         return float((labels > 0)[prepared.fov_raw].mean()) if prepared.fov_raw.any() else 0.0
 
-    def _finish(self, future: Future, record: ImageRecord) -> None:
+    def _finish(self, record: ImageRecord, written: Callable[[], float]) -> None:
+        """Records how writing went: written() returns the share of the FOV labelled, or raises what failed."""
         try:
-            record.vessel_fraction = round(future.result(), 4)
+            record.vessel_fraction = round(written(), 4)
             record.status = "ok"
             record.flag = flag_for(self.segmenter.model.spec.task, record.vessel_fraction)
             if record.flag:
@@ -464,6 +481,12 @@ class _BatchJob:
                         "few_vessels": summary.flagged().get(FEW_VESSELS_FOUND, 0)},
             "images": [asdict(r) for r in self.records],
         }
+
+
+def _note_sizes(record: ImageRecord, prepared: Prepared) -> None:
+    record.raw_size = [int(prepared.raw_size[1]), int(prepared.raw_size[0])]
+    record.working_size = [int(prepared.work_size[1]), int(prepared.work_size[0])]
+    record.fov_diameter = prepared.diameter
 
 
 def _reason(exc: BaseException) -> str:
