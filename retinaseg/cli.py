@@ -1,6 +1,7 @@
 """The retinaseg command line: run, train, eval, plugins."""
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 import warnings
@@ -113,6 +114,10 @@ def train(resume, quiet, **settings):
       retinaseg train -m unet -d drive --data-root ../shared/data -o runs/unet
       retinaseg train -m vesselnet -d drive,les,hrf --data-root ../shared/data -o runs/v --epochs 80
       retinaseg train -m unet -d drive --data-root ../shared/data -o runs/unet --resume
+      torchrun --nproc_per_node 2 -m retinaseg train -m unet -d drive --data-root ../shared/data -o runs/unet
+
+    Under torchrun the processes share each step's --batch-size (the global batch) and average their gradients;
+    the first process writes the run folder.
     """
     from retinaseg.registry import get_model
     from retinaseg.training.engine import train as run_training
@@ -124,7 +129,17 @@ def train(resume, quiet, **settings):
     summary = run_training(TrainConfig(**settings), resume=resume, progress=not quiet)
     chosen = (f"best validation F1 {summary['best_val_f1']:.4f}" if summary["best_val_f1"] is not None
               else "no validation images, so best.pt holds the last epoch")
-    click.echo(f"done: {summary['epochs']} epochs, {chosen}; weights in {Path(settings['out']) / 'best.pt'}")
+    if summary["writer"]:
+        click.echo(f"done: {summary['epochs']} epochs, {chosen}; weights in {Path(settings['out']) / 'best.pt'}")
+
+
+def _executor(name: str, address, actors: int):
+    """None for the local runner, or the Ray executor (a context that stops the Ray it started)."""
+    if name != "ray":
+        return contextlib.nullcontext(None)
+    from retinaseg.inference.ray_executor import RayExecutor
+
+    return RayExecutor(address, actors)
 
 
 def _parse_size(ctx, param, value):
@@ -284,25 +299,22 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
     paths = shard_of(find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir), shard)
     batch = BatchConfig(save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir, workers=workers,
                         save_graph=save_graph, shard=shard)
-    process = None
-    if executor == "ray":
-        from retinaseg.inference.ray_executor import ray_process
-
-        process = ray_process(ray_address, workers)
-    elif ray_address:
+    if ray_address and executor != "ray":
         raise click.UsageError("--ray-address goes with --executor ray")
-    summary = run_batch(segmenter, paths, output_dir, batch, notify=_message, progress=not quiet, process=process)
-    click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
-    measured_ok = True
-    if also_measure and not summary.error:  # this run's photos; a shard's into measurements-K-of-N.csv
-        from retinaseg.measure import MeasureJob, items_of_records, measure_items
+    with _executor(executor, ray_address, workers) as remote:
+        summary = run_batch(segmenter, paths, output_dir, batch, notify=_message, progress=not quiet,
+                            process=remote.segment if remote else None)
+        click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
+        measured_ok = True
+        if also_measure and not summary.error:  # this run's photos; a shard's into measurements-K-of-N.csv
+            from retinaseg.measure import MeasureJob, items_of_records, measure_items
 
-        done = [{"stem": r.stem, "input": r.input} for r in summary.records if r.status in ("ok", "skipped")]
-        name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
-        rows = measure_items(MeasureJob(items_of_records(output_dir, done), output_dir, name=name),
-                             notify=_message, progress=not quiet)
-        measured_ok = not any(row["status"] == "failed" for row in rows)
-        click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv")
+            done = [{"stem": r.stem, "input": r.input} for r in summary.records if r.status in ("ok", "skipped")]
+            name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
+            rows = measure_items(MeasureJob(items_of_records(output_dir, done), output_dir, name=name),
+                                 notify=_message, progress=not quiet, process=remote.measure if remote else None)
+            measured_ok = not any(row["status"] == "failed" for row in rows)
+            click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv")
     sys.exit(0 if summary.success and measured_ok else 1)
 
 

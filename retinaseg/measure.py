@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -295,7 +296,6 @@ class MeasureJob:
 
 def items_of_run(run_dir) -> list:
     """The photos earlier `retinaseg run`s wrote maps of, from their run records."""
-    from pathlib import Path
 
     from retinaseg.errors import RetinasegError
     from retinaseg.inference.outputs import OUTPUT_FOLDERS
@@ -313,7 +313,6 @@ def items_of_run(run_dir) -> list:
 
 def items_of_records(run_dir, records: list) -> list:
     """(stem, photo, map, probabilities or None) of run records' photos (dicts with stem and input)."""
-    from pathlib import Path
 
     from retinaseg.inference.outputs import OUTPUT_FOLDERS
 
@@ -329,7 +328,6 @@ def items_of_records(run_dir, records: list) -> list:
 def items_of_folders(maps_dir, photos_dir) -> list:
     """Label maps no model made (e.g. a data set's manual A/V labels), paired with photos by file stem; a map
     whose stem starts with a photo's (e.g. 01_test_AVmanual for 01_test) counts as that photo's."""
-    from pathlib import Path
 
     from retinaseg.io.images import is_image_name
 
@@ -356,54 +354,66 @@ def read_map(path) -> np.ndarray:
     return read_binary_mask(path)
 
 
-def measure_items(job: MeasureJob, notify=print, progress: bool = True) -> list:
+def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=None) -> list:
     """Measures each item into a row (dict); a bad item gives a failed row with its reason, never an exception.
-    Writes measurements.csv and measurements.json (and measure_overlay/ with job.overlay) into job.out_dir."""
-    from pathlib import Path
+    Writes measurements.csv and measurements.json (and measure_overlay/ with job.overlay) into job.out_dir.
+    process(job, notify, progress), when given, measures the items elsewhere (the Ray executor) and returns
+    measure_item's results in their order; by default they are measured here."""
+    results = (process or _measure_here)(job, notify, progress)
+    _write_tables(Path(job.out_dir), [row for row, _ in results], [detail for _, detail in results], job.name)
+    return [row for row, _ in results]
 
+
+def _measure_here(job: MeasureJob, notify, progress: bool) -> list:
     from tqdm import tqdm
+
+    disc = DiscFinder(job, notify)
+    return [measure_item(job, item, disc, notify)
+            for item in tqdm(job.items, desc="measuring", unit="img", disable=not progress)]
+
+
+class DiscFinder:
+    """The disc model, loaded at the first photo that needs it (none do with job.disc_dir)."""
+
+    def __init__(self, job: MeasureJob, notify):
+        self.needed, self.notify, self._segmenter = not job.disc_dir, notify, None
+
+    @property
+    def segmenter(self):
+        if self.needed and self._segmenter is None:
+            from retinaseg.inference.segmenter import Segmenter
+            from retinaseg.models import load_model
+
+            self._segmenter = Segmenter(load_model("disc"), notify=self.notify)
+        return self._segmenter
+
+
+def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tuple[dict, dict]:
+    """(the table row, the JSON detail) of one (stem, photo, map, probabilities) item; writes its overlay."""
 
     from retinaseg.errors import RetinasegError, shown
 
-    out_dir = Path(job.out_dir)
-    disc_segmenter = None
-    rows, details = [], []
-    for stem, photo_path, map_path, prob_path in tqdm(job.items, desc="measuring", unit="img", disable=not progress):
-        row = {"stem": stem, "input": str(photo_path) if photo_path else "", "map": str(map_path)}
-        try:
-            if disc_segmenter is None and not job.disc_dir:
-                disc_segmenter = _disc_segmenter(notify)
-            result, overlay_image = _measure_one(job, stem, photo_path, map_path, prob_path, disc_segmenter)
-        except Exception as exc:  # one bad map must not stop the folder
-            reason = str(exc) if isinstance(exc, RetinasegError) \
-                else f"{shown(map_path)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            row.update(status="failed", reason=reason)
-            notify(f"failed: {reason}")
-            rows.append(row)
-            details.append({**row, "zone_b": []})
-            continue
-        row.update(status=result.status, reason="; ".join(result.reasons), **result.values)
-        if result.status != "ok":
-            notify(f"{result.status}: {shown(stem)}: {row['reason']}")
-        rows.append(row)
-        details.append({**row, "zone_b": result.zone_b})
-        if overlay_image is not None:
-            from retinaseg.io.atomic import write_png
+    stem, photo_path, map_path, prob_path = item
+    row = {"stem": stem, "input": str(photo_path) if photo_path else "", "map": str(map_path)}
+    try:
+        result, overlay_image = _measure_one(job, stem, photo_path, map_path, prob_path, disc.segmenter)
+    except Exception as exc:  # one bad map must not stop the folder
+        reason = str(exc) if isinstance(exc, RetinasegError) \
+            else f"{shown(map_path)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        row.update(status="failed", reason=reason)
+        notify(f"failed: {reason}")
+        return row, {**row, "zone_b": []}
+    row.update(status=result.status, reason="; ".join(result.reasons), **result.values)
+    if result.status != "ok":
+        notify(f"{result.status}: {shown(stem)}: {row['reason']}")
+    if overlay_image is not None:
+        from retinaseg.io.atomic import write_png
 
-            write_png(out_dir / "measure_overlay" / f"{stem}.png", overlay_image)
-    _write_tables(out_dir, rows, details, job.name)
-    return rows
-
-
-def _disc_segmenter(notify):
-    from retinaseg.inference.segmenter import Segmenter
-    from retinaseg.models import load_model
-
-    return Segmenter(load_model("disc"), notify=notify)
+        write_png(Path(job.out_dir) / "measure_overlay" / f"{stem}.png", overlay_image)
+    return row, {**row, "zone_b": result.zone_b}
 
 
 def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, disc_segmenter):
-    from pathlib import Path
 
     import tifffile
 

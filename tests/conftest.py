@@ -7,6 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import layouts
 from retinaseg import hookimpl
 from retinaseg.plugins import load_plugins, pm
 from retinaseg.registry import ModelSpec
@@ -29,6 +30,20 @@ def registered(plugin, name: str):
 @pytest.fixture
 def cli():
     return CliRunner()
+
+
+@pytest.fixture
+def folder_dataset(tmp_path):
+    """The folder dataset's layout with four training photos (one is held out for validation)."""
+    root = tmp_path / "data"
+    layouts.folder(root)
+    layouts.folder(root / "extra")
+    for p in (root / "extra" / "images").iterdir():  # a third image so there is a validation split
+        p.rename(root / "images" / ("x" + p.name))
+    for kind in ("labels", "fov"):
+        for p in (root / "extra" / kind).iterdir():
+            p.rename(root / kind / ("x" + p.name))
+    return root
 
 
 @pytest.fixture(scope="session")

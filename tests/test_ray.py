@@ -22,8 +22,9 @@ def test_ray_writes_what_the_local_runner_writes_and_reports_a_corrupt_file(tmp_
     for i in range(4):
         iio.imwrite(photos / f"p{i}.png", synthetic_fundus(200, seed=i).image_uint8())
     (photos / "broken.png").write_text("not a PNG")
-    local = retinaseg("run", "-q", "--save-prob", photos, tmp_path / "local")
-    remote = retinaseg("run", "-q", "--save-prob", "--executor", "ray", "--workers", "2", photos, tmp_path / "ray")
+    local = retinaseg("run", "-q", "--save-prob", "--measure", photos, tmp_path / "local")
+    remote = retinaseg("run", "-q", "--save-prob", "--measure", "--executor", "ray", "--workers", "2", photos,
+                       tmp_path / "ray")
     for result in (local, remote):
         assert result.returncode == 1 and "4 ok, 0 skipped, 1 failed" in result.stdout, result.stdout + result.stderr
         assert "Traceback" not in result.stderr
@@ -33,6 +34,10 @@ def test_ray_writes_what_the_local_runner_writes_and_reports_a_corrupt_file(tmp_
         for i in range(4):
             name = f"{folder}/p{i}.{suffix}"
             assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    # the actors measured the maps: the same table, one row per photo segmented
+    tables = [(tmp_path / run / "measurements.csv").read_text().replace(str(tmp_path / run), "OUT")
+              for run in ("local", "ray")]
+    assert tables[0] == tables[1] and len(tables[0].splitlines()) == 5 and "measured 4 photo(s)" in remote.stdout
     report = {r["stem"]: r for r in json.loads((tmp_path / "ray" / "run.json").read_text())["images"]}
     assert report["p0"]["status"] == "ok" and report["p0"]["raw_size"] == [200, 200]
     again = retinaseg("run", "-q", "--save-prob", "--executor", "ray", photos, tmp_path / "ray")

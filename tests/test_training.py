@@ -22,19 +22,6 @@ TINY = ["--epochs", "2", "--iterations", "3", "--batch-size", "2", "--patch-size
         "--device", "cpu", "--fov-diameter", "60"]
 
 
-@pytest.fixture
-def folder_dataset(tmp_path):
-    root = tmp_path / "data"
-    layouts.folder(root)
-    layouts.folder(root / "extra")
-    for p in (root / "extra" / "images").iterdir():  # a third image so there is a validation split
-        p.rename(root / "images" / ("x" + p.name))
-    for kind in ("labels", "fov"):
-        for p in (root / "extra" / kind).iterdir():
-            p.rename(root / kind / ("x" + p.name))
-    return root
-
-
 def train(cli, out, data, *extra):
     return cli.invoke(retinaseg_cli, ["train", "-m", "unet", "-d", "folder", "--data-root", str(data), "-o", str(out),
                                       "--dataset-option", "label_suffix=_gt", "--model-option", "width=4", *TINY,

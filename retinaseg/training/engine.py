@@ -5,6 +5,8 @@ the weights.
 A model whose training differs (the A/V fusion GAN) brings its own step through ModelSpec.training_step:
 a factory that returns a TrainingStep (below); the engine does everything else. train() runs in phases:
 check the settings, build the run, restore it (--resume), then epochs of steps, each ending in checkpoints.
+Under torchrun each process runs all of it on its part of the batch (training/distributed.py); only the first
+writes.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from retinaseg.preprocess import standardize
 from retinaseg.registry import BINARY_TASKS, check_options, get_loss, get_model
 from retinaseg.training.config import RESUMABLE, TrainConfig
 from retinaseg.training.data import Augmentation, PatchSampler, load_training_image
+from retinaseg.training.distributed import World, joined
 
 
 class TrainingStep(Protocol):
@@ -109,8 +112,9 @@ def held_out_ids(dataset: str, data_root, fraction: float, seed: int) -> set:
     return {s.id for s in split_validation(samples, fraction, seed)[1]}
 
 
-def validate(model, images, device, size_divisor) -> float:
-    """Mean F1 inside the FOV at threshold 0.5 (vessel) or mean artery/vein F1 on the arg-max (A/V)."""
+def validate(model, images, device, size_divisor, world: World = World()) -> float:
+    """Mean F1 inside the FOV at threshold 0.5 (vessel) or mean artery/vein F1 on the arg-max (A/V). Several
+    training processes score each image once, each its share, and agree on the mean."""
     model.eval()
     window = SlidingWindow(size_divisor=size_divisor, tile_size=max(size_divisor, 512 // size_divisor * size_divisor))
     scores = []
@@ -119,7 +123,7 @@ def validate(model, images, device, size_divisor) -> float:
     def predictor(batch):
         return to_probabilities(model(batch.to(device)).float())
 
-    for item in images:
+    for item in images[world.rank::world.size]:
         prob = sliding_window_inference(standardize(item.image, item.fov), predictor, window)
         fov = item.fov.numpy()
         if prob.shape[0] == 1:
@@ -129,7 +133,9 @@ def validate(model, images, device, size_divisor) -> float:
             pred, truth = prob.argmax(0).numpy()[fov], item.target.argmax(0).numpy()[fov]
             per_class = [scores_from_confusion(*confusion(pred == c, truth == c))["f1"] for c in (1, 2)]
             scores.append(float(np.nanmean(per_class)))
-    return float(np.nanmean(scores))
+    scored = [score for score in scores if not math.isnan(score)]
+    total, count = world.sum([sum(scored), len(scored)])
+    return total / count if count else float("nan")
 
 
 def _load_images(config: TrainConfig, task: str, model_cfg: dict, classes: int, progress: bool):
@@ -159,6 +165,7 @@ class _Run:
     """What a training run works with, built once."""
 
     spec: object
+    world: World
     device: torch.device
     model_cfg: dict
     model: torch.nn.Module
@@ -178,14 +185,20 @@ class _Run:
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; returns a summary dict (best_val_f1 is None when no images were held out). Writes best.pt,
     last.pt, metrics.csv and config.json to config.out."""
+    with joined(resolve_device(config.device)) as world:
+        return _train(config, resume, progress and world.is_main, world)
+
+
+def _train(config: TrainConfig, resume: bool, progress: bool, world: World) -> dict:
     out = Path(config.out)
-    config, loss_options = _check(config, resume)
-    run = _build(config, loss_options, resume)
+    config, loss_options = _check(config, resume, world)
+    run = _build(config, loss_options, resume, world)
     if resume:
         _restore(run, config, out / "last.pt")
-    out.mkdir(parents=True, exist_ok=True)
-    _keep_rows_up_to(out / "metrics.csv", run.start_epoch - 1)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _keep_rows_up_to(out / "metrics.csv", run.start_epoch - 1)
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     train_images, val_images = _load_images(config, run.spec.task, run.model_cfg, run.spec.classes, progress)
     if not train_images:
         raise RetinasegError("no training images")
@@ -197,8 +210,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     for epoch in range(run.start_epoch, config.epochs + 1):
         epoch_start = time.time()
         row = {"epoch": epoch, **_train_epoch(run, sampler, config, epoch, progress)}
-        score = validate(run.kept, val_images, run.device, run.model_cfg["size_divisor"]) if val_images \
-            else float("nan")
+        score = validate(run.kept, val_images, run.device, run.model_cfg["size_divisor"], run.world) \
+            if val_images else float("nan")
         row.update(val_f1=score, seconds=round(time.time() - epoch_start, 1))
         improved = bool(val_images) and score > run.best
         if improved:
@@ -207,14 +220,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             epochs_without_gain += 1
         _checkpoint(run, config, out, epoch, row, save_best=improved or not val_images)
         last_epoch = epoch
-        if config.patience and epochs_without_gain >= config.patience:
-            tqdm.write(f"early stop: no validation gain in {config.patience} epochs")
+        if config.patience and epochs_without_gain >= config.patience:  # every process has the same score
+            if world.is_main:
+                tqdm.write(f"early stop: no validation gain in {config.patience} epochs")
             break
     return {"best_val_f1": run.best if val_images else None, "epochs": last_epoch,
-            "seconds": round(time.time() - started, 1)}
+            "seconds": round(time.time() - started, 1), "writer": world.is_main}
 
 
-def _check(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict]:
+def _check(config: TrainConfig, resume: bool, world: World) -> tuple[TrainConfig, dict]:
     """The settings made whole (the default loss) and checked against the plugins and the run folder, before
     anything is built. Ranges of numbers are checked where they enter (TrainConfig's options)."""
     out = Path(config.out)
@@ -228,6 +242,10 @@ def _check(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict]:
     if config.sampling not in ("patch", "whole"):
         raise OptionError(f"sampling must be 'patch' or 'whole'; got {config.sampling!r}")
     loss_options = check_options("loss", loss_spec.name, loss_spec.build, config.loss_options)
+    world.share(config.batch_size)
+    if world.distributed and spec.training_step is not None:
+        raise RetinasegError(f"model {spec.name} brings its own training step, which does not average gradients "
+                             f"over processes: train it in one process, without torchrun")
     if resume and not (out / "last.pt").is_file():
         raise RetinasegError(f"--resume: no {out / 'last.pt'} to resume from")
     if not resume and (out / "last.pt").exists():
@@ -236,25 +254,27 @@ def _check(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict]:
     return config, loss_options
 
 
-def _build(config: TrainConfig, loss_options: dict, resume: bool) -> _Run:
-    """The model (from --init-weights when given), its training step and the moving average."""
+def _build(config: TrainConfig, loss_options: dict, resume: bool, world: World) -> _Run:
+    """The model (from --init-weights when given), its training step and the moving average. The weights start
+    the same in every process (one seed); each draws its own patches."""
     spec = get_model(config.model)
-    device = resolve_device(config.device)
+    device = world.device(resolve_device(config.device))
     torch.manual_seed(config.seed)
     model_cfg = model_config(spec, config.model_options, config.fov_diameter)
     # trained at the scale it will run at: the file records the cap, and the runner applies it
     model_cfg["max_downscale"] = float(spec.max_downscale if config.max_downscale is None else config.max_downscale)
     model = build_module(spec, model_cfg)
     if config.init_weights:
-        _start_from(model, spec, config, model_cfg, note=not resume)
+        _start_from(model, spec, config, model_cfg, note=not resume and world.is_main)
     model.to(device)
     factory = spec.training_step or SupervisedStep
-    step = factory(model=model, loss=get_loss(config.loss).build(**loss_options), lr=config.lr,
+    step = factory(model=world.wrap(model, device), loss=get_loss(config.loss).build(**loss_options), lr=config.lr,
                    weight_decay=config.weight_decay, device=device)
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) \
         if config.ema else None
     base_lrs = [[group["lr"] for group in opt.param_groups] for opt in step.optimizers]
-    return _Run(spec, device, model_cfg, model, step, averaged, torch.Generator().manual_seed(config.seed), base_lrs)
+    return _Run(spec, world, device, model_cfg, model, step, averaged,
+                torch.Generator().manual_seed(world.seed(config.seed)), base_lrs)
 
 
 def _start_from(model, spec, config: TrainConfig, model_cfg: dict, note: bool) -> None:
@@ -293,7 +313,14 @@ def _restore(run: _Run, config: TrainConfig, last: Path) -> None:
     run.step.load_state_dict(state["training"]["step"])
     if run.averaged is not None:
         run.averaged.load_state_dict(state["training"]["averaged"])
-    run.generator.set_state(state["training"]["generator"])
+    # one generator per process (runs saved before torchrun support kept one)
+    generators = state["training"].get("generators") or [state["training"]["generator"]]
+    if len(generators) != run.world.size:
+        raise RetinasegError(f"{last} was trained in {len(generators)} process(es), and this is {run.world.size}: "
+                             f"resume it with torchrun --nproc_per_node {len(generators)}"
+                             if len(generators) > 1 else f"{last} was trained in one process: resume it without "
+                                                         f"torchrun")
+    run.generator.set_state(generators[run.world.rank])
     run.start_epoch, run.best = state["training"]["epoch"] + 1, state["training"]["best"]
 
 
@@ -301,6 +328,7 @@ def _train_epoch(run: _Run, sampler: PatchSampler, config: TrainConfig, epoch: i
     """config.iterations steps on the learning-rate schedule; returns the epoch's mean losses and last rate."""
     total, warmup = config.epochs * config.iterations, config.warmup_epochs * config.iterations
     sums, factor = {}, 1.0
+    share = run.world.share(config.batch_size)
     bar = tqdm(range(config.iterations), desc=f"epoch {epoch}/{config.epochs}", unit="it", disable=not progress,
                leave=False)
     for i in bar:
@@ -308,25 +336,35 @@ def _train_epoch(run: _Run, sampler: PatchSampler, config: TrainConfig, epoch: i
         for opt, lrs in zip(run.step.optimizers, run.base_lrs):
             for group, lr in zip(opt.param_groups, lrs):
                 group["lr"] = lr * factor
-        images, targets, fov = sampler.sample(config.batch_size, run.generator)
+        images, targets, fov = sampler.sample(share, run.generator)
         stats = run.step(images, targets, fov)
         if run.averaged is not None:
             run.averaged.update_parameters(run.model)
         for key, value in stats.items():
             sums[key] = sums.get(key, 0.0) + value
         bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}")
-    return {**{key: value / config.iterations for key, value in sums.items()}, "lr": run.base_lrs[0][0] * factor}
+    run.world.average_buffers(run.model)
+    if run.averaged is not None:
+        run.world.average_buffers(run.averaged)
+    keys = sorted(sums)
+    means = [total / (config.iterations * run.world.size) for total in run.world.sum([sums[k] for k in keys])]
+    return {**dict(zip(keys, means)), "lr": run.base_lrs[0][0] * factor}
 
 
 def _checkpoint(run: _Run, config: TrainConfig, out: Path, epoch: int, row: dict, save_best: bool) -> None:
-    """best.pt when it improved, the metrics row, then last.pt with all --resume needs; one line per epoch."""
+    """best.pt when it improved, the metrics row, then last.pt with all --resume needs; one line per epoch. Every
+    process calls it (their generators are saved); the first writes."""
+    generators = run.world.gather(run.generator.get_state())
+    if not run.world.is_main:
+        return
     info = {"epoch": epoch, "best_val_f1": run.best, "datasets": config.datasets, "loss": config.loss,
+            "global_batch_size": config.batch_size, "processes": run.world.size, "lr": config.lr,
             "retinaseg": __version__}
     if save_best:
         save_checkpoint(out / "best.pt", run.kept.state_dict(), run.model_cfg, info=info)
     # the row goes first: a kill between the two leaves a row that resume drops, never a missing one
     _append_row(out / "metrics.csv", row)
-    progress_state = {"step": run.step.state_dict(), "generator": run.generator.get_state(), "epoch": epoch,
+    progress_state = {"step": run.step.state_dict(), "generators": generators, "epoch": epoch,
                       "best": run.best, "config": json.loads(json.dumps(asdict(config)))}
     if run.averaged is not None:
         progress_state["averaged"] = run.averaged.state_dict()
