@@ -105,11 +105,11 @@ def tortuosity(path: np.ndarray) -> dict:
     ds = np.hypot(*steps.T)
     arc = float(ds.sum())
     chord = float(np.hypot(*(points[-1] - points[0])))
+    if chord < MIN_CHORD:  # too short, or closed on itself (chord 0): its shape is not a vessel's course
+        return {"arc": arc, "chord": chord, "distance_factor": float("nan"), "tortuosity_density": float("nan"),
+                "squared_curvature": float("nan")}
     result = {"arc": arc, "chord": chord, "distance_factor": arc / chord, "tortuosity_density": 0.0,
               "squared_curvature": 0.0}
-    if chord < MIN_CHORD:  # too short, or closed on itself: its shape is not a vessel's course
-        return {**result, "distance_factor": float("nan"), "tortuosity_density": float("nan"),
-                "squared_curvature": float("nan")}
     if len(points) < 5:
         return result
     d1 = np.gradient(points, axis=0)

@@ -34,6 +34,14 @@ def test_distance_factor_of_a_straight_and_a_sine_shaped_vessel():
     assert tortuosity(sine)["tortuosity_density"] > 0 and tortuosity(sine)["squared_curvature"] > 0
 
 
+def test_a_segment_closed_on_itself_has_no_shape_measures_and_raises_nothing():
+    # out and back along the same pixels (a loop of the skeleton, symmetric): both ends meet, chord exactly 0
+    there_and_back = np.array([[0, i] for i in [*range(20), *range(18, -1, -1)]])
+    shape = tortuosity(there_and_back)
+    assert shape["chord"] == 0 and shape["arc"] > 30
+    assert all(math.isnan(shape[key]) for key in ("distance_factor", "tortuosity_density", "squared_curvature"))
+
+
 def test_box_counting_dimension_of_a_line_and_a_filled_square():
     line = np.zeros((512, 512), bool)
     line[256] = True
