@@ -1,16 +1,17 @@
 # Two commands on a fresh clone:
 #   make demo   set up .venv, segment the synthetic sample photos in examples/ with the default model
 #   make test   set up .venv, run the test suite
+#   make serve  set up .venv, start the web app on http://127.0.0.1:7860
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install samples benchmark docs clean
+.PHONY: demo test serve install samples benchmark docs clean
 
 $(STAMP): setup.cfg pyproject.toml examples/retinaseg-frangi/setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test,onnx,ray]'
+	$(BIN)/pip install --quiet -e '.[test,onnx,ray,web,browser]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+serve: $(STAMP)
+	$(BIN)/retinaseg serve
 
 # Regenerate the synthetic sample photos in examples/images (they are committed).
 samples: $(STAMP)

@@ -203,16 +203,12 @@ def _message(text: str) -> None:
 
 def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, av_graph, notify,
                vessel_model=None, vessel_weights=None, **settings):
-    from retinaseg.inference.segmenter import SegmentConfig, Segmenter
-    from retinaseg.models import DEFAULT_MODEL, load_model
+    from retinaseg.inference.segmenter import segmenter_of
 
     if vessel_weights and not vessel_model:
         raise click.UsageError("--vessel-weights needs --vessel-model")
-    loaded = load_model(model or DEFAULT_MODEL, weights)
-    gate = load_model(vessel_model, vessel_weights) if vessel_model else None
-    config = SegmentConfig(device=device, backend=backend, batch_size=batch_size, tta=tta,
-                           max_downscale=max_downscale, av_graph=av_graph, **settings)
-    return Segmenter(loaded, config, notify=notify, vessel_model=gate)
+    return segmenter_of(model, weights, vessel_model, vessel_weights, notify=notify, device=device, backend=backend,
+                        batch_size=batch_size, tta=tta, max_downscale=max_downscale, av_graph=av_graph, **settings)
 
 
 @cli.command()
@@ -585,3 +581,33 @@ def report(out_dir):
     flagged = f"; {summary.flag_counts()}" if summary.flagged() else ""
     click.echo(f"{summary.ok} ok, {summary.skipped} skipped, {summary.failed} failed{flagged}")
     sys.exit(0 if summary.success and len(makers) == 1 else 1)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 lets other machines of the network in (the app has no login).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to listen on.")
+@_device_option()
+@click.option("--max-upload-mb", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Largest file accepted by upload, in megabytes.")
+def serve(host, port, device, max_upload_mb):
+    """Start the web app: upload photos, see their maps, download what `run` writes.
+
+    A local web page (open the address it prints) where photos go through the same
+    runner as `retinaseg run`: choose the model, TTA and the A/V graph step, see
+    each photo beside its map and probabilities, the measurements, and download a
+    zip of the output folder. Requests queue and share models loaded once. Needs
+    the [web] extra: pip install 'retinaseg[web]'.
+
+    \b
+    Examples:
+      retinaseg serve
+      retinaseg serve --port 8080 --device cuda
+    """
+    try:
+        from retinaseg.web.app import serve as start
+    except ImportError as exc:
+        if "gradio" not in str(exc):
+            raise
+        raise RetinasegError("retinaseg serve needs the web extra: pip install 'retinaseg[web]'") from None
+    start(host=host, port=port, device=device, max_upload_mb=max_upload_mb)

@@ -168,6 +168,19 @@ class Segmenter:
                 "vessel_model": self.vessel_segmenter.describe() if self.vessel_segmenter else None}
 
 
+def segmenter_of(model: Optional[str] = None, weights=None, vessel_model: Optional[str] = None, vessel_weights=None,
+                 notify: Callable[[str], None] = print, **settings) -> Segmenter:
+    """A Segmenter of models named as on the command line (the default model when none), with SegmentConfig's
+    settings: what `retinaseg run` and `eval` segment with, and the web app."""
+    from retinaseg.models import DEFAULT_MODEL, load_model
+
+    if vessel_weights and not vessel_model:
+        raise RetinasegError("--vessel-weights needs --vessel-model")
+    gate = load_model(vessel_model, vessel_weights) if vessel_model else None
+    return Segmenter(load_model(model or DEFAULT_MODEL, weights), SegmentConfig(**settings), notify=notify,
+                     vessel_model=gate)
+
+
 # The settings that change what is written (device and batch size change it only at float rounding)
 OUTPUT_SETTINGS = ("tile_size", "overlap", "whole_image_pixels", "resize", "max_downscale", "raw_fov_diameter",
                    "views", "av_graph")
