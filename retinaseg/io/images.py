@@ -184,8 +184,11 @@ def _read_tiff(path: Path) -> np.ndarray:
         planar = page.planarconfig == 2 and page.samplesperpixel > 1
         if photometric == _TIFF_YCBCR and compression == _TIFF_JPEG:
             photometric = _TIFF_RGB  # the JPEG codec returns RGB
+        if photometric == _TIFF_YCBCR and tuple(page.subsampling or (1, 1)) == (1, 1) and page.dtype == np.uint8:
+            # samples as stored: converted here (Pillow 12.3 cannot read the uncompressed ones it writes)
+            return _ycbcr_to_rgb(np.asarray(page.asarray()), page.tags)
         if photometric not in (_TIFF_MINISWHITE, _TIFF_MINISBLACK, _TIFF_RGB, _TIFF_PALETTE):
-            return _read_pillow(path)  # CMYK (separated), uncompressed YCbCr, ...
+            return _read_pillow(path)  # CMYK (separated), subsampled YCbCr, ...
         array = np.asarray(page.asarray())
     if planar and array.ndim == 3 and array.shape[0] in (2, 3, 4):
         array = np.moveaxis(array, 0, -1)
@@ -202,6 +205,28 @@ def _read_tiff(path: Path) -> np.ndarray:
             raise _fail(path, "palette TIFF with indices past its colour map")
         return np.moveaxis(colormap[:, array], 0, -1).astype(np.uint16)
     return array
+
+
+def _ycbcr_to_rgb(samples: np.ndarray, tags) -> np.ndarray:
+    """8-bit YCbCr TIFF samples to RGB by TIFF 6.0's formulas, with the file's YCbCrCoefficients and
+    ReferenceBlackWhite (or their defaults: ITU-R BT.601, full range)."""
+    def rationals(name, default):
+        tag = tags.get(name)
+        if tag is None:
+            return default
+        values = np.asarray(tag.value, float).ravel()
+        return tuple(values[0::2] / values[1::2]) if len(values) == 2 * len(default) else tuple(values)
+
+    luma_red, luma_green, luma_blue = rationals("YCbCrCoefficients", (0.299, 0.587, 0.114))
+    reference = rationals("ReferenceBlackWhite", (0.0, 255.0, 128.0, 255.0, 128.0, 255.0))
+    codes = samples.astype(np.float32)
+    y = (codes[..., 0] - reference[0]) * 255 / (reference[1] - reference[0])
+    cb = (codes[..., 1] - reference[2]) * 127 / (reference[3] - reference[2])
+    cr = (codes[..., 2] - reference[4]) * 127 / (reference[5] - reference[4])
+    red = cr * (2 - 2 * luma_red) + y
+    blue = cb * (2 - 2 * luma_blue) + y
+    green = (y - luma_blue * blue - luma_red * red) / luma_green
+    return np.clip(np.round(np.stack([red, green, blue], axis=-1)), 0, 255).astype(np.uint8)
 
 
 def _to_unit_float(path, array: np.ndarray) -> np.ndarray:
