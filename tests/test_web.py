@@ -133,9 +133,10 @@ def test_the_http_api_segments_queues_and_limits_uploads(server, photos, cli_run
     jobs = [client.submit([handle_file(str(photos / name))], *arguments, api_name="/segment")
             for name in ("eye.png", "other.jpg")]  # at once: the queue takes them in turn
     for job, name in zip(jobs, ("eye", "other")):
-        summary, shown, photo, overlay, probability, table, archive = job.result(timeout=120)
+        summary, shown, photo, overlay, probability, compare, table, archive = job.result(timeout=120)
         assert summary.startswith("**1 ok, 0 skipped, 0 failed")
         assert Path(overlay).read_bytes() == (cli_run / "overlay" / f"{name}.png").read_bytes()
+        assert Path(compare[1]).read_bytes() == Path(overlay).read_bytes()
         assert f"raw_pre/{name}.png" in zipfile.ZipFile(archive).namelist()
     summary, *_ = client.predict([handle_file(str(photos / "broken.png"))], *arguments, api_name="/segment")
     assert "0 ok, 0 skipped, 1 failed" in summary and "failed: broken.png: " in summary
@@ -188,6 +189,9 @@ def test_in_a_real_browser_a_photo_goes_in_and_the_runners_overlay_and_zip_come_
                 page.locator("#archive a").first.click()
             download.value.save_as(tmp_path / "download.zip")
             page.screenshot(path=tmp_path / "retinaseg-serve.png", full_page=True)
+            page.get_by_role("tab", name="Compare and zoom").click()  # the pair, on one zoomable canvas
+            page.wait_for_selector("#compare img", timeout=30_000)
+            page.screenshot(path=tmp_path / "compare.png")
         finally:
             browser.close()
     names = zipfile.ZipFile(tmp_path / "download.zip").namelist()

@@ -50,13 +50,18 @@ def build_app(models: Models, work_dir: Path) -> gr.Blocks:
             with gr.Column(scale=3):
                 summary = gr.Markdown(elem_id="summary")
                 shown = gr.Dropdown([], label="Photo shown", interactive=True)
-                with gr.Row():  # full resolution: the fullscreen button zooms
-                    photo = gr.Image(label="Photo", type="filepath", interactive=False, elem_id="photo",
-                                     buttons=["fullscreen", "download"])
-                    overlay = gr.Image(label="Map over the photo", type="filepath", interactive=False,
-                                       elem_id="overlay", buttons=["fullscreen", "download"])
-                    probability = gr.Image(label="Probabilities", type="filepath", interactive=False,
-                                           elem_id="probability", buttons=["fullscreen", "download"])
+                with gr.Tab("Side by side"):
+                    with gr.Row():  # at full resolution: the fullscreen button enlarges
+                        photo = gr.Image(label="Photo", type="filepath", interactive=False, elem_id="photo",
+                                         buttons=["fullscreen", "download"])
+                        overlay = gr.Image(label="Map over the photo", type="filepath", interactive=False,
+                                           elem_id="overlay", buttons=["fullscreen", "download"])
+                        probability = gr.Image(label="Probabilities", type="filepath", interactive=False,
+                                               elem_id="probability", buttons=["fullscreen", "download"])
+                with gr.Tab("Compare and zoom"):
+                    compare = gr.ImageSlider(label="Photo | map over it: drag the bar; scroll to zoom, drag to pan",
+                                             type="filepath", interactive=False, elem_id="compare",
+                                             buttons=["fullscreen"], max_height=800)
                 table = gr.Dataframe(headers=list(MEASURED_COLUMNS), label="Measurements (all columns in the zip's "
                                      "measurements.csv)", type="array", interactive=False, visible=False)
                 archive = gr.File(label="What `retinaseg run` writes, zipped", interactive=False, elem_id="archive")
@@ -77,12 +82,14 @@ def build_app(models: Models, work_dir: Path) -> gr.Blocks:
             pictures = {v.name: (str(v.photo), str(v.overlay), str(v.probability)) for v in result.photos}
             first = next(iter(pictures), None)
             rows = [[_cell(row.get(key)) for key in MEASURED_COLUMNS] for row in result.measurements]
-            return (summary_markdown(result), gr.update(choices=list(pictures), value=first),
-                    *(pictures[first] if first else (None, None, None)),
+            return (summary_markdown(result), gr.update(choices=list(pictures), value=first), *show(first, pictures),
                     gr.update(value=rows, visible=bool(result.measurements)), str(result.archive), pictures)
 
         def show(name, pictures):
-            return pictures.get(name, (None, None, None))
+            if name not in pictures:
+                return None, None, None, None
+            photo_file, overlay_file, probability_file = pictures[name]
+            return photo_file, overlay_file, probability_file, (photo_file, overlay_file)
 
         def sample_photos():
             from retinaseg.synthetic import write_samples
@@ -93,8 +100,8 @@ def build_app(models: Models, work_dir: Path) -> gr.Blocks:
         model.change(chosen_model, model, [vessel_model, tta, av_graph], api_name=False)
         samples.click(sample_photos, None, photos, api_name=False)
         run.click(segment, [photos, model, vessel_model, tta, av_graph, measure],
-                  [summary, shown, photo, overlay, probability, table, archive, views], api_name="segment")
-        shown.change(show, [shown, views], [photo, overlay, probability], api_name=False)
+                  [summary, shown, photo, overlay, probability, compare, table, archive, views], api_name="segment")
+        shown.change(show, [shown, views], [photo, overlay, probability, compare], api_name=False)
     return app
 
 
