@@ -4,7 +4,6 @@ convolutions, which leave checkerboard noise."""
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
 
 from retinaseg import hookimpl
 from retinaseg.registry import ModelSpec
@@ -31,6 +30,8 @@ class UpBlock(nn.Module):
 class LinkSeg(nn.Module):
     def __init__(self, in_channels: int = 3, classes: int = 1):
         super().__init__()
+        from torchvision.models import resnet18  # here, not at the top: torchvision adds a second to start-up
+
         encoder = resnet18(weights=None)
         if in_channels != 3:
             encoder.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)

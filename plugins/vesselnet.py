@@ -8,7 +8,6 @@ identity at inference, so it changes training only.
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import drop_block2d
 
 from retinaseg import hookimpl
 from retinaseg.inference.views import View
@@ -39,6 +38,8 @@ class ResidualBlock(nn.Module):
     def forward(self, x):
         x = F.relu(self.body(x) + self.shortcut(x), inplace=True)
         if self.training and self.dropblock > 0:
+            from torchvision.ops import drop_block2d  # here, not at the top: torchvision adds a second to start-up
+
             size = min(DROPBLOCK_SIZE, *x.shape[-2:])
             x = drop_block2d(x, self.dropblock, size - (size % 2 == 0), training=True)
         return x
