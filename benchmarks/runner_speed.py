@@ -6,7 +6,8 @@
 
 DRIVE-size (565x584) and HRF-size (3504x2336) photos come from --data-root (DRIVE/test/images,
 HRF-AV/test/images); without it, synthetic photos of those sizes are used and the table says so. Each
-configuration runs in a fresh process, which reports its own wall time and peak resident memory. Each first
+configuration runs in a fresh process, which reports its own wall time and peak resident memory, and that of
+its largest worker process (forked, so pages shared with the main process count in both). Each first
 runs its method on one photo untimed, so the kernels it uses are loaded and chosen before the clock starts
 (the runner's bfloat16 channels-last path on CUDA is not the one a plain forward pass warms up); the time
 is the steady state a long folder sees.
@@ -18,6 +19,10 @@ runner  `retinaseg run`'s batch runner end to end (read, FOV, working scale, for
         becomes ~940 px across) and, for HRF, also with no limit (the FOV at the weights' working scale: 640 px
         for the default file, about the naive loop's pixel count); and batch 1 with --tta (the model's test-time
         views).
+
+null    the runner with a model that returns zeros at once (`null`, registered by this script, at the default
+        model's working scale), with --workers 1 and 2: the pipeline's own cost per photo (reading, FOV,
+        scaling, resizing back, encoding, writing), and how it scales with workers. `--null-only` runs only these.
 
 With --device cuda both methods run on the GPU (the runner under its bfloat16 autocast, batches 1 and 8), every
 timing ends with a synchronize, and a column adds the peak GPU memory torch allocated.
@@ -58,18 +63,47 @@ def _photos(data_root, kind: str, count: int, scratch: Path) -> tuple[list, str]
     return (files * count)[:count], "synthetic"
 
 
+NULL_FOV_DIAMETER = 640  # the default model's working scale (vesselnet.pt runs at 640 px across the FOV)
+
+
+def _register_null_model() -> None:
+    """The `null` model: zeros (a logit of -10 everywhere) straight from its input, no weights."""
+    import torch
+
+    from retinaseg import hookimpl
+    from retinaseg.plugins import load_plugins, pm
+    from retinaseg.registry import ModelSpec
+
+    class Null(torch.nn.Module):
+        def __init__(self, in_channels=3, classes=1):
+            super().__init__()
+
+        def forward(self, x):
+            return torch.full_like(x[:, :1], -10.0)
+
+    class Plugin:
+        @hookimpl
+        def register_models(self, register):
+            register(ModelSpec(name="null", build=Null, description="zeros", fov_diameter=NULL_FOV_DIAMETER))
+
+    load_plugins()
+    pm.register(Plugin(), name="null-model")
+
+
 def _worker(args) -> None:
     """Runs one configuration and prints {seconds, images, peak_mb}."""
     import numpy as np
     import torch
 
-    from retinaseg.inference.runner import run_batch
+    from retinaseg.inference.runner import BatchConfig, run_batch
     from retinaseg.inference.segmenter import SegmentConfig, Segmenter
     from retinaseg.io.atomic import write_png
     from retinaseg.io.images import read_photo
     from retinaseg.models import load_model, to_probabilities
 
     torch.set_num_threads(args.threads)
+    if args.model == "null":
+        _register_null_model()
     files = [Path(p) for p in json.loads(args.files)]
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -98,7 +132,7 @@ def _worker(args) -> None:
             inputs.append(link)
         segmenter = Segmenter(model, SegmentConfig(device=args.device, batch_size=args.batch_size, tta=args.tta,
                                                    max_downscale=args.max_downscale, backend=args.backend))
-        summary = run_batch(segmenter, inputs, out / "run", progress=False)
+        summary = run_batch(segmenter, inputs, out / "run", BatchConfig(workers=args.workers), progress=False)
         assert summary.failed == 0, summary.line()
 
     method = naive if args.mode == "naive" else runner
@@ -117,17 +151,22 @@ def _worker(args) -> None:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker process
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-    print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb, "gpu_mb": gpu_mb}))
+    print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb, "worker_mb": worker_mb,
+                      "gpu_mb": gpu_mb}))
 
 
-def _measure(args, mode, files, batch_size, max_downscale, tta, backend="torch") -> dict:
-    """Runs one configuration in a fresh process, with the model, weights, threads and device of `args`."""
+def _measure(args, mode, files, batch_size, max_downscale, tta, backend="torch", workers=2) -> dict:
+    """Runs one configuration in a fresh process, with the model, weights, threads and device of `args` (the null
+    model for mode "null")."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, __file__, "--worker", mode, "--files", json.dumps([str(f) for f in files]),
-                   "--model", args.model, "--batch-size", str(batch_size), "--max-downscale", str(max_downscale),
-                   "--out", out, "--threads", str(args.threads), "--device", args.device]
-        command += ["--weights", args.weights] if args.weights else []
+        model = "null" if mode == "null" else args.model
+        command = [sys.executable, __file__, "--worker", "runner" if mode == "null" else mode,
+                   "--files", json.dumps([str(f) for f in files]), "--model", model, "--batch-size", str(batch_size),
+                   "--max-downscale", str(max_downscale), "--out", out, "--threads", str(args.threads),
+                   "--device", args.device, "--workers", str(workers)]
+        command += ["--weights", args.weights] if args.weights and mode != "null" else []
         command += ["--tta"] if tta else []
         command += ["--backend", backend]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -151,6 +190,8 @@ def main():
     parser.add_argument("--max-downscale", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--tta", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--null-only", action="store_true", help="only the null model's rows (the pipeline's cost)")
     args = parser.parse_args()
     if args.worker:
         args.mode = args.worker
@@ -164,7 +205,7 @@ def main():
             raise SystemExit(f"Error: --device {args.device}: CUDA is not available on this machine")
     print(f"model {args.model} ({args.weights or 'shipped weights'}), {args.device}, {args.threads} CPU threads, "
           f"{args.images} photos per row; each row is a fresh process (peak RSS includes torch itself)")
-    print(f"{'photos':<32}{'method':<36}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}"
+    print(f"{'photos':<32}{'method':<36}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}{'worker MB':>10}"
           + (f"{'GPU MB':>10}" if cuda else ""))
     with tempfile.TemporaryDirectory() as scratch:
         for kind, label in (("drive", "DRIVE-size 565x584"), ("hrf", "HRF-size 3504x2336")):
@@ -178,14 +219,18 @@ def main():
             if not cuda and importlib.util.find_spec("onnxruntime"):  # the ONNX Runtime backend beside torch's
                 rows += [("runner", 1, MAX_DOWNSCALE, False, "onnxruntime"),
                          ("runner", 1, MAX_DOWNSCALE, True, "onnxruntime")]
-            for mode, batch, max_downscale, tta, backend in rows:
-                r = _measure(args, mode, files, batch, max_downscale, tta, backend)
+            rows = [row + (2,) for row in rows]
+            null_rows = [("null", 1, MAX_DOWNSCALE, False, "torch", workers) for workers in (1, 2)]
+            rows = null_rows if args.null_only else rows + null_rows
+            for mode, batch, max_downscale, tta, backend, workers in rows:
+                r = _measure(args, mode, files, batch, max_downscale, tta, backend, workers)
                 name = ("naive 512x512 loop" if mode == "naive" else
+                        f"null model, --workers {workers}" if mode == "null" else
                         f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit")
                         + (", --tta" if tta else "") + (", onnxruntime" if backend == "onnxruntime" else ""))
                 per = r["seconds"] / r["images"]
                 gpu = f"{r['gpu_mb']:>10.0f}" if cuda else ""
-                print(f"{label + f' ({source})':<32}{name:<36}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}{gpu}",
+                print(f"{label + f' ({source})':<32}{name:<36}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}{r['worker_mb']:>10.0f}{gpu}",
                       flush=True)
 
 

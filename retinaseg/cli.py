@@ -244,9 +244,10 @@ def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, 
               help="Share of a tile that overlaps its neighbour.")
 @click.option("--resize", callback=_parse_size, default=None, metavar="WxH",
               help="Resize every photo to this fixed working size instead of scaling it by its FOV.")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Threads decoding photos ahead of the network; with --executor ray, Ray actors, each with its "
-                   "own copy of the model.")
+@click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
+              help="Worker processes that read and prepare photos ahead of the network and write their outputs "
+                   "behind it (0: all in this process); with --executor ray, Ray actors, each with its own copy "
+                   "of the model.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process; ray: Ray actors (`pip install 'retinaseg[ray]'`), on a Ray instance "
                    "started here or the cluster at --ray-address. The same files either way.")

@@ -266,7 +266,7 @@ def test_inputs_inside_the_output_folder_are_named_as_the_reason(cli, tmp_path, 
 
 @pytest.mark.parametrize("options", [
     ["--batch-size", "0"], ["--batch-size", "-3"], ["--overlap", "1"], ["--device", "tpu"],
-    ["--tile-size", "100000"], ["--tile-size", "7"], ["--tile-size", "0"], ["--workers", "0"],
+    ["--tile-size", "100000"], ["--tile-size", "7"], ["--tile-size", "0"], ["--workers", "-1"],
 ])
 def test_bad_run_options_are_usage_errors(cli, tmp_path, photo_folder, fake_models, options):
     result = run(cli, "-m", "dark-vessels", *options, photo_folder, tmp_path / "out")

@@ -37,6 +37,7 @@ class Prepared:
     photo: Optional[np.ndarray] = None  # kept only for overlays and the vessel model
     keep_photo: bool = False  # kept after the vessel model has run (for an overlay)
     seconds: float = 0.0
+    frame_is_fov: bool = False  # no FOV edge was found: the frame was taken as the FOV
     vessel: Optional[np.ndarray] = None  # raw-size vessel probability (1xHxW) of the gating binary model, if any
     # (image, FOV) of the crop as each test-time view sees it (the image scaled and flipped, the FOV at the view's
     # scale); without --tta one plain view, the image itself

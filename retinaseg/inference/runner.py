@@ -1,8 +1,8 @@
 """The batch runner shared by every model: photos on disk -> the segmenter -> outputs on disk.
 
-Reading runs in worker threads ahead of the network, and writing in a writer thread behind it, so decoding and
-encoding overlap with compute. Here: the threads, the order of photos, skipping and resuming, run.json. How a
-photo is segmented is segmenter.py; what is written of it outputs.py.
+Reading runs in worker processes ahead of the network, and writing in the same processes behind it, so decoding
+and encoding overlap with compute on every core (workers.py). Here: the order of photos, skipping and resuming,
+run.json. How a photo is segmented is segmenter.py; what is written of it outputs.py.
 
 An output folder holds one model's outputs: run.json records what made them (model, weights, the settings that
 change them), and a later run with another model or such settings refuses to skip them as done, unless told
@@ -15,7 +15,6 @@ import platform
 import re
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.outputs import OUTPUT_FOLDERS, labels_of, overlay, render
 from retinaseg.inference.rescale import Prepared, to_raw_size, to_work_size
 from retinaseg.inference.segmenter import Segmenter
+from retinaseg.inference.workers import Workers, single_threaded
 from retinaseg.io.atomic import TEMP_SUFFIX, remove_stale_temp_files, write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto
@@ -223,50 +223,76 @@ class _BatchJob:
         return summary
 
     def _process_here(self, todo: list[int]) -> None:
-        """Reading in worker threads ahead of the network, writing in a writer thread behind it."""
-        readers = ThreadPoolExecutor(max(1, self.config.workers), thread_name_prefix="retinaseg-read")
-        writer = ThreadPoolExecutor(1, thread_name_prefix="retinaseg-write")
-        writes: deque = deque()
-        try:
+        """Photos read in worker processes ahead of the network and written by them behind it (workers.py), the
+        network here, in input order."""
+        with Workers(self, self.config.workers) as workers:
+            ready, failed, writing = {}, set(), set()
+
+            def handle(event: tuple) -> None:
+                kind, index, value, error = event
+                record = self.records[index]
+                if kind == "read":
+                    if error is None:
+                        ready[index] = value
+                    else:
+                        failed.add(index)
+                        self._fail(record, error)
+                        self.bar.update(1)
+                    return
+                writing.discard(index)
+                self._finish(record, value, error)
+
+            def prepared_in_order() -> Iterator[Prepared]:
+                submitted: deque = deque()
+                indices = iter(todo)
+                while True:
+                    while len(submitted) < self.lookahead and (index := next(indices, None)) is not None:
+                        workers.read(index, Path(self.records[index].input))
+                        submitted.append(index)
+                    if not submitted:
+                        return
+                    index = submitted.popleft()
+                    while index not in ready and index not in failed:
+                        handle(workers.event())
+                    if index in ready:
+                        yield self._arrived(ready.pop(index))
+
             last = saved = time.perf_counter()
-            for prepared, probs in self.segmenter.predict_prepared(self._prepared_items(todo, readers)):
+            for prepared, probs in self.segmenter.predict_prepared(prepared_in_order()):
                 record = self.records[prepared.index]
                 now = time.perf_counter()
                 record.seconds, record.read_seconds = round(now - last, 3), round(prepared.seconds, 3)
                 last = now
                 _note_sizes(record, prepared)
-                paths = output_paths(self.out_dir, record.stem, self.config)
-                writes.append((writer.submit(self._write, paths, prepared, probs), record))
-                while len(writes) > self.lookahead or (writes and writes[0][0].done()):
-                    future, done = writes.popleft()
-                    self._finish(done, future.result)
+                workers.write(prepared.index, output_paths(self.out_dir, record.stem, self.config), probs,
+                              prepared.vessel)
+                writing.add(prepared.index)
+                while len(writing) > self.lookahead:
+                    handle(workers.event())
                 if now - saved > REPORT_EVERY_SECONDS:
                     self._save_report(self._summary(), final=False)
                     saved = now
-            while writes:
-                future, done = writes.popleft()
-                self._finish(done, future.result)
-        finally:
-            readers.shutdown(wait=True, cancel_futures=True)
-            writer.shutdown(wait=True)
+            while writing:
+                handle(workers.event())
 
     def segment_one(self, record: ImageRecord) -> None:
         """One photo read, segmented and written, as _process_here does it (an executor's unit of work); the
         record says how it went."""
         try:
-            prepared = self._read(Path(record.input), 0)
-        except ImageReadError as exc:
-            self._fail(record, str(exc))
-            return
+            prepared = self.read(Path(record.input), 0)
         except Exception as exc:  # a bad file must not stop the batch
-            self._fail(record, f"{shown(record.input)}: {type(exc).__name__}: {_reason(exc)}")
+            self._fail(record, self.error_text(exc, Path(record.input)))
             return
         started = time.perf_counter()
-        for prepared, probs in self.segmenter.predict_prepared([prepared]):
+        for prepared, probs in self.segmenter.predict_prepared([self._arrived(prepared)]):
             _note_sizes(record, prepared)
             record.read_seconds = round(prepared.seconds, 3)
-            paths = output_paths(self.out_dir, record.stem, self.config)
-            self._finish(record, lambda: self._write(paths, prepared, probs))
+            try:
+                fraction, error = self.write(output_paths(self.out_dir, record.stem, self.config), prepared,
+                                             probs), None
+            except Exception as exc:
+                fraction, error = None, self.error_text(exc)
+            self._finish(record, fraction, error)
         record.seconds = round(time.perf_counter() - started + record.read_seconds, 3)
 
     # -- the folder -------------------------------------------------------------------------------------------
@@ -344,28 +370,10 @@ class _BatchJob:
         return summary
 
     # -- photos in ---------------------------------------------------------------------------------------------
-    def _prepared_items(self, todo: list[int], readers: ThreadPoolExecutor) -> Iterator[Prepared]:
-        """Photos read and prepared in reader threads, up to lookahead ahead of the network, in input order."""
-        queue: deque = deque()
-        indices = iter(todo)
-        while True:
-            while len(queue) < self.lookahead:
-                index = next(indices, None)
-                if index is None:
-                    break
-                queue.append((index, readers.submit(self._read, Path(self.records[index].input), index)))
-            if not queue:
-                return
-            index, future = queue.popleft()
-            record = self.records[index]
-            try:
-                yield future.result()
-            except ImageReadError as exc:
-                self._fail(record, str(exc))
-                self.bar.update(1)
-            except Exception as exc:  # a bad file must not stop the batch
-                self._fail(record, f"{shown(record.input)}: {type(exc).__name__}: {_reason(exc)}")
-                self.bar.update(1)
+    def read(self, path: Path, index: int) -> Prepared:
+        """A photo read and prepared for the network (in a worker process)."""
+        with single_threaded():
+            return self._read(path, index)
 
     def _read(self, path: Path, index: int) -> Prepared:
         started = time.perf_counter()
@@ -379,17 +387,32 @@ class _BatchJob:
                                      f"{shown(path.name)} is {photo.shape[1]}x{photo.shape[0]}")
         prepared = self.segmenter.prepare(photo, fov, index, keep_photo=self.config.overlay)
         settings = self.segmenter.config
-        unmeasured = prepared.fov_raw.all() and not (settings.raw_fov_diameter or settings.resize)
-        if unmeasured and not self.told_frame_is_fov:  # a photo with no FOV edge: nothing to measure its size by
-            self.told_frame_is_fov = True
-            self.notify(f"warning: {shown(path.name)}: no dark surround, so the frame is taken as the FOV; for "
-                        f"crops of a larger retina give --raw-fov-diameter (said once per run)")
+        prepared.frame_is_fov = bool(prepared.fov_raw.all()) and not (settings.raw_fov_diameter or settings.resize)
         prepared.seconds = time.perf_counter() - started
         return prepared
 
+    def _arrived(self, prepared: Prepared) -> Prepared:
+        """A prepared photo reaching the network: what its preparation found is said here, once per run."""
+        if prepared.frame_is_fov and not self.told_frame_is_fov:  # no FOV edge: nothing to measure its size by
+            self.told_frame_is_fov = True
+            name = Path(self.records[prepared.index].input).name if self.records else "photo"
+            self.notify(f"warning: {shown(name)}: no dark surround, so the frame is taken as the FOV; for "
+                        f"crops of a larger retina give --raw-fov-diameter (said once per run)")
+        return prepared
+
+    def error_text(self, exc: Exception, path: Optional[Path] = None) -> str:
+        """The one-line message of a photo that failed: reading it (path given), or writing its outputs."""
+        if path is None:
+            return f"{type(exc).__name__}: {_reason(exc)}"
+        return str(exc) if isinstance(exc, ImageReadError) else f"{shown(path)}: {type(exc).__name__}: {_reason(exc)}"
+
     # -- outputs out -------------------------------------------------------------------------------------------
+    def write(self, paths: dict, prepared: Prepared, probs: list) -> float:
+        """Writes a photo's outputs (in a worker process); returns the share of its FOV labelled vessel."""
+        with single_threaded():
+            return self._write(paths, prepared, probs)
+
     def _write(self, paths: dict, prepared: Prepared, probs: list) -> float:
-        """Writes a photo's outputs; returns the share of its FOV labelled vessel."""
         small = labels_of(self.segmenter.finish(to_work_size(probs, prepared).numpy())[0])
         write_png(paths["small"], render(small))
         prob, graph = self.segmenter.finish(to_raw_size(probs, prepared))
@@ -405,18 +428,17 @@ class _BatchJob:
         write_png(paths["raw"], render(labels))  # last: its presence marks the image as done
         return float((labels > 0)[prepared.fov_raw].mean()) if prepared.fov_raw.any() else 0.0
 
-    def _finish(self, record: ImageRecord, written: Callable[[], float]) -> None:
-        """Records how writing went: written() returns the share of the FOV labelled, or raises what failed."""
-        try:
-            record.vessel_fraction = round(written(), 4)
+    def _finish(self, record: ImageRecord, fraction: Optional[float], error: Optional[str]) -> None:
+        """Records how writing went: the share of the FOV labelled, or the error that stopped it."""
+        if error is None:
+            record.vessel_fraction = round(fraction, 4)
             record.status = "ok"
             record.flag = flag_for(self.segmenter.model.spec.task, record.vessel_fraction)
             if record.flag:
                 record.message = f"{record.flag} ({record.vessel_fraction:.1%} of the FOV): check the photo"
                 self.notify(f"warning: {shown(record.input)}: {record.message}")
-        except Exception as exc:
-            self._fail(record, f"{shown(record.input)}: could not write outputs ({type(exc).__name__}: "
-                               f"{_reason(exc)})")
+        else:
+            self._fail(record, f"{shown(record.input)}: could not write outputs ({error})")
         if self.bar is not None:
             self.bar.update(1)
 

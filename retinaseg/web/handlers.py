@@ -17,8 +17,9 @@ import numpy as np
 
 from retinaseg.errors import RetinasegError
 
-# The runner's options the app always sets: the page shows the overlay and the probabilities
-APP_BATCH = {"save_prob": True, "overlay": True}
+# The runner's options the app always sets: the page shows the overlay and the probabilities; no worker processes
+# are forked from the server's threads (one request runs at a time anyway)
+APP_BATCH = {"save_prob": True, "overlay": True, "workers": 0}
 ARCHIVE_NAME = "retinaseg-output.zip"
 MODELS_KEPT = 2  # segmenters kept loaded between requests
 

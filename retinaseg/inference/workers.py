@@ -1,0 +1,218 @@
+"""The CPU work around the network in worker processes, as nnU-Net's predictor does it: each photo is read,
+FOV-estimated and scaled in one worker, which keeps the raw-size arrays; the main process gets only the network's
+inputs at working scale, and sends the probabilities back to that same worker, which resizes them to the photo's
+size, encodes and writes. So the GIL is shared by nobody, and only working-scale arrays cross between processes.
+
+`--workers 0` does the same work in the main process, one photo after the other (no processes: for debugging, and
+for platforms without fork). Workers are forked from the runner's process, so they start at once with the model's
+settings and import nothing again. The work around the network runs on one thread wherever it runs (see
+single_threaded), so the files do not depend on --workers or the executor.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import queue
+from contextlib import contextmanager
+from collections import deque
+from dataclasses import replace
+from typing import Optional
+
+import numpy as np
+import torch
+
+from retinaseg.errors import shown
+from retinaseg.inference.rescale import Prepared
+
+POLL_SECONDS = 1.0  # how often a wait on the workers checks that they are alive
+
+
+def _numpy(item):
+    """Tensors as numpy arrays (pickled by value: no shared-memory file descriptors to run out of)."""
+    if isinstance(item, torch.Tensor):
+        return item.numpy()
+    if isinstance(item, (list, tuple)):
+        return type(item)(_numpy(i) for i in item)
+    return item
+
+
+def _tensors(item):
+    if isinstance(item, np.ndarray):
+        return torch.from_numpy(item)
+    if isinstance(item, (list, tuple)):
+        return type(item)(_tensors(i) for i in item)
+    return item
+
+
+@contextmanager
+def single_threaded():
+    """torch on one thread for the work around the network: a float32 sum's or a resampling's last bits follow the
+    number of threads, and forked workers can use only one, so every path prepares and writes on one."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def network_part(prepared: Prepared, keep_raw: bool) -> Prepared:
+    """What the main process needs of a prepared photo: its view inputs and sizes (and, for a vessel model, the
+    photo and its FOV), without the raw-size arrays that stay with the worker."""
+    return replace(prepared, image=None, fov_work=None, view_inputs=_numpy(prepared.view_inputs),
+                   photo=prepared.photo if keep_raw else None, fov_raw=prepared.fov_raw if keep_raw else None)
+
+
+def _serve(job, inbox, outbox) -> None:
+    """A worker's loop: ("read", index, path) -> ("read", index, network part, error); ("write", index, paths, probs,
+    vessel) -> ("written", index, vessel fraction, error); None ends it. An error is the photo's one-line message."""
+    torch.set_num_threads(1)  # OpenMP's thread team does not survive fork: a second thread would hang
+    held: dict = {}  # index -> the photo's full Prepared, until written
+    keep_raw = job.segmenter.vessel_segmenter is not None
+    while (task := inbox.get()) is not None:
+        kind, index = task[0], task[1]
+        try:
+            if kind == "read":
+                prepared = job.read(task[2], index)
+                held[index] = prepared
+                outbox.put(("read", index, network_part(prepared, keep_raw), None))
+            else:
+                _, _, paths, probs, vessel = task
+                prepared = held.pop(index)
+                prepared.vessel = vessel
+                outbox.put(("written", index, job.write(paths, prepared, _tensors(probs)), None))
+        except Exception as exc:  # the photo fails; the worker goes on
+            held.pop(index, None)
+            outbox.put(("read" if kind == "read" else "written", index, None,
+                        job.error_text(exc, task[2] if kind == "read" else None)))
+
+
+class Workers:
+    """N forked worker processes (see the module's docstring), or the main process itself for N = 0. read() and
+    write() hand a photo over; event() waits for what comes back: ("read", index, prepared, error) or ("written",
+    index, vessel fraction, error), an error being the photo's one-line message.
+
+    A worker that dies (a decoder's crash, the kernel's out-of-memory killer) is replaced. The task it was on fails
+    with that reason; the photos it was still to read go to its successor; those it held for writing (their raw
+    arrays died with it) fail, saying to run again, which redoes them."""
+
+    def __init__(self, job, count: int):
+        # where processes cannot be forked (Windows), the work stays in this process
+        self.job, self.count = job, count if "fork" in multiprocessing.get_all_start_methods() else 0
+        self._events: deque = deque()  # results already known: the inline ones, and a dead worker's photos
+        self._held: dict = {}  # count 0: index -> the photo's full Prepared, until written
+        self._owner: dict = {}  # index -> the worker holding the photo
+        self._tasks: list = []  # per worker, its tasks not yet answered, oldest first: (kind, index, path)
+        self._processes: list = []
+        self._inboxes: list = []
+        self._next = 0
+        if count:
+            self._context = multiprocessing.get_context("fork")
+            self._outbox = self._context.Queue()
+            for number in range(count):
+                self._start(number)
+
+    def _start(self, number: int) -> None:
+        inbox = self._context.Queue()
+        process = self._context.Process(target=_serve, args=(self.job, inbox, self._outbox),
+                                        daemon=True, name=f"retinaseg-worker-{number}")
+        process.start()
+        if number < len(self._processes):
+            self._processes[number], self._inboxes[number], self._tasks[number] = process, inbox, deque()
+        else:
+            self._processes.append(process)
+            self._inboxes.append(inbox)
+            self._tasks.append(deque())
+
+    def read(self, index: int, path) -> None:
+        if not self.count:
+            self._events.append(self._inline(("read", index, path)))
+            return
+        worker = self._next % self.count
+        self._next += 1
+        self._owner[index] = worker
+        self._tasks[worker].append(("read", index, path))
+        self._inboxes[worker].put(("read", index, path))
+
+    def write(self, index: int, paths: dict, probs: list, vessel: Optional[np.ndarray]) -> None:
+        if not self.count:
+            self._events.append(self._inline(("write", index, paths, probs, vessel)))
+            return
+        worker = self._owner[index]
+        self._tasks[worker].append(("write", index, None))
+        self._inboxes[worker].put(("write", index, paths, _numpy(probs), vessel))
+
+    def event(self) -> tuple:
+        """The next result, waiting for one."""
+        while not self._events:
+            try:
+                event = self._outbox.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                self._replace_dead()
+                continue
+            kind, index, value, _ = event
+            worker = self._owner[index]
+            self._tasks[worker].popleft()  # a worker answers its tasks in order
+            if kind == "written":
+                del self._owner[index]
+            elif value is not None:
+                value.view_inputs = _tensors(value.view_inputs)
+            return event
+        return self._events.popleft()
+
+    def _inline(self, task: tuple) -> tuple:
+        kind, index = task[0], task[1]
+        try:
+            if kind == "read":
+                prepared = self.job.read(task[2], index)
+                self._held[index] = prepared
+                return "read", index, prepared, None
+            prepared = self._held.pop(index)
+            prepared.vessel = task[4]
+            return "written", index, self.job.write(task[2], prepared, task[3]), None
+        except Exception as exc:
+            self._held.pop(index, None)
+            return ("read" if kind == "read" else "written"), index, None, \
+                self.job.error_text(exc, task[2] if kind == "read" else None)
+
+    def _replace_dead(self) -> None:
+        for number, process in enumerate(self._processes):
+            if process.is_alive():
+                continue
+            tasks = self._tasks[number]
+            ended = f"the worker process handling it ended (exit code {process.exitcode})"
+            for position, (kind, index, path) in enumerate(tasks):
+                photo = shown(self.job.records[index].input)
+                if position == 0:  # the task it died on
+                    self._fail(kind, index, f"{photo}: {ended}" if kind == "read" else ended)
+                elif kind == "write":
+                    self._fail(kind, index, f"its worker process ended (exit code {process.exitcode}) before "
+                                            f"writing it; run again to redo it")
+            survivors = [(kind, index, path) for position, (kind, index, path) in enumerate(tasks)
+                         if position and kind == "read"]
+            self._start(number)
+            for _, index, path in survivors:
+                self._tasks[number].append(("read", index, path))
+                self._inboxes[number].put(("read", index, path))
+
+    def _fail(self, kind: str, index: int, message: str) -> None:
+        self._owner.pop(index, None)
+        self._events.append(("read" if kind == "read" else "written", index, None, message))
+
+    def close(self) -> None:
+        for inbox, process in zip(self._inboxes, self._processes):
+            if process.is_alive():
+                inbox.put(None)
+        for process in self._processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+        self._processes = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
