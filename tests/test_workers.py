@@ -58,10 +58,34 @@ def test_a_worker_that_dies_fails_its_photo_and_is_replaced(tmp_path, monkeypatc
     records = {r.stem: r for r in summary.records}
     assert records["p1"].status == "failed"
     assert records["p1"].message.endswith("p1.png: the worker process handling it ended (exit code 3)")
-    # the rest went on: each photo is done, or said to need another run (its raw arrays died with the worker)
-    for stem in ("p0", "p2", "p3", "p4"):
-        assert records[stem].status == "ok" or "run again to redo it" in records[stem].message, records[stem]
-    assert sum(r.status == "ok" for r in summary.records) >= 3
-    monkeypatch.setattr(_BatchJob, "_read", real_read)
-    again = run_batch(segmenter, photos, out, BatchConfig(workers=2), notify=lines.append, progress=False)
-    assert again.ok + again.skipped == 5 and again.failed == 1  # only the broken file is left
+    # the rest went on to its successor, those it held for writing read again there
+    assert [stem for stem, r in records.items() if r.status == "ok"] == ["p0", "p2", "p3", "p4"]
+    assert [line for line in lines if line.startswith("failed:")] == [f"failed: {records[stem].message}"
+                                                                       for stem in ("p1", "p2b")]
+
+
+def test_photos_held_by_a_dead_worker_for_writing_are_read_again_by_its_successor(tmp_path):
+    import signal
+    from pathlib import Path
+
+    from retinaseg.inference.runner import output_paths
+    from retinaseg.inference.workers import Workers
+
+    photos = photos_with_a_broken_one(tmp_path / "photos")[:2]
+    segmenter = Segmenter(load_model("vesselnet"), SegmentConfig(device="cpu"))
+    job = _BatchJob(segmenter, BatchConfig(workers=1), print, tmp_path / "out", photos)
+    (tmp_path / "out" / "raw_pre").mkdir(parents=True)
+    (tmp_path / "out" / "small_pre").mkdir()
+    with Workers(job, 1) as workers:
+        for index, photo in enumerate(photos):
+            workers.read(index, Path(photo))
+        prepared = [workers.event()[2] for _ in photos]  # the worker now holds both photos' raw arrays
+        os.kill(workers._processes[0].pid, signal.SIGKILL)
+        workers._processes[0].join()
+        for item, probs in segmenter.predict_prepared(prepared):
+            workers.write(item.index, output_paths(job.out_dir, job.records[item.index].stem, job.config), probs, None)
+        events = sorted(workers.event() for _ in photos)
+    # the first write was the task it "died on"; the second is read again and written by the new worker
+    assert events[0][:3] == ("written", 0, None) and "ended (exit code -9)" in events[0][3]
+    assert events[1][:2] == ("written", 1) and events[1][3] is None and 0 < events[1][2] < 1
+    assert (tmp_path / "out" / "raw_pre" / "p1.png").is_file()

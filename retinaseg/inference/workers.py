@@ -67,7 +67,9 @@ def network_part(prepared: Prepared, keep_raw: bool) -> Prepared:
 
 def _serve(job, inbox, outbox) -> None:
     """A worker's loop: ("read", index, path) -> ("read", index, network part, error); ("write", index, paths, probs,
-    vessel) -> ("written", index, vessel fraction, error); None ends it. An error is the photo's one-line message."""
+    vessel) -> ("written", index, vessel fraction, error); ("redo", index, path, paths, probs, vessel), a photo whose
+    worker died holding it, read again and written -> ("written", ...); None ends it. An error is the photo's
+    one-line message."""
     torch.set_num_threads(1)  # OpenMP's thread team does not survive fork: a second thread would hang
     held: dict = {}  # index -> the photo's full Prepared, until written
     keep_raw = job.segmenter.vessel_segmenter is not None
@@ -79,8 +81,8 @@ def _serve(job, inbox, outbox) -> None:
                 held[index] = prepared
                 outbox.put(("read", index, network_part(prepared, keep_raw), None))
             else:
-                _, _, paths, probs, vessel = task
-                prepared = held.pop(index)
+                paths, probs, vessel = task[-3:]
+                prepared = held.pop(index) if kind == "write" else job.read(task[2], index)
                 prepared.vessel = vessel
                 outbox.put(("written", index, job.write(paths, prepared, _tensors(probs)), None))
         except Exception as exc:  # the photo fails; the worker goes on
@@ -95,8 +97,8 @@ class Workers:
     index, vessel fraction, error), an error being the photo's one-line message.
 
     A worker that dies (a decoder's crash, the kernel's out-of-memory killer) is replaced. The task it was on fails
-    with that reason; the photos it was still to read go to its successor; those it held for writing (their raw
-    arrays died with it) fail, saying to run again, which redoes them."""
+    with that reason; the rest of its photos go to its successor: those to read, and those it held for writing
+    (read again there: their probabilities are kept here until written)."""
 
     def __init__(self, job, count: int):
         # where processes cannot be forked (Windows), the work stays in this process
@@ -104,6 +106,7 @@ class Workers:
         self._events: deque = deque()  # results already known: the inline ones, and a dead worker's photos
         self._held: dict = {}  # count 0: index -> the photo's full Prepared, until written
         self._owner: dict = {}  # index -> the worker holding the photo
+        self._unwritten: dict = {}  # index -> (paths, probabilities, vessel) sent to be written, until they are
         self._tasks: list = []  # per worker, its tasks not yet answered, oldest first: (kind, index, path)
         self._processes: list = []
         self._inboxes: list = []
@@ -141,8 +144,9 @@ class Workers:
             self._events.append(self._inline(("write", index, paths, probs, vessel)))
             return
         worker = self._owner[index]
+        self._unwritten[index] = (paths, _numpy(probs), vessel)
         self._tasks[worker].append(("write", index, None))
-        self._inboxes[worker].put(("write", index, paths, _numpy(probs), vessel))
+        self._inboxes[worker].put(("write", index, *self._unwritten[index]))
 
     def event(self) -> tuple:
         """The next result, waiting for one."""
@@ -157,6 +161,7 @@ class Workers:
             self._tasks[worker].popleft()  # a worker answers its tasks in order
             if kind == "written":
                 del self._owner[index]
+                self._unwritten.pop(index, None)
             elif value is not None:
                 value.view_inputs = _tensors(value.view_inputs)
             return event
@@ -181,24 +186,24 @@ class Workers:
         for number, process in enumerate(self._processes):
             if process.is_alive():
                 continue
-            tasks = self._tasks[number]
-            ended = f"the worker process handling it ended (exit code {process.exitcode})"
-            for position, (kind, index, path) in enumerate(tasks):
-                photo = shown(self.job.records[index].input)
-                if position == 0:  # the task it died on
-                    self._fail(kind, index, f"{photo}: {ended}" if kind == "read" else ended)
-                elif kind == "write":
-                    self._fail(kind, index, f"its worker process ended (exit code {process.exitcode}) before "
-                                            f"writing it; run again to redo it")
-            survivors = [(kind, index, path) for position, (kind, index, path) in enumerate(tasks)
-                         if position and kind == "read"]
+            tasks = list(self._tasks[number])
             self._start(number)
-            for _, index, path in survivors:
-                self._tasks[number].append(("read", index, path))
-                self._inboxes[number].put(("read", index, path))
+            for position, (kind, index, path) in enumerate(tasks):
+                if position == 0:  # the task it died on
+                    ended = f"the worker process handling it ended (exit code {process.exitcode})"
+                    photo = shown(self.job.records[index].input)
+                    self._fail(kind, index, f"{photo}: {ended}" if kind == "read" else ended)
+                elif kind == "read":
+                    self._tasks[number].append(("read", index, path))
+                    self._inboxes[number].put(("read", index, path))
+                else:
+                    self._tasks[number].append(("write", index, None))
+                    self._inboxes[number].put(("redo", index, self.job.records[index].input,
+                                               *self._unwritten[index]))
 
     def _fail(self, kind: str, index: int, message: str) -> None:
         self._owner.pop(index, None)
+        self._unwritten.pop(index, None)
         self._events.append(("read" if kind == "read" else "written", index, None, message))
 
     def close(self) -> None:
