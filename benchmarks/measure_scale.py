@@ -1,11 +1,13 @@
 """Do the measurements in disc diameters stay put when a photo is taken at half the resolution?
 
-    python benchmarks/measure_scale.py [--data-root ../shared/data] [--images 21]
+    python benchmarks/measure_scale.py [--data-root ../shared/data] [--images 21] [--max-downscale 0]
 
 Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
 model finds in it. Prints, per measure, the median and the largest relative difference (half vs full) over the
-photos, and for the fractal dimension the absolute difference.
+photos, and for the fractal dimension the absolute difference. --max-downscale 0 segments both at the model's
+working scale (by default the full photo is shrunk by at most av-fusion's cap, so the two are segmented at
+different scales).
 """
 from __future__ import annotations
 
@@ -40,9 +42,11 @@ def main():
     parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
     parser.add_argument("--images", type=int, default=21)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-downscale", type=float, default=None, help="as `retinaseg run`'s; default the model's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu"), notify=lambda m: None)
+    av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu", max_downscale=args.max_downscale),
+                         notify=lambda m: None)
     disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
     _, samples = load_samples("hrf-av", args.data_root, "test")
     pairs = []
@@ -55,7 +59,8 @@ def main():
         pairs.append((full_values, half_values))
         print(f"  {sample.id:<8} disc {full_values['disc_diameter_px']:.0f} / {half_values['disc_diameter_px']:.0f} px,"
               f" CRAE {full_values['crae_dd']:.4f} / {half_values['crae_dd']:.4f} DD", flush=True)
-    print(f"\nhalf resolution against full, {len(pairs)} HRF-AV test photos")
+    cap = "the model's" if args.max_downscale is None else args.max_downscale
+    print(f"\nhalf resolution against full, {len(pairs)} HRF-AV test photos, --max-downscale {cap}")
     print(f"{'measure':<30}{'median':>10}{'largest':>10}  (relative difference; fractal dimension: absolute)")
     for key in RELATIVE + ABSOLUTE:
         full = np.array([p[0][key] for p in pairs], float)

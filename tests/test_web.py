@@ -76,6 +76,17 @@ def test_the_handler_writes_what_the_runner_writes_and_says_what_the_cli_says(ph
     assert models.segmenter(Choice("vesselnet"), []) is segmenter
 
 
+def test_a_16_bit_tiff_is_shown_as_an_8_bit_png_a_browser_displays(tmp_path):
+    import tifffile
+
+    photo = synthetic_fundus((150, 160), seed=6).image_uint8().astype(np.uint16) * 257
+    tifffile.imwrite(tmp_path / "scan.tif", photo)
+    result = segment_photos([tmp_path / "scan.tif"], Choice("vesselnet"), Models("cpu"), tmp_path / "work")
+    shown = iio.imread(result.photos[0].photo)
+    assert result.photos[0].photo.suffix == ".png" and shown.dtype == np.uint8 and shown.shape == (150, 160, 3)
+    assert np.abs(shown.astype(int) - photo // 257).max() <= 1
+
+
 def test_the_handler_refuses_what_the_cli_refuses(photos, tmp_path):
     models = Models("cpu")
     for choice, said in ((Choice("no-such-model"), "cannot run here; choose one of"),
