@@ -1,6 +1,7 @@
 """Do the measurements in disc diameters stay put when a photo is taken at half the resolution?
 
     python benchmarks/measure_scale.py [--data-root ../shared/data] [--images 21] [--max-downscale 0]
+                                       [--split training]
 
 Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
@@ -41,6 +42,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
     parser.add_argument("--images", type=int, default=21)
+    parser.add_argument("--split", default="test", choices=["training", "test"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-downscale", type=float, default=None, help="as `retinaseg run`'s; default the model's")
     args = parser.parse_args()
@@ -48,7 +50,7 @@ def main():
     av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu", max_downscale=args.max_downscale),
                          notify=lambda m: None)
     disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
-    _, samples = load_samples("hrf-av", args.data_root, "test")
+    _, samples = load_samples("hrf-av", args.data_root, args.split)
     pairs = []
     for sample in samples[:args.images]:
         photo = read_photo(sample.image)
@@ -60,7 +62,7 @@ def main():
         print(f"  {sample.id:<8} disc {full_values['disc_diameter_px']:.0f} / {half_values['disc_diameter_px']:.0f} px,"
               f" CRAE {full_values['crae_dd']:.4f} / {half_values['crae_dd']:.4f} DD", flush=True)
     cap = "the model's" if args.max_downscale is None else args.max_downscale
-    print(f"\nhalf resolution against full, {len(pairs)} HRF-AV test photos, --max-downscale {cap}")
+    print(f"\nhalf resolution against full, {len(pairs)} HRF-AV {args.split} photos, --max-downscale {cap}")
     print(f"{'measure':<30}{'median':>10}{'largest':>10}  (relative difference; fractal dimension: absolute)")
     for key in RELATIVE + ABSOLUTE:
         full = np.array([p[0][key] for p in pairs], float)

@@ -60,22 +60,24 @@ def knudtson(widths: list, constant: float) -> float:
     return values[0]
 
 
-def box_counting_dimension(mask: np.ndarray) -> float:
+def box_counting_dimension(mask: np.ndarray, fov_diameter: Optional[float] = None) -> float:
     """The box-counting (Minkowski-Bouligand) dimension of a binary mask: the slope of log(boxes holding any
-    pixel) against log(1 / box side), over sides 2, 4, ... up to a quarter of the mask's shorter side."""
+    pixel) against log(1 / box side). Sides 2, 4, ... up to a quarter of the mask's shorter side; or, given the FOV
+    diameter D, D/4, D/8, ..., D/512 rounded to whole pixels (the same physical scales at any resolution)."""
     mask = np.asarray(mask, bool)
     if not mask.any():
         return float("nan")
-    sides, counts = [], []
-    side = 2
-    while side <= min(mask.shape) // 4:
+    if fov_diameter is None:
+        sides = [2 ** k for k in range(1, 64) if 2 ** k <= min(mask.shape) // 4]
+    else:
+        sides = sorted({round(fov_diameter / 2 ** k) for k in range(2, 10)} - {0})
+    counts = []
+    for side in sides:
         height, width = -(-mask.shape[0] // side) * side, -(-mask.shape[1] // side) * side
         padded = np.zeros((height, width), bool)
         padded[:mask.shape[0], :mask.shape[1]] = mask
         boxes = padded.reshape(height // side, side, width // side, side).any(axis=(1, 3))
-        sides.append(side)
         counts.append(int(boxes.sum()))
-        side *= 2
     if len(sides) < 3:
         return float("nan")
     slope = np.polyfit(np.log(1 / np.array(sides, float)), np.log(np.array(counts, float)), 1)[0]
@@ -174,6 +176,10 @@ def _segments_of(graph: VesselGraph, code: Optional[int]) -> list:
 def _whole_map_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray, labels, fov) -> None:
     values = result.values
     in_fov = max(int(fov.sum()), 1)
+    from retinaseg.fov import fov_diameter
+
+    # box sides relative to the FOV: the same physical scales at any resolution (docs/experiments.md)
+    diameter = fov_diameter(fov)
     for name, code in TYPES.items():
         if code is not None and labels is None:
             for key in ("density_fov", "fractal_dimension", "length_px", "segments", "distance_factor",
@@ -182,7 +188,7 @@ def _whole_map_measures(result: Measurements, graph: VesselGraph, vessels: np.nd
             continue
         mask = vessels if code is None else (labels == code)
         values[f"density_fov_{name}"] = float((mask & fov).sum() / in_fov)
-        values[f"fractal_dimension_{name}"] = box_counting_dimension(mask & fov)
+        values[f"fractal_dimension_{name}"] = box_counting_dimension(mask & fov, diameter)
         segments = _segments_of(graph, code)
         shapes = [tortuosity(s.path) for s in segments]
         arcs = np.array([t["arc"] for t in shapes])
