@@ -89,3 +89,42 @@ def test_photos_held_by_a_dead_worker_for_writing_are_read_again_by_its_successo
     assert events[0][:3] == ("written", 0, None) and "ended (exit code -9)" in events[0][3]
     assert events[1][:2] == ("written", 1) and events[1][3] is None and 0 < events[1][2] < 1
     assert (tmp_path / "out" / "raw_pre" / "p1.png").is_file()
+
+
+def test_a_killed_run_leaves_no_worker_behind(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(40):
+        iio.imwrite(photos / f"p{i:02d}.png", synthetic_fundus((300, 320), seed=i % 4).image_uint8())
+    run = subprocess.Popen([sys.executable, "-m", "retinaseg", "run", "-q", "--workers", "2", photos, tmp_path / "out"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children():
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == run.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    deadline = time.time() + 60
+    while len(children()) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    workers = children()
+    assert len(workers) >= 2
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.time() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() and "retinaseg" in Path(f"/proc/{pid}/cmdline").read_text()
+                   for pid in workers)

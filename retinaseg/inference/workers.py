@@ -11,6 +11,7 @@ single_threaded), so the files do not depend on --workers or the executor.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 from contextlib import contextmanager
 from collections import deque
@@ -65,15 +66,16 @@ def network_part(prepared: Prepared, keep_raw: bool) -> Prepared:
                    photo=prepared.photo if keep_raw else None, fov_raw=prepared.fov_raw if keep_raw else None)
 
 
-def _serve(job, inbox, outbox) -> None:
+def _serve(job, inbox, outbox, parent: int) -> None:
     """A worker's loop: ("read", index, path) -> ("read", index, network part, error); ("write", index, paths, probs,
     vessel) -> ("written", index, vessel fraction, error); ("redo", index, path, paths, probs, vessel), a photo whose
     worker died holding it, read again and written -> ("written", ...); None ends it. An error is the photo's
     one-line message."""
     torch.set_num_threads(1)  # OpenMP's thread team does not survive fork: a second thread would hang
+    outbox.cancel_join_thread()  # a dead runner reads no more: exiting must not wait to flush to it
     held: dict = {}  # index -> the photo's full Prepared, until written
     keep_raw = job.segmenter.vessel_segmenter is not None
-    while (task := inbox.get()) is not None:
+    while (task := _next_task(inbox, parent)) is not None:
         kind, index = task[0], task[1]
         try:
             if kind == "read":
@@ -89,6 +91,16 @@ def _serve(job, inbox, outbox) -> None:
             held.pop(index, None)
             outbox.put(("read" if kind == "read" else "written", index, None,
                         job.error_text(exc, task[2] if kind == "read" else None)))
+
+
+def _next_task(inbox, parent: int):
+    """The next task, or None when told to stop or when the runner has died (a killed run leaves no workers)."""
+    while True:
+        try:
+            return inbox.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return None
 
 
 class Workers:
@@ -119,10 +131,14 @@ class Workers:
 
     def _start(self, number: int) -> None:
         inbox = self._context.Queue()
-        process = self._context.Process(target=_serve, args=(self.job, inbox, self._outbox),
+        process = self._context.Process(target=_serve, args=(self.job, inbox, self._outbox, os.getpid()),
                                         daemon=True, name=f"retinaseg-worker-{number}")
         process.start()
         if number < len(self._processes):
+            # the dead worker's queue: its feeder thread may be stuck writing to a pipe no one reads, and must not
+            # hold up this process's exit
+            self._inboxes[number].cancel_join_thread()
+            self._inboxes[number].close()
             self._processes[number], self._inboxes[number], self._tasks[number] = process, inbox, deque()
         else:
             self._processes.append(process)
@@ -210,10 +226,11 @@ class Workers:
         for inbox, process in zip(self._inboxes, self._processes):
             if process.is_alive():
                 inbox.put(None)
-        for process in self._processes:
+        for inbox, process in zip(self._inboxes, self._processes):
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
+            inbox.cancel_join_thread()  # what is left in it is for no one
         self._processes = []
 
     def __enter__(self):
