@@ -62,7 +62,7 @@ class ImageRecord:
     message: str = ""
     # the run's wall time between this photo's prediction and the one before: these sum to about the run's time
     seconds: float = 0.0
-    read_seconds: float = 0.0  # reading and preparing it, in a reader thread, overlapped with other photos
+    read_seconds: float = 0.0  # reading and preparing it, in a worker process, overlapped with other photos
     raw_size: Optional[list] = None  # [width, height]
     working_size: Optional[list] = None
     fov_diameter: Optional[int] = None
@@ -186,7 +186,7 @@ def made_with(description: dict) -> dict:
 
 
 class _BatchJob:
-    """One run over files: its records, progress bar, reader and writer threads, and run.json."""
+    """One run over files: its records, progress bar, worker processes, and run.json."""
 
     def __init__(self, segmenter: Segmenter, config: BatchConfig, notify: Callable[[str], None], out_dir: Path,
                  inputs: list):
