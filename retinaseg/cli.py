@@ -304,12 +304,11 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
         click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
         measured_ok = True
         if also_measure and not summary.error:  # this run's photos; a shard's into measurements-K-of-N.csv
-            from retinaseg.measure import MeasureJob, items_of_records, measure_items
+            from retinaseg.measure import measure_run
 
-            done = [{"stem": r.stem, "input": r.input} for r in summary.records if r.status in ("ok", "skipped")]
             name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
-            rows = measure_items(MeasureJob(items_of_records(output_dir, done), output_dir, name=name),
-                                 notify=_message, progress=not quiet, process=remote.measure if remote else None)
+            rows = measure_run(output_dir, summary.records, name, notify=_message, progress=not quiet,
+                               process=remote.measure if remote else None)
             measured_ok = not any(row["status"] == "failed" for row in rows)
             click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv")
     sys.exit(0 if summary.success and measured_ok else 1)

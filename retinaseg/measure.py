@@ -302,9 +302,7 @@ class MeasureJob:
 
 def items_of_run(run_dir) -> list:
     """The photos earlier `retinaseg run`s wrote maps of, from their run records."""
-
     from retinaseg.errors import RetinasegError
-    from retinaseg.inference.outputs import OUTPUT_FOLDERS
     from retinaseg.inference.runner import run_records
 
     run_dir = Path(run_dir)
@@ -317,9 +315,16 @@ def items_of_run(run_dir) -> list:
     return items_of_records(run_dir, [done[stem] for stem in sorted(done)])
 
 
+def measure_run(out_dir, records: list, name: str = "measurements", notify=print, progress: bool = True,
+                process=None) -> list:
+    """measure_items over the photos of a run that have maps (its ImageRecords ok or skipped): `run --measure`."""
+    done = [{"stem": r.stem, "input": r.input} for r in records if r.status in ("ok", "skipped")]
+    return measure_items(MeasureJob(items_of_records(out_dir, done), str(out_dir), name=name), notify, progress,
+                         process)
+
+
 def items_of_records(run_dir, records: list) -> list:
     """(stem, photo, map, probabilities or None) of run records' photos (dicts with stem and input)."""
-
     from retinaseg.inference.outputs import OUTPUT_FOLDERS
 
     items = []
@@ -334,7 +339,6 @@ def items_of_records(run_dir, records: list) -> list:
 def items_of_folders(maps_dir, photos_dir) -> list:
     """Label maps no model made (e.g. a data set's manual A/V labels), paired with photos by file stem; a map
     whose stem starts with a photo's (e.g. 01_test_AVmanual for 01_test) counts as that photo's."""
-
     from retinaseg.io.images import is_image_name
 
     photos = {p.stem: p for p in sorted(Path(photos_dir).iterdir()) if is_image_name(p.name)} if photos_dir else {}
@@ -396,7 +400,6 @@ class DiscFinder:
 
 def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tuple[dict, dict]:
     """(the table row, the JSON detail) of one (stem, photo, map, probabilities) item; writes its overlay."""
-
     from retinaseg.errors import RetinasegError, shown
 
     stem, photo_path, map_path, prob_path = item

@@ -29,7 +29,7 @@ from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.outputs import OUTPUT_FOLDERS, labels_of, overlay, render
 from retinaseg.inference.rescale import Prepared, to_raw_size, to_work_size
 from retinaseg.inference.segmenter import Segmenter
-from retinaseg.inference.workers import Workers, single_threaded
+from retinaseg.inference.workers import Workers, perform, single_threaded
 from retinaseg.io.atomic import TEMP_SUFFIX, remove_stale_temp_files, write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto
@@ -278,20 +278,17 @@ class _BatchJob:
     def segment_one(self, record: ImageRecord) -> None:
         """One photo read, segmented and written, as _process_here does it (an executor's unit of work); the
         record says how it went."""
-        try:
-            prepared = self.read(Path(record.input), 0)
-        except Exception as exc:  # a bad file must not stop the batch
-            self._fail(record, self.error_text(exc, Path(record.input)))
+        held: dict = {}
+        _, _, prepared, error = perform(self, ("read", 0, Path(record.input)), held)
+        if error is not None:
+            self._fail(record, error)
             return
         started = time.perf_counter()
         for prepared, probs in self.segmenter.predict_prepared([self._arrived(prepared)]):
             _note_sizes(record, prepared)
             record.read_seconds = round(prepared.seconds, 3)
-            try:
-                fraction, error = self.write(output_paths(self.out_dir, record.stem, self.config), prepared,
-                                             probs), None
-            except Exception as exc:
-                fraction, error = None, self.error_text(exc)
+            paths = output_paths(self.out_dir, record.stem, self.config)
+            _, _, fraction, error = perform(self, ("write", 0, paths, probs, prepared.vessel), held)
             self._finish(record, fraction, error)
         record.seconds = round(time.perf_counter() - started + record.read_seconds, 3)
 

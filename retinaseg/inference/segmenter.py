@@ -174,8 +174,6 @@ def segmenter_of(model: Optional[str] = None, weights=None, vessel_model: Option
     settings: what `retinaseg run` and `eval` segment with, and the web app."""
     from retinaseg.models import DEFAULT_MODEL, load_model
 
-    if vessel_weights and not vessel_model:
-        raise RetinasegError("--vessel-weights needs --vessel-model")
     gate = load_model(vessel_model, vessel_weights) if vessel_model else None
     return Segmenter(load_model(model or DEFAULT_MODEL, weights), SegmentConfig(**settings), notify=notify,
                      vessel_model=gate)

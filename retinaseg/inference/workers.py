@@ -66,31 +66,35 @@ def network_part(prepared: Prepared, keep_raw: bool) -> Prepared:
                    photo=prepared.photo if keep_raw else None, fov_raw=prepared.fov_raw if keep_raw else None)
 
 
+def perform(job, task: tuple, held: dict, to_main=lambda prepared: prepared) -> tuple:
+    """One task of a photo, wherever it runs: ("read", index, path) -> ("read", index, to_main(prepared), error);
+    ("write", index, paths, probs, vessel) -> ("written", index, vessel fraction, error); ("redo", index, path,
+    paths, probs, vessel), a photo whose worker died holding it, read again and written -> ("written", ...). held
+    keeps each read photo's full Prepared until written. An error is the photo's one-line message."""
+    kind, index = task[0], task[1]
+    try:
+        if kind == "read":
+            prepared = job.read(task[2], index)
+            held[index] = prepared
+            return "read", index, to_main(prepared), None
+        paths, probs, vessel = task[-3:]
+        prepared = held.pop(index) if kind == "write" else job.read(task[2], index)
+        prepared.vessel = vessel
+        return "written", index, job.write(paths, prepared, _tensors(probs)), None
+    except Exception as exc:  # the photo fails; the rest go on
+        held.pop(index, None)
+        return ("read" if kind == "read" else "written"), index, None, \
+            job.error_text(exc, task[2] if kind == "read" else None)
+
+
 def _serve(job, inbox, outbox, parent: int) -> None:
-    """A worker's loop: ("read", index, path) -> ("read", index, network part, error); ("write", index, paths, probs,
-    vessel) -> ("written", index, vessel fraction, error); ("redo", index, path, paths, probs, vessel), a photo whose
-    worker died holding it, read again and written -> ("written", ...); None ends it. An error is the photo's
-    one-line message."""
+    """A worker's loop: perform() on each task from its inbox, the results to the outbox; None ends it."""
     torch.set_num_threads(1)  # OpenMP's thread team does not survive fork: a second thread would hang
     outbox.cancel_join_thread()  # a dead runner reads no more: exiting must not wait to flush to it
-    held: dict = {}  # index -> the photo's full Prepared, until written
+    held: dict = {}
     keep_raw = job.segmenter.vessel_segmenter is not None
     while (task := _next_task(inbox, parent)) is not None:
-        kind, index = task[0], task[1]
-        try:
-            if kind == "read":
-                prepared = job.read(task[2], index)
-                held[index] = prepared
-                outbox.put(("read", index, network_part(prepared, keep_raw), None))
-            else:
-                paths, probs, vessel = task[-3:]
-                prepared = held.pop(index) if kind == "write" else job.read(task[2], index)
-                prepared.vessel = vessel
-                outbox.put(("written", index, job.write(paths, prepared, _tensors(probs)), None))
-        except Exception as exc:  # the photo fails; the worker goes on
-            held.pop(index, None)
-            outbox.put(("read" if kind == "read" else "written", index, None,
-                        job.error_text(exc, task[2] if kind == "read" else None)))
+        outbox.put(perform(job, task, held, lambda prepared: network_part(prepared, keep_raw)))
 
 
 def _next_task(inbox, parent: int):
@@ -147,7 +151,7 @@ class Workers:
 
     def read(self, index: int, path) -> None:
         if not self.count:
-            self._events.append(self._inline(("read", index, path)))
+            self._events.append(perform(self.job, ("read", index, path), self._held))
             return
         worker = self._next % self.count
         self._next += 1
@@ -157,7 +161,7 @@ class Workers:
 
     def write(self, index: int, paths: dict, probs: list, vessel: Optional[np.ndarray]) -> None:
         if not self.count:
-            self._events.append(self._inline(("write", index, paths, probs, vessel)))
+            self._events.append(perform(self.job, ("write", index, paths, probs, vessel), self._held))
             return
         worker = self._owner[index]
         self._unwritten[index] = (paths, _numpy(probs), vessel)
@@ -182,21 +186,6 @@ class Workers:
                 value.view_inputs = _tensors(value.view_inputs)
             return event
         return self._events.popleft()
-
-    def _inline(self, task: tuple) -> tuple:
-        kind, index = task[0], task[1]
-        try:
-            if kind == "read":
-                prepared = self.job.read(task[2], index)
-                self._held[index] = prepared
-                return "read", index, prepared, None
-            prepared = self._held.pop(index)
-            prepared.vessel = task[4]
-            return "written", index, self.job.write(task[2], prepared, task[3]), None
-        except Exception as exc:
-            self._held.pop(index, None)
-            return ("read" if kind == "read" else "written"), index, None, \
-                self.job.error_text(exc, task[2] if kind == "read" else None)
 
     def _replace_dead(self) -> None:
         for number, process in enumerate(self._processes):

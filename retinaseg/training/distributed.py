@@ -88,10 +88,6 @@ class World:
                 dist.all_reduce(buffer)
                 buffer /= self.size
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
     def _collective_device(self) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
             else torch.device("cpu")

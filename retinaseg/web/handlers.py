@@ -57,10 +57,6 @@ class Result:
     statuses: list = field(default_factory=list)  # (photo, status, vessel fraction, flag or reason) of each
     measurements: list = field(default_factory=list)  # measure_items' rows, when measured
 
-    @property
-    def success(self) -> bool:
-        return all(status == "ok" for _, status, _, _ in self.statuses)
-
 
 def runnable_models() -> dict[str, str]:
     """{name: task} of the models that can segment photos here: vessel and A/V models whose weights are present
@@ -144,7 +140,9 @@ def segment_photos(files: list, choice: Choice, models: Models, work_dir) -> Res
             raise RetinasegError(summary.error)
         result = Result(out, request / ARCHIVE_NAME, summary.line())
         if choice.measure and summary.ok:
-            result.measurements = _measure(out, summary.records, lines)
+            from retinaseg.measure import measure_run
+
+            result.measurements = measure_run(out, summary.records, notify=lines.append, progress=False)
     result.lines = [_named(line, inputs, out) for line in lines]
     views = request / "views"
     for record in summary.records:
@@ -169,13 +167,6 @@ def _free_name(folder: Path, name: str) -> Path:
 def _named(line: str, inputs: Path, out: Path) -> str:
     """The runner's line, naming the photo as uploaded rather than by the request's folder."""
     return line.replace(f"{inputs}/", "").replace(f"{out}/", "")
-
-
-def _measure(out: Path, records: list, lines: list) -> list:
-    from retinaseg.measure import MeasureJob, items_of_records, measure_items
-
-    done = [{"stem": r.stem, "input": r.input} for r in records if r.status == "ok"]
-    return measure_items(MeasureJob(items_of_records(out, done), str(out)), notify=lines.append, progress=False)
 
 
 def _view(record, name: str, out: Path, views: Path) -> PhotoView:
