@@ -226,7 +226,8 @@ def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, 
               "(HxW vessel, or CxHxW background/artery/vein/uncertain).")
 @click.option("--overlay", is_flag=True, help="Also write overlay/<stem>.png: the prediction drawn over the photo.")
 @click.option("--measure", "also_measure", is_flag=True,
-              help="Then measure the maps written, as `retinaseg measure OUTPUT_DIR` does: measurements.csv.")
+              help="Then measure the maps written, as `retinaseg measure OUTPUT_DIR` does: measurements.csv (with "
+                   "--overlay, measure_overlay/<stem>.png too).")
 @click.option("--save-graph", is_flag=True, help="Also write graph/<stem>.json: the vessel graph (nodes, segments "
               "with path, length, calibre and A/V label, crossings) at the photo's own size; see docs/running.md.")
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs already exist (default: skip them, "
@@ -307,7 +308,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
             from retinaseg.measure import measure_run
 
             name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
-            rows = measure_run(output_dir, summary.records, name, notify=_message, progress=not quiet,
+            rows = measure_run(output_dir, summary.records, name, overlay, notify=_message, progress=not quiet,
                                process=remote.measure if remote else None)
             measured_ok = not any(row["status"] == "failed" for row in rows)
             click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv")

@@ -315,12 +315,13 @@ def items_of_run(run_dir) -> list:
     return items_of_records(run_dir, [done[stem] for stem in sorted(done)])
 
 
-def measure_run(out_dir, records: list, name: str = "measurements", notify=print, progress: bool = True,
-                process=None) -> list:
-    """measure_items over the photos of a run that have maps (its ImageRecords ok or skipped): `run --measure`."""
+def measure_run(out_dir, records: list, name: str = "measurements", overlay: bool = False, notify=print,
+                progress: bool = True, process=None) -> list:
+    """measure_items over the photos of a run that have maps (its ImageRecords ok or skipped): `run --measure`
+    (with its --overlay, measure_overlay/ too)."""
     done = [{"stem": r.stem, "input": r.input} for r in records if r.status in ("ok", "skipped")]
-    return measure_items(MeasureJob(items_of_records(out_dir, done), str(out_dir), name=name), notify, progress,
-                         process)
+    return measure_items(MeasureJob(items_of_records(out_dir, done), str(out_dir), overlay=overlay, name=name),
+                         notify, progress, process)
 
 
 def items_of_records(run_dir, records: list) -> list:

@@ -131,3 +131,12 @@ def test_measure_command_on_label_maps_with_disc_masks(cli, tmp_path):
     assert float(rows["eye1"]["crae_um"]) == pytest.approx(float(rows["eye1"]["crae_dd"]) * 1800, rel=1e-4)
     detail = json.loads((out / "measurements.json").read_text())
     assert len(detail["photos"][1]["zone_b"]) == 12 and (out / "measure_overlay" / "eye1.png").is_file()
+
+
+def test_run_measure_with_overlay_draws_the_measurements_too(cli, tmp_path, photo_folder, fake_models):
+    out = tmp_path / "out"
+    result = cli.invoke(retinaseg_cli, ["run", "-q", "-m", "dark-vessels", "--measure", "--overlay",
+                                        str(photo_folder), str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (out / "measure_overlay").iterdir()) == ["a.png", "b.png", "c.png"]
+    assert sorted(path.name for path in (out / "overlay").iterdir()) == ["a.png", "b.png", "c.png"]

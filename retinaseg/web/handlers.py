@@ -142,7 +142,8 @@ def segment_photos(files: list, choice: Choice, models: Models, work_dir) -> Res
         if choice.measure and summary.ok:
             from retinaseg.measure import measure_run
 
-            result.measurements = measure_run(out, summary.records, notify=lines.append, progress=False)
+            result.measurements = measure_run(out, summary.records, overlay=APP_BATCH["overlay"],
+                                              notify=lines.append, progress=False)
     result.lines = [_named(line, inputs, out) for line in lines]
     views = request / "views"
     for record in summary.records:
