@@ -1,8 +1,8 @@
 """The optic disc in a disc model's probability map: the one disc kept, its centre and its diameter.
 
 A disc model (task "disc") marks disc pixels; bright lesions can be marked too. The disc is the largest connected
-blob at probability >= 0.5, holes filled. A photo with no such blob, or one too small or too elongated to be a
-disc, has no disc: the status says so and nothing is guessed.
+blob at probability >= 0.5, holes filled. A photo with no such blob, or one too small, too elongated or marked too
+faintly to be a disc, has no disc: the status says so and nothing is guessed.
 """
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import numpy as np
 
 from retinaseg.inference import VESSEL_THRESHOLD
 
-MIN_DIAMETER_SHARE = 0.03  # a disc narrower than this share of the map's shorter side is not one (a speck)
+# Chosen on training photos with and without a disc (benchmarks/disc_presence.py, docs/experiments.md): the blobs
+# the shipped model marks on exudates, on a crop's straight edge or on a pale disc's fragment are small or faint.
+MIN_DIAMETER_SHARE = 0.04  # of the map's larger side: a narrower blob is not a disc (a speck, an exudate)
+MIN_MEAN_PROBABILITY = 0.85  # over the blob: a disc is marked firmly
 MAX_ELONGATION = 2.5  # a blob this many times longer than wide is not a disc (a vessel reflex, a lesion)
 
 
@@ -42,18 +45,22 @@ def disc_blob(prob: np.ndarray) -> np.ndarray:
 
 
 def find_disc(prob: np.ndarray) -> Disc:
-    """The disc in a HxW disc probability map (or its kept blob)."""
-    return _disc_of(disc_blob(prob))
+    """The disc in a HxW disc probability map (or a mask)."""
+    return _disc_of(disc_blob(prob), prob)
 
 
-def _disc_of(blob: np.ndarray) -> Disc:
-    """The disc a kept blob describes, or why it is none."""
+def _disc_of(blob: np.ndarray, prob: np.ndarray) -> Disc:
+    """The disc a kept blob of the probability map describes, or why it is none."""
     if not blob.any():
         return Disc("not found", "no disc pixels at probability 0.5 or more")
     rows, cols = np.nonzero(blob)
     diameter = 2 * math.sqrt(len(rows) / math.pi)
-    if diameter < MIN_DIAMETER_SHARE * min(blob.shape):
+    if diameter < MIN_DIAMETER_SHARE * max(blob.shape):
         return Disc("not found", f"the largest disc-like blob is {diameter:.0f} px across, too small for a disc")
+    mean_probability = float(np.asarray(prob, np.float32)[blob].mean())
+    if mean_probability < MIN_MEAN_PROBABILITY:
+        return Disc("not found", f"the largest disc-like blob is marked faintly (mean probability "
+                                 f"{mean_probability:.2f}, a disc {MIN_MEAN_PROBABILITY} or more)")
     height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
     if max(height, width) > MAX_ELONGATION * min(height, width):
         return Disc("not found", f"the largest disc-like blob is {height}x{width} px, too elongated for a disc")
@@ -64,7 +71,7 @@ def keep_disc(prob: np.ndarray) -> np.ndarray:
     """A disc model's 1xHxW probabilities with everything outside the kept disc set below the threshold (the disc
     itself as predicted, holes filled), so its map shows one disc or none."""
     blob = disc_blob(prob[0])
-    disc = _disc_of(blob)
+    disc = _disc_of(blob, prob[0])
     out = np.minimum(prob, np.float32(VESSEL_THRESHOLD * 0.999))
     if disc.found:
         out[0][blob] = np.maximum(prob[0][blob], VESSEL_THRESHOLD)
