@@ -4,11 +4,10 @@
 
 Photos with a disc: the training photos of IDRiD-OD, DRIVE, LES-AV and HRF-AV. Photos without: the same photos cut
 to the 45% of their width away from the disc (macula-centred crops; the disc's side from IDRiD's masks, and for the
-other data sets from the disc the model finds in the whole photo, checked by the margin kept), at a third of their
+other data sets from the disc the model finds in the whole photo: no crop where it finds none), at a third of their
 size. For the blob `retinaseg.disc` keeps in each, prints its diameter / the photo's larger side and its mean
-probability, and
-how many photos of each kind the current rule (retinaseg/disc.py) calls "ok". The rule is chosen on the training
-splits; `--split test` checks it afterwards.
+probability, and how many photos of each kind the current rule (retinaseg/disc.py) calls "ok". The rule is chosen
+on the training splits; `--split test` checks it afterwards.
 """
 from __future__ import annotations
 
@@ -64,8 +63,9 @@ def main():
             rows.append((name, sample.id, "disc", status, diameter, mean_prob))
             if name == "idrid-od":
                 column = float(np.nonzero(read_label(sample.label, "disc").any(axis=0))[0].mean())
-            elif not np.isfinite(column):
-                continue  # no disc found in the whole photo: its side is unknown
+            elif not np.isfinite(column):  # no disc found in the whole photo: no crop, its side being unknown
+                print(f"  {name:<9}{sample.id:<14}{status:<10}{diameter:6.3f}{mean_prob:6.2f}", flush=True)
+                continue
             status, diameter, mean_prob, _ = features(segmenter, without_disc(photo, column))
             rows.append((name, sample.id, "no disc", status, diameter, mean_prob))
             print(f"  {name:<9}{sample.id:<14}{rows[-2][3]:<10}{rows[-2][4]:6.3f}{rows[-2][5]:6.2f}   no disc: "
