@@ -1,7 +1,7 @@
 """Runner speed and peak memory, against the seeds' naive loop, in the same run.
 
     python benchmarks/runner_speed.py [--data-root ../shared/data] [--model vesselnet] [--images 10]
-    python benchmarks/runner_speed.py --device cuda --images 40     # on a GPU machine
+    python benchmarks/runner_speed.py --device cuda --images 200 --workers 12 --threads 4   # on a GPU machine
     python benchmarks/runner_speed.py --weights runs/candidate/best.pt   # a candidate instead of the shipped file
 
 DRIVE-size (565x584) and HRF-size (3504x2336) photos come from --data-root (DRIVE/test/images,
@@ -190,7 +190,8 @@ def main():
     parser.add_argument("--max-downscale", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--tta", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
-    parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="the runner rows' --workers (e.g. 12 on a 16-core GPU machine); null rows use 1 and 2")
     parser.add_argument("--null-only", action="store_true", help="only the null model's rows (the pipeline's cost)")
     args = parser.parse_args()
     if args.worker:
@@ -205,7 +206,7 @@ def main():
             raise SystemExit(f"Error: --device {args.device}: CUDA is not available on this machine")
     print(f"model {args.model} ({args.weights or 'shipped weights'}), {args.device}, {args.threads} CPU threads, "
           f"{args.images} photos per row; each row is a fresh process (peak RSS includes torch itself)")
-    print(f"{'photos':<32}{'method':<36}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}{'worker MB':>10}"
+    print(f"{'photos':<32}{'method':<52}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}{'worker MB':>10}"
           + (f"{'GPU MB':>10}" if cuda else ""))
     with tempfile.TemporaryDirectory() as scratch:
         for kind, label in (("drive", "DRIVE-size 565x584"), ("hrf", "HRF-size 3504x2336")):
@@ -219,7 +220,7 @@ def main():
             if not cuda and importlib.util.find_spec("onnxruntime"):  # the ONNX Runtime backend beside torch's
                 rows += [("runner", 1, MAX_DOWNSCALE, False, "onnxruntime"),
                          ("runner", 1, MAX_DOWNSCALE, True, "onnxruntime")]
-            rows = [row + (2,) for row in rows]
+            rows = [row + (args.workers,) for row in rows]
             null_rows = [("null", 1, MAX_DOWNSCALE, False, "torch", workers) for workers in (1, 2)]
             rows = null_rows if args.null_only else rows + null_rows
             for mode, batch, max_downscale, tta, backend, workers in rows:
@@ -227,10 +228,11 @@ def main():
                 name = ("naive 512x512 loop" if mode == "naive" else
                         f"null model, --workers {workers}" if mode == "null" else
                         f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit")
+                        + ("" if workers == 2 else f", --workers {workers}")
                         + (", --tta" if tta else "") + (", onnxruntime" if backend == "onnxruntime" else ""))
                 per = r["seconds"] / r["images"]
                 gpu = f"{r['gpu_mb']:>10.0f}" if cuda else ""
-                print(f"{label + f' ({source})':<32}{name:<36}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}{r['worker_mb']:>10.0f}{gpu}",
+                print(f"{label + f' ({source})':<32}{name:<52}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}{r['worker_mb']:>10.0f}{gpu}",
                       flush=True)
 
 
