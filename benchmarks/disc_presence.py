@@ -5,8 +5,8 @@
 Photos with a disc: the training photos of IDRiD-OD, DRIVE, LES-AV and HRF-AV. Photos without: the same photos cut
 to the 45% of their width away from the disc (macula-centred crops; the disc's side from IDRiD's masks, and for the
 other data sets from the disc the model finds in the whole photo: no crop where it finds none), at a third of their
-size. For the blob `retinaseg.disc` keeps in each, prints its diameter / the photo's larger side and its mean
-probability, and how many photos of each kind the current rule (retinaseg/disc.py) calls "ok". The rule is chosen
+size. For the largest blob of the model's map in each, prints its diameter / the photo's larger side and
+the mean probability of its marked pixels, and how many photos of each kind the current rule (retinaseg/disc.py) calls "ok". The rule is chosen
 on the training splits; `--split test` checks it afterwards.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from retinaseg.datasets import load_samples, read_label
-from retinaseg.disc import disc_blob, find_disc
+from retinaseg.disc import disc_blob, find_disc, marked_probability
+from retinaseg.inference.rescale import to_raw_size
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
@@ -31,11 +32,13 @@ KEPT_SHARE = 0.45  # of the photo's width, on the side away from the disc
 def features(segmenter: Segmenter, photo: np.ndarray) -> tuple:
     """(status, blob diameter / the photo's larger side, mean probability in the blob, disc centre column or
     nan)."""
-    prob = segmenter.predict(photo)[0]
+    prepared = segmenter.prepare(photo)
+    _, probs = next(segmenter.predict_prepared([prepared]))
+    prob = to_raw_size(probs, prepared)[0]  # the model's own map, before disc.keep_disc decides
     disc = find_disc(prob)
     blob = disc_blob(prob)
     diameter = 2 * np.sqrt(blob.sum() / np.pi) / max(prob.shape)
-    return disc.status, diameter, float(prob[blob].mean()) if blob.any() else 0.0, disc.col
+    return disc.status, diameter, marked_probability(blob, prob) if blob.any() else 0.0, disc.col
 
 
 def without_disc(photo: np.ndarray, disc_column: float) -> np.ndarray:

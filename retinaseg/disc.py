@@ -57,7 +57,7 @@ def _disc_of(blob: np.ndarray, prob: np.ndarray) -> Disc:
     diameter = 2 * math.sqrt(len(rows) / math.pi)
     if diameter < MIN_DIAMETER_SHARE * max(blob.shape):
         return Disc("not found", f"the largest disc-like blob is {diameter:.0f} px across, too small for a disc")
-    mean_probability = float(np.asarray(prob, np.float32)[blob].mean())
+    mean_probability = marked_probability(blob, prob)
     if mean_probability < MIN_MEAN_PROBABILITY:
         return Disc("not found", f"the largest disc-like blob is marked faintly (mean probability "
                                  f"{mean_probability:.2f}, a disc {MIN_MEAN_PROBABILITY} or more)")
@@ -65,6 +65,12 @@ def _disc_of(blob: np.ndarray, prob: np.ndarray) -> Disc:
     if max(height, width) > MAX_ELONGATION * min(height, width):
         return Disc("not found", f"the largest disc-like blob is {height}x{width} px, too elongated for a disc")
     return Disc("ok", "", float(rows.mean()), float(cols.mean()), diameter)
+
+
+def marked_probability(blob: np.ndarray, prob: np.ndarray) -> float:
+    """The mean probability of the blob's marked pixels (its filled holes, the vessels on the disc, left out)."""
+    prob = np.asarray(prob, np.float32)
+    return float(prob[blob & (prob >= VESSEL_THRESHOLD)].mean())
 
 
 def keep_disc(prob: np.ndarray) -> np.ndarray:
