@@ -27,20 +27,15 @@ from retinaseg.io.images import read_photo
 from retinaseg.measure import measure
 from retinaseg.models import load_model
 
-RELATIVE = ("crae_dd", "crve_dd", "avr", "mean_calibre_zone_b_dd_all", "weighted_calibre_zone_b_dd_all",
-            "density_fov_all", "density_zone_c_all", "length_dd_all", "distance_factor_all")
+RELATIVE = ("crae_dd", "crve_dd", "avr", "mean_calibre_zone_b_dd_all", "density_fov_all", "density_zone_c_all",
+            "length_dd_all", "distance_factor_all")
 ABSOLUTE = ("fractal_dimension_all",)
 
 
 def measured(photo, av_model, disc_model) -> dict:
     prob = av_model.predict(photo)
     disc = find_disc(disc_model.predict(photo)[0])
-    result = measure(prob.argmax(axis=0).astype(np.uint8), disc, estimate_fov(photo), prob)
-    # a candidate definition, scored beside the current one (docs/experiments.md, "weighted by length")
-    calibres = np.array([v["calibre_px"] for v in result.zone_b], float)
-    pixels = np.array([v["pixels"] for v in result.zone_b], float)
-    weighted = (calibres * pixels).sum() / pixels.sum() / disc.diameter if pixels.sum() else float("nan")
-    return {**result.values, "weighted_calibre_zone_b_dd_all": weighted}
+    return measure(prob.argmax(axis=0).astype(np.uint8), disc, estimate_fov(photo), prob).values
 
 
 def main():

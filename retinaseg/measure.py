@@ -229,8 +229,12 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
     for name, code in TYPES.items():
         if code is not None and labels is None:
             continue
-        chosen = [v["calibre_px"] for v in crossing_b if code is None or v["code"] == code]
-        values[f"mean_calibre_zone_b_px_{name}"] = float(np.mean(chosen)) if chosen else float("nan")
+        chosen = [v for v in crossing_b if code is None or v["code"] == code]
+        # weighted by centre-line pixels in the zone: the mean width along its centre lines, which short stubs and
+        # spurs (more of them at higher resolution) do not sway (docs/experiments.md)
+        values[f"mean_calibre_zone_b_px_{name}"] = float(np.average([v["calibre_px"] for v in chosen],
+                                                                    weights=[v["pixels"] for v in chosen])) \
+            if chosen else float("nan")
         mask = vessels if code is None else labels == code
         values[f"density_zone_c_{name}"] = float((mask & zone_c).sum() / max(int(zone_c.sum()), 1))
     if labels is not None:

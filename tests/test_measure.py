@@ -140,3 +140,17 @@ def test_run_measure_with_overlay_draws_the_measurements_too(cli, tmp_path, phot
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (out / "measure_overlay").iterdir()) == ["a.png", "b.png", "c.png"]
     assert sorted(path.name for path in (out / "overlay").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_mean_calibre_in_zone_b_weighs_each_vessel_by_its_length_there():
+    # two wide vessels run through zone B (1-1.5 DD from the centre); a short thin stub lies inside it
+    wide = [DrawnVessel([(CENTRE[0] + 0.6 * DD * dr, CENTRE[1] + 0.6 * DD * dc),
+                         (CENTRE[0] + 4.5 * DD * dr, CENTRE[1] + 4.5 * DD * dc)], 6.0) for dr, dc in ((0, 1), (1, 0))]
+    stub = DrawnVessel([(CENTRE[0] - 1.25 * DD, CENTRE[1] - 4), (CENTRE[0] - 1.25 * DD, CENTRE[1] + 4)], 2.0)
+    labels, _ = draw_vessels((400, 400), wide + [stub])
+    result = measure(labels > 0, known_disc(), np.ones(labels.shape, bool))
+    vessels = result.zone_b
+    assert len(vessels) == 3 and min(v["pixels"] for v in vessels) < 0.5 * max(v["pixels"] for v in vessels)
+    weighted = sum(v["calibre_px"] * v["pixels"] for v in vessels) / sum(v["pixels"] for v in vessels)
+    assert result.values["mean_calibre_zone_b_px_all"] == pytest.approx(weighted)
+    assert weighted > np.mean([v["calibre_px"] for v in vessels]) + 0.3  # the stub counts for its few pixels
