@@ -65,11 +65,11 @@ def test_the_handler_writes_what_the_runner_writes_and_says_what_the_cli_says(ph
     assert run_files(result.folder) == run_files(cli_run)  # same names, same bytes
     names = set(zipfile.ZipFile(result.archive).namelist())
     assert names == {p.relative_to(result.folder).as_posix() for p in result.folder.rglob("*") if p.is_file()}
-    assert {"run.json", "measurements.csv", "raw_pre/eye.png"} <= names
+    assert {"run.json", "measurements.csv", "raw_pre/eye.png", "measure_overlay/eye.png"} <= names
     assert [row["stem"] for row in result.measurements] == ["eye", "other"]
     view = result.photos[0]
     assert view.overlay == result.folder / "overlay" / "eye.png" and iio.imread(view.photo).dtype == np.uint8
-    assert 0 < view.vessel_fraction < 1
+    assert 0 < view.vessel_fraction < 1 and view.zones == result.folder / "measure_overlay" / "eye.png"
     # a second request with the same choice reuses the loaded model
     segmenter = models.segmenter(Choice("vesselnet", measure=True), [])
     segment_photos([photos / "eye.png"], Choice("vesselnet"), models, tmp_path)
@@ -144,7 +144,8 @@ def test_the_http_api_segments_queues_and_limits_uploads(server, photos, cli_run
     jobs = [client.submit([handle_file(str(photos / name))], *arguments, api_name="/segment")
             for name in ("eye.png", "other.jpg")]  # at once: the queue takes them in turn
     for job, name in zip(jobs, ("eye", "other")):
-        summary, shown, photo, overlay, probability, compare, table, archive = job.result(timeout=120)
+        summary, shown, photo, overlay, probability, compare, zones, table, archive = job.result(timeout=120)
+        assert zones is None  # not measured
         assert summary.startswith("**1 ok, 0 skipped, 0 failed")
         assert Path(overlay).read_bytes() == (cli_run / "overlay" / f"{name}.png").read_bytes()
         assert Path(compare[1]).read_bytes() == Path(overlay).read_bytes()

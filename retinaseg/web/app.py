@@ -25,7 +25,7 @@ TITLE = "retinaseg"
 
 def build_app(models: Models, work_dir: Path) -> gr.Blocks:
     """The page: photos and options on the left; the runner's summary, the chosen photo beside its overlay, its
-    probabilities, the measurements and the zip on the right."""
+    probabilities, its measured zones, the measurements and the zip on the right."""
     tasks = runnable_models()
     vessel_models = [name for name, task in tasks.items() if task == "vessel"]
     default = "vesselnet" if "vesselnet" in tasks else next(iter(tasks))
@@ -62,6 +62,10 @@ def build_app(models: Models, work_dir: Path) -> gr.Blocks:
                     compare = gr.ImageSlider(label="Photo | map over it: drag the bar; scroll to zoom, drag to pan",
                                              type="filepath", interactive=False, elem_id="compare",
                                              buttons=["fullscreen"], max_height=800)
+                with gr.Tab("Measured zones"):
+                    zones = gr.Image(label="The disc, zones B and C, and the vessels CRAE and CRVE are made of (with "
+                                     "Measure)", type="filepath", interactive=False, elem_id="zones",
+                                     buttons=["fullscreen", "download"])
                 table = gr.Dataframe(headers=list(MEASURED_COLUMNS), label="Measurements (all columns in the zip's "
                                      "measurements.csv)", type="array", interactive=False, visible=False)
                 archive = gr.File(label="What `retinaseg run` writes, zipped", interactive=False, elem_id="archive")
@@ -79,7 +83,8 @@ def build_app(models: Models, work_dir: Path) -> gr.Blocks:
                 result = segment_photos([_path(f) for f in files or []], choice, models, work_dir)
             except RetinasegError as exc:
                 raise gr.Error(str(exc)) from None
-            pictures = {v.name: (str(v.photo), str(v.overlay), str(v.probability)) for v in result.photos}
+            pictures = {v.name: (str(v.photo), str(v.overlay), str(v.probability), v.zones and str(v.zones))
+                        for v in result.photos}
             first = next(iter(pictures), None)
             rows = [[_cell(row.get(key)) for key in MEASURED_COLUMNS] for row in result.measurements]
             return (summary_markdown(result), gr.update(choices=list(pictures), value=first), *show(first, pictures),
@@ -87,9 +92,9 @@ def build_app(models: Models, work_dir: Path) -> gr.Blocks:
 
         def show(name, pictures):
             if name not in pictures:
-                return None, None, None, None
-            photo_file, overlay_file, probability_file = pictures[name]
-            return photo_file, overlay_file, probability_file, (photo_file, overlay_file)
+                return None, None, None, None, None
+            photo_file, overlay_file, probability_file, zones_file = pictures[name]
+            return photo_file, overlay_file, probability_file, (photo_file, overlay_file), zones_file
 
         def sample_photos():
             from retinaseg.synthetic import write_samples
@@ -100,8 +105,9 @@ def build_app(models: Models, work_dir: Path) -> gr.Blocks:
         model.change(chosen_model, model, [vessel_model, tta, av_graph], api_name=False)
         samples.click(sample_photos, None, photos, api_name=False)
         run.click(segment, [photos, model, vessel_model, tta, av_graph, measure],
-                  [summary, shown, photo, overlay, probability, compare, table, archive, views], api_name="segment")
-        shown.change(show, [shown, views], [photo, overlay, probability, compare], api_name=False)
+                  [summary, shown, photo, overlay, probability, compare, zones, table, archive, views],
+                  api_name="segment")
+        shown.change(show, [shown, views], [photo, overlay, probability, compare, zones], api_name=False)
     return app
 
 

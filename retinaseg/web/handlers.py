@@ -45,6 +45,7 @@ class PhotoView:
     probability: Path
     vessel_fraction: float
     flag: str
+    zones: Optional[Path] = None  # measure_overlay/: the disc, zones B and C and the CRAE/CRVE vessels, when measured
 
 
 @dataclass
@@ -182,8 +183,9 @@ def _view(record, name: str, out: Path, views: Path) -> PhotoView:
     photo, probability = views / f"{record.stem}-photo.png", views / f"{record.stem}-probability.png"
     write_png(photo, np.clip(read_photo(record.input) * 255 + 0.5, 0, 255).astype(np.uint8))
     write_png(probability, probability_picture(tifffile.imread(out / OUTPUT_FOLDERS["prob"] / f"{record.stem}.tif")))
+    zones = out / "measure_overlay" / f"{record.stem}.png"
     return PhotoView(name, photo, out / OUTPUT_FOLDERS["overlay"] / f"{record.stem}.png", probability,
-                     record.vessel_fraction, record.flag or "")
+                     record.vessel_fraction, record.flag or "", zones if zones.is_file() else None)
 
 
 def probability_picture(prob: np.ndarray) -> np.ndarray:
