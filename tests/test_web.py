@@ -204,11 +204,17 @@ def test_in_a_real_browser_a_photo_goes_in_and_the_runners_overlay_and_zip_come_
             page.get_by_role("tab", name="Compare and zoom").click()  # the pair, on one zoomable canvas
             page.wait_for_selector("#compare img", timeout=30_000)
             page.screenshot(path=tmp_path / "compare.png")
+            page.get_by_text("Measure (optic disc").click()  # again, measured: the zones get their own tab
+            page.click("#segment")
+            page.get_by_role("tab", name="Measured zones").click()
+            page.wait_for_selector("#zones img", timeout=90_000)
+            zones = page.request.get(page.locator("#zones img").get_attribute("src")).body()
         finally:
             browser.close()
     names = zipfile.ZipFile(tmp_path / "download.zip").namelist()
     assert sorted(names) == ["overlay/eye.png", "prob/eye.tif", "raw_pre/eye.png", "run.json", "small_pre/eye.png"]
     assert outside == []  # no fonts, scripts or analytics from anywhere else
     assert (tmp_path / "retinaseg-serve.png").stat().st_size > 10_000
+    assert iio.imread(zones).shape[:2] == iio.imread(photos / "eye.png").shape[:2]  # the measure overlay, photo-sized
     if os.environ.get("RETINASEG_SCREENSHOT"):  # how docs/images/serve.png is made
         shutil.copy(tmp_path / "retinaseg-serve.png", os.environ["RETINASEG_SCREENSHOT"])
