@@ -28,11 +28,11 @@ DATASETS = ("drive", "les-av", "hrf-av")
 
 
 def relative_diameters(segmenter: Segmenter, photos: list) -> list[float]:
-    """Disc diameter / FOV diameter of each photo; nan where no disc is found."""
+    """Disc diameter / FOV diameter of each (photo, FOV diameter); nan where no disc is found."""
     ratios = []
-    for photo in photos:
+    for photo, diameter in photos:
         disc = find_disc(segmenter.predict(photo)[0])
-        ratios.append(disc.diameter / fov_diameter(estimate_fov(photo)) if disc.found else float("nan"))
+        ratios.append(disc.diameter / diameter if disc.found else float("nan"))
     return ratios
 
 
@@ -44,7 +44,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    photos = {name: [read_photo(sample.image) for sample in load_samples(name, args.data_root, args.split)[1]]
+    photos = {name: [(photo, fov_diameter(estimate_fov(photo))) for photo in
+                     (read_photo(sample.image) for sample in load_samples(name, args.data_root, args.split)[1])]
               for name in DATASETS}
     print(f"disc diameter / FOV diameter over each data set's {args.split} photos")
     print(f"{'weights':<28}{'data set':<10}{'found':>8}{'median':>9}{'P10':>8}{'P90':>8}{'spread':>9}")

@@ -174,10 +174,10 @@ def _segments_of(graph: VesselGraph, code: Optional[int]) -> list:
 
 
 def _whole_map_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray, labels, fov) -> None:
-    values = result.values
-    in_fov = max(int(fov.sum()), 1)
     from retinaseg.fov import fov_diameter
 
+    values = result.values
+    in_fov = max(int(fov.sum()), 1)
     # box sides relative to the FOV: the same physical scales at any resolution (docs/experiments.md)
     diameter = fov_diameter(fov)
     for name, code in TYPES.items():

@@ -255,7 +255,7 @@ class _BatchJob:
                     while index not in ready and index not in failed:
                         handle(workers.event())
                     if index in ready:
-                        yield self._arrived(ready.pop(index))
+                        yield self._arrived(ready.pop(index), self.records[index].input)
 
             last = saved = time.perf_counter()
             for prepared, probs in self.segmenter.predict_prepared(prepared_in_order()):
@@ -284,7 +284,7 @@ class _BatchJob:
             self._fail(record, error)
             return
         started = time.perf_counter()
-        for prepared, probs in self.segmenter.predict_prepared([self._arrived(prepared)]):
+        for prepared, probs in self.segmenter.predict_prepared([self._arrived(prepared, record.input)]):
             _note_sizes(record, prepared)
             record.read_seconds = round(prepared.seconds, 3)
             paths = output_paths(self.out_dir, record.stem, self.config)
@@ -388,12 +388,12 @@ class _BatchJob:
         prepared.seconds = time.perf_counter() - started
         return prepared
 
-    def _arrived(self, prepared: Prepared) -> Prepared:
-        """A prepared photo reaching the network: what its preparation found is said here, once per run."""
+    def _arrived(self, prepared: Prepared, path) -> Prepared:
+        """A prepared photo (of the file at path) reaching the network: what its preparation found is said here,
+        once per run."""
         if prepared.frame_is_fov and not self.told_frame_is_fov:  # no FOV edge: nothing to measure its size by
             self.told_frame_is_fov = True
-            name = Path(self.records[prepared.index].input).name if self.records else "photo"
-            self.notify(f"warning: {shown(name)}: no dark surround, so the frame is taken as the FOV; for "
+            self.notify(f"warning: {shown(Path(path).name)}: no dark surround, so the frame is taken as the FOV; for "
                         f"crops of a larger retina give --raw-fov-diameter (said once per run)")
         return prepared
 
