@@ -5,15 +5,14 @@ coarse scale (the FOV 384 px across, shrunk as far as that takes: the disc needs
 the runner keeps the largest disc-like blob (retinaseg/disc.py).
 """
 from retinaseg import hookimpl
-from retinaseg.registry import ModelSpec
-from retinaseg_plugins.vesselnet import VesselNet
+from retinaseg.registry import Lazy, ModelSpec
 
 
 @hookimpl
 def register_models(register):
     register(ModelSpec(
         name="disc",
-        build=VesselNet,
+        build=Lazy("retinaseg_plugins.impl.vesselnet:VesselNet"),
         description="optic disc segmenter: vesselnet's architecture trained on IDRiD disc masks; options: width "
                     "(16), depth (4)",
         options={"width": 16, "depth": 4, "dropblock": 0.0},

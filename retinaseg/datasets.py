@@ -12,7 +12,6 @@ import numpy as np
 
 from retinaseg import av
 from retinaseg.errors import DatasetError
-from retinaseg.fov import estimate_fov
 from retinaseg.io.images import is_image_name, read_binary_mask, read_mask
 from retinaseg.registry import BINARY_TASKS, DatasetSpec, check_options, get_dataset
 
@@ -92,6 +91,8 @@ def read_label(path: Path, task: str) -> np.ndarray:
 
 
 def read_fov(sample: Sample, photo: np.ndarray) -> np.ndarray:
+    from retinaseg.fov import estimate_fov  # torch: imported on use, so dataset plugins list without it
+
     mask = read_binary_mask(sample.fov) if sample.fov else estimate_fov(photo)
     if mask.shape != photo.shape[:2]:
         raise DatasetError(f"{sample.fov}: FOV mask is {mask.shape[1]}x{mask.shape[0]} but the photo "

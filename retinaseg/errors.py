@@ -25,6 +25,10 @@ class DuplicateNameError(RetinasegError):
     """Two plugins registered the same name."""
 
 
+class PluginError(RetinasegError):
+    """A plugin's code that cannot be imported or used."""
+
+
 class ImageReadError(RetinasegError):
     """An input file that cannot be used as an image. The message names the file."""
 

@@ -4,11 +4,12 @@ Names are lowercase (``unet-resnet34``). An unknown name raises UnknownNameError
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
-from retinaseg.errors import DuplicateNameError, OptionError, UnknownNameError
+from retinaseg.errors import DuplicateNameError, OptionError, PluginError, UnknownNameError
 from retinaseg.inference import MAX_DOWNSCALE
 from retinaseg.inference.views import FLIP_VIEWS
 from retinaseg.plugins import load_plugins, plugin_package, pm
@@ -20,12 +21,51 @@ TASKS = ("vessel", "av", "disc")
 BINARY_TASKS = ("vessel", "disc")
 
 
+class Lazy:
+    """A builder named "package.module:attribute" and imported when it is first called (or its signature checked),
+    so that listing plugins, `--help` and the CLI's start do not import torch or a plugin's other heavy
+    dependencies. Use it for ModelSpec.build, ModelSpec.training_step and LossSpec.build."""
+
+    def __init__(self, target: str):
+        module, sep, attribute = target.partition(":")
+        if not (sep and module and attribute):
+            raise ValueError(f"Lazy({target!r}): name it as 'package.module:attribute'")
+        self.target = target
+
+    def resolve(self) -> Callable[..., Any]:
+        module, _, attribute = self.target.partition(":")
+        try:
+            found = importlib.import_module(module)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(f"{self.target}: cannot be imported ({type(exc).__name__}: {exc})") from None
+        return found
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:  # what check_options reads: the target's own parameters
+        return inspect.signature(self.resolve())
+
+    def __eq__(self, other):
+        return isinstance(other, Lazy) and other.target == self.target
+
+    def __hash__(self):
+        return hash(self.target)
+
+    def __repr__(self):
+        return f"Lazy({self.target!r})"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A segmentation model as a plugin declares it.
 
     build(in_channels=3, classes=..., **options) returns a torch module mapping a normalised image batch
-    (B, in_channels, H, W) to logits (B, classes, H, W) for H, W multiples of size_divisor.
+    (B, in_channels, H, W) to logits (B, classes, H, W) for H, W multiples of size_divisor. Give it as
+    Lazy("package.module:Class") to keep torch out of the plugin's import.
     """
 
     name: str

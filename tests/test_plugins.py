@@ -1,6 +1,8 @@
 """Plugin discovery, registration, name errors and the `plugins` command."""
 import importlib.metadata
 import inspect
+import subprocess
+import sys
 import types
 import warnings
 
@@ -9,8 +11,9 @@ import torch
 
 from retinaseg import hookimpl, hookspecs, plugins
 from retinaseg.cli import cli as retinaseg_cli
-from retinaseg.errors import DuplicateNameError, UnknownNameError
-from retinaseg.registry import DatasetSpec, LossSpec, ModelSpec, all_models, get_dataset, get_loss, get_model
+from retinaseg.errors import DuplicateNameError, OptionError, PluginError, UnknownNameError
+from retinaseg.registry import (DatasetSpec, Lazy, LossSpec, ModelSpec, all_models, check_options, get_dataset,
+                                get_loss, get_model)
 
 from conftest import registered
 
@@ -124,6 +127,32 @@ def test_plugins_command_lists_models_losses_datasets_with_packages(cli):
         assert f"  {name} " in result.output
     assert "retinaseg 0.1.0" in result.output
     assert "registered directly" in result.output
+
+
+def test_listing_plugins_does_not_import_torch():
+    """Built-in plugins declare their networks and losses with Lazy, so `retinaseg plugins` starts fast."""
+    code = ("import sys; from click.testing import CliRunner; from retinaseg.cli import cli; "
+            "result = CliRunner().invoke(cli, ['plugins']); assert result.exit_code == 0, result.output; "
+            "assert 'vesselnet' in result.output; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]", shown
+
+
+def test_a_lazy_builder_imports_on_use_and_checks_options_against_its_target():
+    builder = Lazy("collections:OrderedDict.fromkeys")
+    assert builder(["a"]) == {"a": None}
+    model = get_model("vesselnet")
+    assert isinstance(model.build, Lazy)
+    assert check_options("model", "vesselnet", model.build, {"width": 8}, fixed=("in_channels", "classes")) == {"width": 8}
+    with pytest.raises(OptionError, match="has no option 'size'.*width=16"):
+        check_options("model", "vesselnet", model.build, {"size": 3}, declared=model.options,
+                      fixed=("in_channels", "classes"))
+    with pytest.raises(PluginError, match="no_such_package.nets:Net: cannot be imported .*ModuleNotFoundError"):
+        Lazy("no_such_package.nets:Net")()
+    with pytest.raises(PluginError, match="collections:NoSuchThing: cannot be imported .*AttributeError"):
+        Lazy("collections:NoSuchThing")()
+    with pytest.raises(ValueError, match="package.module:attribute"):
+        Lazy("collections.OrderedDict")
 
 
 class _BrokenEntryPoint:
