@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from retinaseg.av import class_map
 from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
@@ -60,7 +61,7 @@ def main():
             started = time.perf_counter()
             prob = av_model.predict(photo, fov)
             network = time.perf_counter() - started
-            labels = prob.argmax(axis=0).astype(np.uint8)
+            labels = class_map(prob)
             started = time.perf_counter()
             predicted.append(measure(labels, disc, fov, prob).values)
             measuring = time.perf_counter() - started

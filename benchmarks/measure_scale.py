@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from retinaseg.av import class_map
 from retinaseg.datasets import load_samples
 from retinaseg.disc import find_disc
 from retinaseg.fov import estimate_fov
@@ -35,7 +36,7 @@ ABSOLUTE = ("fractal_dimension_all",)
 def measured(photo, av_model, disc_model) -> dict:
     prob = av_model.predict(photo)
     disc = find_disc(disc_model.predict(photo)[0])
-    return measure(prob.argmax(axis=0).astype(np.uint8), disc, estimate_fov(photo), prob).values
+    return measure(class_map(prob), disc, estimate_fov(photo), prob).values
 
 
 def main():

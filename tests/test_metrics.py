@@ -102,6 +102,14 @@ def test_colour_map_round_trip():
     assert av.decode_colours(purple_white).tolist() == [[av.UNCERTAIN, av.UNCERTAIN]]
 
 
+def test_the_class_map_is_the_arg_max_over_classes_first_of_ties():
+    prob = np.random.default_rng(0).random((4, 37, 53)).astype(np.float32)
+    prob[:, 0, :4] = [[0.5, 0.1, 0.2, 0.3], [0.5, 0.5, 0.2, 0.3], [0.0, 0.5, 0.6, 0.3], [0.0, 0.2, 0.6, 0.3]]
+    codes = av.class_map(prob)
+    assert codes.dtype == np.uint8 and np.array_equal(codes, prob.argmax(axis=0))
+    assert codes[0, :4].tolist() == [0, 1, 2, 0]
+
+
 def test_vessel_gate_takes_the_vessel_split_and_keeps_the_class_shares():
     prob = np.array([[0.7, 0.1], [0.2, 0.6], [0.06, 0.2], [0.04, 0.1]], dtype=np.float32)[:, None, :]  # 4x1x2
     vessel = np.array([[0.8, 0.1]], dtype=np.float32)

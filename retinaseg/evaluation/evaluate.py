@@ -54,7 +54,7 @@ def _score(task: str, truth: np.ndarray, mask, labels=None, prob=None) -> dict:
     if task == "vessel":
         return binary_metrics(truth, pred=labels, prob=None if prob is None else prob[0], mask=mask)
     if labels is None:
-        labels = prob.argmax(axis=0)
+        labels = av.class_map(prob)
     return av_metrics(truth, labels, prob, mask)
 
 

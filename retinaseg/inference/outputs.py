@@ -13,7 +13,7 @@ OVERLAY_ALPHA = 0.6
 
 def labels_of(prob: np.ndarray) -> np.ndarray:
     """Thresholded vessel mask (bool) or A/V codes (arg-max)."""
-    return prob[0] >= VESSEL_THRESHOLD if prob.shape[0] == 1 else prob.argmax(axis=0).astype(np.uint8)
+    return prob[0] >= VESSEL_THRESHOLD if prob.shape[0] == 1 else av.class_map(prob)
 
 
 def render(labels: np.ndarray) -> np.ndarray:
