@@ -62,3 +62,21 @@ def test_text_burnt_into_the_surround_is_ignored():
     image = sample.image.copy()
     image[5:8, 5:60] = 1.0  # a thin caption line in the black corner
     assert f1(estimate_fov(image), sample.fov) > 0.98
+
+
+def test_standardising_uses_the_fov_pixels_statistics_and_zeroes_the_rest():
+    import torch
+
+    from retinaseg.preprocess import standardize
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 40, 30, generator=generator) * torch.tensor([1.0, 2.0, 0.5])[:, None, None]
+    fov = torch.rand(40, 30, generator=generator) > 0.4
+    out = standardize(image, fov)
+    inside = out[:, fov]
+    assert torch.allclose(inside.mean(dim=1), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(inside.std(dim=1), torch.ones(3), atol=1e-5)
+    assert not out[:, ~fov].any()
+    lone = torch.zeros(40, 30, dtype=torch.bool)
+    lone[3, 4] = True  # one FOV pixel: no spread to divide by, and no NaN
+    assert torch.isfinite(standardize(image, lone)).all()

@@ -242,13 +242,17 @@ class _BatchJob:
                 writing.discard(index)
                 self._finish(record, value, error)
 
+            submitted: deque = deque()
+            indices = iter(todo)
+
+            def submit() -> None:
+                while len(submitted) < self.lookahead and (index := next(indices, None)) is not None:
+                    workers.read(index, Path(self.records[index].input))
+                    submitted.append(index)
+
             def prepared_in_order() -> Iterator[Prepared]:
-                submitted: deque = deque()
-                indices = iter(todo)
                 while True:
-                    while len(submitted) < self.lookahead and (index := next(indices, None)) is not None:
-                        workers.read(index, Path(self.records[index].input))
-                        submitted.append(index)
+                    submit()
                     if not submitted:
                         return
                     index = submitted.popleft()
@@ -257,6 +261,8 @@ class _BatchJob:
                     if index in ready:
                         yield self._arrived(ready.pop(index), self.records[index].input)
 
+            submit()
+            self.segmenter.make_ready()  # while the workers read the first photos
             last = saved = time.perf_counter()
             for prepared, probs in self.segmenter.predict_prepared(prepared_in_order()):
                 record = self.records[prepared.index]

@@ -81,8 +81,28 @@ class Segmenter:
         tile = max(divisor, config.tile_size // divisor * divisor)
         self.window = SlidingWindow(tile_size=tile, overlap=config.overlap, size_divisor=divisor,
                                     whole_image_pixels=config.whole_image_pixels)
-        self.predictor = make_predictor(model, self.device, notify, config.backend)
+        # torch's is made on first use, so the runner's workers read the first photos meanwhile; ONNX Runtime's
+        # export is checked here, before any photo
+        self._predictor = make_predictor(model, self.device, notify, config.backend) \
+            if config.backend != "torch" else None
         self.views = tuple(model.spec.tta_views) if config.tta else (PLAIN,)
+
+    @property
+    def predictor(self) -> Callable:
+        """The network's batch -> probabilities function (predictor.py)."""
+        if self._predictor is None:
+            self._predictor = make_predictor(self.model, self.device, self.notify, self.config.backend)
+        return self._predictor
+
+    @predictor.setter
+    def predictor(self, predictor: Callable) -> None:
+        self._predictor = predictor
+
+    def make_ready(self) -> None:
+        """Makes the network's predictor (BatchNorm folded, on its device) now rather than on the first photo."""
+        for segmenter in (self, self.vessel_segmenter):
+            if segmenter is not None:
+                segmenter.predictor
 
     def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
                 keep_photo: bool = False) -> Prepared:
