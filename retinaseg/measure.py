@@ -219,13 +219,18 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
     radius = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
     zone_c = (radius >= ZONE_C[0]) & (radius <= ZONE_C[1]) & fov
     crossing_b = []
-    for segment in graph.segments:
-        inside = _in_zone(segment.path, disc) & _away_from_junctions(graph, segment)
-        if inside.sum() >= MIN_ZONE_PIXELS:
-            label = av.CLASS_NAMES[segment.label] if segment.label else None
-            crossing_b.append({"segment": segment.id, "label": label, "code": segment.label,
-                               "calibre_px": float(np.median(segment.calibres[inside])), "pixels": int(inside.sum()),
-                               "path": segment.path[inside]})
+    for ids in graph.vessels():  # a vessel split by a crossing, or leaving the ring and coming back, counts once
+        segments = [graph.segments[i] for i in ids]
+        inside = [_in_zone(s.path, disc) & _away_from_junctions(graph, s) for s in segments]
+        pixels = int(sum(i.sum() for i in inside))
+        if pixels >= MIN_ZONE_PIXELS:
+            code = segments[0].label  # one per vessel (label_vessels)
+            calibres = np.concatenate([s.calibres[i] for s, i in zip(segments, inside)])
+            crossing_b.append({"vessel": segments[0].vessel, "segments": [s.id for s, i in zip(segments, inside)
+                                                                           if i.any()],
+                               "label": av.CLASS_NAMES[code] if code else None, "code": code,
+                               "calibre_px": float(np.median(calibres)), "pixels": pixels,
+                               "path": np.concatenate([s.path[i] for s, i in zip(segments, inside)])})
     for name, code in TYPES.items():
         if code is not None and labels is None:
             continue

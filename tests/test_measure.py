@@ -154,3 +154,17 @@ def test_mean_calibre_in_zone_b_weighs_each_vessel_by_its_length_there():
     weighted = sum(v["calibre_px"] * v["pixels"] for v in vessels) / sum(v["pixels"] for v in vessels)
     assert result.values["mean_calibre_zone_b_px_all"] == pytest.approx(weighted)
     assert weighted > np.mean([v["calibre_px"] for v in vessels]) + 0.3  # the stub counts for its few pixels
+
+
+def test_a_vessel_split_by_a_crossing_in_zone_b_counts_once():
+    # an artery leaves the disc to the right; a vein crosses it at right angles in the middle of zone B
+    artery = DrawnVessel([(CENTRE[0], CENTRE[1] + 0.6 * DD), (CENTRE[0], CENTRE[1] + 4.5 * DD)], 5.0, av.ARTERY)
+    ring = CENTRE[1] + 1.25 * DD
+    vein = DrawnVessel([(CENTRE[0] - 30, ring), (CENTRE[0] + 30, ring)], 7.0, av.VEIN)
+    labels, coverage = draw_vessels((400, 400), [artery, vein])
+    result = measure(labels, known_disc(), np.ones(labels.shape, bool))
+    assert result.values["crossings"] == 1
+    assert result.values["arteries_zone_b"] == 1 and result.values["veins_zone_b"] == 1
+    assert sorted(len(v["segments"]) for v in result.zone_b) == [2, 2]  # each measured on both sides of it
+    calibres = {v["label"]: v["calibre_px"] for v in result.zone_b}
+    assert calibres["artery"] == pytest.approx(5.0, abs=0.5) and calibres["vein"] == pytest.approx(7.0, abs=0.5)
