@@ -247,8 +247,8 @@ def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, 
               help="Resize every photo to this fixed working size instead of scaling it by its FOV.")
 @click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
               help="Worker processes that read and prepare photos ahead of the network and write their outputs "
-                   "behind it (0: all in this process); with --executor ray, Ray actors, each with its own copy "
-                   "of the model.")
+                   "behind it (0: all in this process), and with --measure the processes that then measure the "
+                   "maps; with --executor ray, Ray actors, each with its own copy of the model.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process; ray: Ray actors (`pip install 'retinaseg[ray]'`), on a Ray instance "
                    "started here or the cluster at --ray-address. The same files either way.")
@@ -309,7 +309,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
 
             name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
             rows = measure_run(output_dir, summary.records, name, overlay, notify=_message, progress=not quiet,
-                               process=remote.measure if remote else None)
+                               process=remote.measure if remote else None, workers=workers)
             measured_ok = not any(row["status"] == "failed" for row in rows)
             click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv")
     sys.exit(0 if summary.success and measured_ok else 1)
@@ -485,8 +485,11 @@ def weights_metric(weights_file, evaluations):
                    "derive each photo's pixel size from its disc.")
 @click.option("--overlay", is_flag=True, help="Also write measure_overlay/<stem>.png: the disc, the zone B and C "
               "rings and the zone-B vessels measured, over the photo.")
+@click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
+              help="Processes that measure photos side by side, one core each (0 or 1: one after the other in this "
+                   "process).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_um, overlay, quiet):
+def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_um, overlay, workers, quiet):
     """Measure the vessels in OUT_DIR's maps: one row per photo in OUT_DIR/measurements.csv.
 
     OUT_DIR is a `retinaseg run` output folder (its run.json names the photos and maps),
@@ -513,7 +516,7 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
         raise click.UsageError(f"no maps to measure in {maps_dir or out_dir}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay)
-    rows = measure_items(job, notify=_message, progress=not quiet)
+    rows = measure_items(job, notify=_message, progress=not quiet, workers=workers)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "partial", "failed")}
     click.echo(f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed; "
                f"{Path(out_dir) / 'measurements.csv'}")

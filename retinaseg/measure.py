@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -325,12 +326,12 @@ def items_of_run(run_dir) -> list:
 
 
 def measure_run(out_dir, records: list, name: str = "measurements", overlay: bool = False, notify=print,
-                progress: bool = True, process=None) -> list:
+                progress: bool = True, process=None, workers: int = 0) -> list:
     """measure_items over the photos of a run that have maps (its ImageRecords ok or skipped): `run --measure`
     (with its --overlay, measure_overlay/ too)."""
     done = [{"stem": r.stem, "input": r.input} for r in records if r.status in ("ok", "skipped")]
     return measure_items(MeasureJob(items_of_records(out_dir, done), str(out_dir), overlay=overlay, name=name),
-                         notify, progress, process)
+                         notify, progress, process, workers)
 
 
 def items_of_records(run_dir, records: list) -> list:
@@ -374,12 +375,16 @@ def read_map(path) -> np.ndarray:
     return read_binary_mask(path)
 
 
-def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=None) -> list:
+def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=None, workers: int = 0) -> list:
     """Measures each item into a row (dict); a bad item gives a failed row with its reason, never an exception.
     Writes measurements.csv and measurements.json (and measure_overlay/ with job.overlay) into job.out_dir.
     process(job, notify, progress), when given, measures the items elsewhere (the Ray executor) and returns
-    measure_item's results in their order; by default they are measured here."""
-    results = (process or _measure_here)(job, notify, progress)
+    measure_item's results in their order; by default they are measured here, in `workers` processes side by
+    side when more than one (the graph and the measures run on one core each)."""
+    if process is None:
+        process = _measure_in_processes if workers > 1 and len(job.items) > 1 and _can_fork() else _measure_here
+        process = partial(process, workers=workers) if process is _measure_in_processes else process
+    results = process(job, notify, progress)
     _write_tables(Path(job.out_dir), [row for row, _ in results], [detail for _, detail in results], job.name)
     return [row for row, _ in results]
 
@@ -390,6 +395,62 @@ def _measure_here(job: MeasureJob, notify, progress: bool) -> list:
     disc = DiscFinder(job, notify)
     return [measure_item(job, item, disc, notify)
             for item in tqdm(job.items, desc="measuring", unit="img", disable=not progress)]
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _measure_in_processes(job: MeasureJob, notify, progress: bool, workers: int) -> list:
+    """measure_item on each item in forked processes, the results in the items' order; each process's messages
+    said here as its photos finish. A process that dies (the out-of-memory killer, a crash) fails the photos it and
+    the pool had not finished, with that reason; the rest stand."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tqdm import tqdm
+
+    results: list = [None] * len(job.items)
+    with ProcessPoolExecutor(min(workers, len(job.items)), mp_context=multiprocessing.get_context("fork"),
+                             initializer=_start_measuring, initargs=(job,)) as pool:
+        futures = {pool.submit(_measure_in_process, index): index for index in range(len(job.items))}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="measuring", unit="img",
+                           disable=not progress):
+            index = futures[future]
+            try:
+                row, detail, messages = future.result()
+            except BrokenProcessPool:
+                reason = (f"{job.items[index][2]}: a measuring process died (out of memory, or a crash) before "
+                          f"this map was measured")
+                row, detail, messages = *_failed(job.items[index], reason), [f"failed: {reason}"]
+            for message in messages:
+                notify(message)
+            results[index] = (row, detail)
+    return results
+
+
+_process_job: Optional[MeasureJob] = None  # in a measuring process: its job, disc model and messages
+_process_disc = None
+_process_messages: list = []
+
+
+def _start_measuring(job: MeasureJob) -> None:
+    global _process_job, _process_disc
+    import sys
+
+    if "torch" in sys.modules:  # OpenMP's thread team does not survive fork: a second thread would hang
+        sys.modules["torch"].set_num_threads(1)
+    _process_job, _process_disc = job, DiscFinder(job, _process_messages.append)
+
+
+def _measure_in_process(index: int) -> tuple:
+    row, detail = measure_item(_process_job, _process_job.items[index], _process_disc, _process_messages.append)
+    messages = list(_process_messages)
+    _process_messages.clear()
+    return row, detail, messages
 
 
 class DiscFinder:
@@ -413,15 +474,14 @@ def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tupl
     from retinaseg.errors import RetinasegError, shown
 
     stem, photo_path, map_path, prob_path = item
-    row = {"stem": stem, "input": str(photo_path) if photo_path else "", "map": str(map_path)}
     try:
         result, overlay_image = _measure_one(job, stem, photo_path, map_path, prob_path, disc.segmenter)
     except Exception as exc:  # one bad map must not stop the folder
         reason = str(exc) if isinstance(exc, RetinasegError) \
             else f"{shown(map_path)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-        row.update(status="failed", reason=reason)
         notify(f"failed: {reason}")
-        return row, {**row, "zone_b": []}
+        return _failed(item, reason)
+    row = _row_of(item)
     row.update(status=result.status, reason="; ".join(result.reasons), **result.values)
     if result.status != "ok":
         notify(f"{result.status}: {shown(stem)}: {row['reason']}")
@@ -430,6 +490,16 @@ def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tupl
 
         write_png(Path(job.out_dir) / "measure_overlay" / f"{stem}.png", overlay_image)
     return row, {**row, "zone_b": result.zone_b}
+
+
+def _row_of(item: tuple) -> dict:
+    stem, photo_path, map_path, _ = item
+    return {"stem": stem, "input": str(photo_path) if photo_path else "", "map": str(map_path)}
+
+
+def _failed(item: tuple, reason: str) -> tuple[dict, dict]:
+    row = {**_row_of(item), "status": "failed", "reason": reason}
+    return row, {**row, "zone_b": []}
 
 
 def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, disc_segmenter):

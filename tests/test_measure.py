@@ -1,5 +1,6 @@
 """Vascular measurements: known answers on synthetic maps, and `retinaseg measure` on folders (issue 32)."""
 import csv
+import io
 import json
 import math
 
@@ -168,3 +169,58 @@ def test_a_vessel_split_by_a_crossing_in_zone_b_counts_once():
     assert sorted(len(v["segments"]) for v in result.zone_b) == [2, 2]  # each measured on both sides of it
     calibres = {v["label"]: v["calibre_px"] for v in result.zone_b}
     assert calibres["artery"] == pytest.approx(5.0, abs=0.5) and calibres["vein"] == pytest.approx(7.0, abs=0.5)
+
+
+def _label_maps_with_discs(tmp_path, stems):
+    maps, discs = tmp_path / "maps", tmp_path / "discs"
+    maps.mkdir()
+    discs.mkdir()
+    labels, _ = radial_map([4.0, 5.0, 6.0, 4.5, 5.5, 3.5], [6.0, 7.0, 8.0, 6.5, 7.5, 5.0])
+    rows, cols = np.indices(labels.shape)
+    disc = ((np.hypot(rows - CENTRE[0], cols - CENTRE[1]) <= DD / 2) * 255).astype(np.uint8)
+    for index, stem in enumerate(stems):
+        iio.imwrite(maps / f"{stem}.png", av.encode_colours(np.roll(labels, 3 * index, axis=1)))
+        iio.imwrite(discs / f"{stem}_disc.png", np.roll(disc, 3 * index, axis=1))
+    return maps, discs
+
+
+def test_measuring_in_worker_processes_gives_the_same_tables_in_the_same_order(cli, tmp_path):
+    stems = ["e1", "e2", "e3", "e4", "e5"]
+    maps, discs = _label_maps_with_discs(tmp_path, stems)
+    (maps / "broken.png").write_bytes(b"not a PNG")
+    iio.imwrite(discs / "broken_disc.png", np.zeros((400, 400), np.uint8))
+    tables = []
+    for workers in ("0", "3"):
+        out = tmp_path / f"out{workers}"
+        result = cli.invoke(retinaseg_cli, ["measure", str(out), "--maps", str(maps), "--disc-dir", str(discs),
+                                            "--workers", workers, "-q"])
+        assert result.exit_code == 1 and "5 ok, 0 partial, 1 failed" in result.output, result.output
+        assert "broken.png" in result.output  # the failure said, from a worker too
+        tables.append((out / "measurements.csv").read_text().replace(str(out), "OUT"))
+    assert tables[0] == tables[1]
+    assert [row["stem"] for row in csv.DictReader(io.StringIO(tables[1]))] == ["broken", *stems]
+
+
+def test_a_measuring_process_that_dies_fails_its_photos_and_the_rest_are_written(cli, tmp_path, monkeypatch):
+    import os
+
+    import retinaseg.measure as measuring
+
+    stems = ["a1", "a2", "crash", "a4"]
+    maps, discs = _label_maps_with_discs(tmp_path, stems)
+    measure_one = measuring._measure_one
+
+    def dies_on_crash(job, stem, *args):
+        if stem == "crash":
+            os._exit(9)  # as the out-of-memory killer would end it
+        return measure_one(job, stem, *args)
+
+    monkeypatch.setattr(measuring, "_measure_one", dies_on_crash)  # forked workers inherit it
+    out = tmp_path / "out"
+    result = cli.invoke(retinaseg_cli, ["measure", str(out), "--maps", str(maps), "--disc-dir", str(discs),
+                                        "--workers", "2", "-q"])
+    assert result.exit_code == 1, result.output
+    rows = {row["stem"]: row for row in csv.DictReader(open(out / "measurements.csv"))}
+    assert sorted(rows) == sorted(stems)
+    assert rows["crash"]["status"] == "failed" and "measuring process died" in rows["crash"]["reason"]
+    assert any(rows[stem]["status"] == "ok" for stem in ("a1", "a2"))  # finished before it died
