@@ -382,8 +382,8 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
     measure_item's results in their order; by default they are measured here, in `workers` processes side by
     side when more than one (the graph and the measures run on one core each)."""
     if process is None:
-        process = _measure_in_processes if workers > 1 and len(job.items) > 1 and _can_fork() else _measure_here
-        process = partial(process, workers=workers) if process is _measure_in_processes else process
+        side_by_side = workers > 1 and len(job.items) > 1 and _can_fork()
+        process = partial(_measure_in_processes, workers=workers) if side_by_side else _measure_here
     results = process(job, notify, progress)
     _write_tables(Path(job.out_dir), [row for row, _ in results], [detail for _, detail in results], job.name)
     return [row for row, _ in results]
@@ -413,6 +413,8 @@ def _measure_in_processes(job: MeasureJob, notify, progress: bool, workers: int)
 
     from tqdm import tqdm
 
+    from retinaseg.errors import shown
+
     results: list = [None] * len(job.items)
     with ProcessPoolExecutor(min(workers, len(job.items)), mp_context=multiprocessing.get_context("fork"),
                              initializer=_start_measuring, initargs=(job,)) as pool:
@@ -423,7 +425,7 @@ def _measure_in_processes(job: MeasureJob, notify, progress: bool, workers: int)
             try:
                 row, detail, messages = future.result()
             except BrokenProcessPool:
-                reason = (f"{job.items[index][2]}: a measuring process died (out of memory, or a crash) before "
+                reason = (f"{shown(job.items[index][2])}: a measuring process died (out of memory, or a crash) before "
                           f"this map was measured")
                 row, detail, messages = *_failed(job.items[index], reason), [f"failed: {reason}"]
             for message in messages:
