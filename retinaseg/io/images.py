@@ -24,6 +24,7 @@ from retinaseg.errors import ImageReadError, RetinasegError, shown
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 MIN_SIDE = 16
+EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a camera's photo is turned
 # Refused before decoding: 250 megapixels is ten times the largest fundus camera sensor.
 MAX_PIXELS_ENV = "RETINASEG_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 250_000_000
@@ -142,7 +143,8 @@ def read_raw(path) -> np.ndarray:
 
 def _read_pillow(path: Path) -> np.ndarray:
     with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)  # decodes the first frame
+        # turned upright by its EXIF orientation; Pillow copies the decoded image even when it is upright already
+        image = ImageOps.exif_transpose(opened) if opened.getexif().get(EXIF_ORIENTATION, 1) != 1 else opened
         mode = image.mode
         if mode in _PLAIN_MODES:
             return np.asarray(image)
@@ -235,7 +237,7 @@ def _to_unit_float(path, array: np.ndarray) -> np.ndarray:
     if np.issubdtype(array.dtype, np.integer):
         if np.issubdtype(array.dtype, np.signedinteger) and array.min() < 0:
             raise _fail(path, "negative pixel values: the image's intensity scale is unknown")
-        return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
+        return np.divide(array, np.float32(np.iinfo(array.dtype).max), dtype=np.float32)  # one pass
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         raise _fail(path, "floating-point pixels include NaN or infinity")
@@ -253,10 +255,12 @@ def read_photo(path) -> np.ndarray:
         array = array[..., 0]
     if array.ndim == 3:
         array = array[..., :3]
+    levels = array.dtype == bool or np.issubdtype(array.dtype, np.integer)
+    blank = bool(array.max() == array.min()) if levels else None  # exact on stored levels, and cheaper than floats
     photo = _to_unit_float(path, array)
     if photo.ndim == 2:
         photo = np.repeat(photo[..., None], 3, axis=-1)
-    if float(photo.max()) - float(photo.min()) < 1e-6:
+    if blank or (blank is None and float(photo.max()) - float(photo.min()) < 1e-6):
         raise _fail(path, "image is blank (every pixel has the same value)")
     return np.ascontiguousarray(photo)
 
