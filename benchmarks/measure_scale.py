@@ -25,6 +25,7 @@ from retinaseg.disc import find_disc
 from retinaseg.fov import estimate_fov
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
+import retinaseg.measure as measuring
 from retinaseg.measure import measure
 from retinaseg.models import load_model
 
@@ -46,7 +47,11 @@ def main():
     parser.add_argument("--split", default="test", choices=["training", "test"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-downscale", type=float, default=None, help="as `retinaseg run`'s; default the model's")
+    parser.add_argument("--min-zone-calibres", type=float, default=None,
+                        help="measure.MIN_ZONE_CALIBRES for this run (a variant; default: as shipped)")
     args = parser.parse_args()
+    if args.min_zone_calibres is not None:
+        measuring.MIN_ZONE_CALIBRES = args.min_zone_calibres
     torch.set_num_threads(args.threads)
     av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu", max_downscale=args.max_downscale),
                          notify=lambda m: None)

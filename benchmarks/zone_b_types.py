@@ -9,7 +9,8 @@ widest arteries crossing zone B) and CRVE (the six widest veins) is given the ty
 centre line in the zone (the majority of artery and vein label pixels within 2 px of it; "none" where the manual
 label has no vessel there). Prints, per photo, AVR from the manual label and from the map, the mean calibre of the
 chosen arteries and veins in each, and how many of the map's chosen arteries and veins the manual label calls
-artery, vein or nothing; then the totals. Test photos are not used.
+artery, vein or nothing; then the mean absolute differences of AVR, CRAE and CRVE (DD) and the totals. Test photos
+are not used.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
+import retinaseg.measure as measuring
 from retinaseg.measure import measure
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
@@ -55,13 +57,18 @@ def main():
     parser.add_argument("--seed", type=int, default=1, help="the training run's --seed")
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--max-downscale", type=float, default=None, help="as `retinaseg run`'s; default the model's")
+    parser.add_argument("--min-zone-calibres", type=float, default=None,
+                        help="measure.MIN_ZONE_CALIBRES for this run (a variant; default: as shipped)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.min_zone_calibres is not None:
+        measuring.MIN_ZONE_CALIBRES = args.min_zone_calibres
     av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu", max_downscale=args.max_downscale),
                          notify=lambda m: None)
     disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
     totals = {code: {"artery": 0, "vein": 0, "none": 0} for code in (av.ARTERY, av.VEIN)}
+    differences = {key: [] for key in ("avr", "crae_dd", "crve_dd")}
     print(f"{'photo':<24}{'AVR manual':>11}{'AVR map':>9}{'artery px manual/map':>22}{'vein px manual/map':>20}"
           f"   chosen arteries: manual a/v/none   veins: a/v/none")
     for dataset in args.datasets.split(","):
@@ -78,6 +85,8 @@ def main():
             manual = read_label(sample.label, "av")
             predicted = measure(av.class_map(prob), disc, fov, prob)
             reference = measure(manual, disc, fov)
+            for key, values in differences.items():
+                values.append(abs(reference.values[key] - predicted.values[key]))
             counts = {code: {"artery": 0, "vein": 0, "none": 0} for code in (av.ARTERY, av.VEIN)}
             for path, code, _ in predicted.used:
                 kind = manual_type(manual, path)
@@ -88,6 +97,8 @@ def main():
                       for code in (av.ARTERY, av.VEIN)]
             print(f"{dataset + ' ' + sample.id:<24}{reference.values['avr']:>11.3f}{predicted.values['avr']:>9.3f}"
                   f"{widths[0]:>22}{widths[1]:>20}   {shown[0]:>32}   {shown[1]:>12}", flush=True)
+    print("mean absolute difference, manual label vs map: " + ", ".join(
+        f"{key} {np.nanmean(values):.4f}" for key, values in differences.items()))
     for code, name in ((av.ARTERY, "arteries"), (av.VEIN, "veins")):
         total = sum(totals[code].values())
         print(f"chosen {name}: {total}; the manual label says " + ", ".join(

@@ -25,7 +25,8 @@ ZONE_B = (1.0, 1.5)  # radius from the disc centre, in disc diameters
 ZONE_C = (1.0, 2.5)
 KNUDTSON = {av.ARTERY: 0.88, av.VEIN: 0.95}  # Knudtson et al. 2003, revised Parr-Hubbard constants
 KNUDTSON_VESSELS = 6  # the widest arterioles and venules crossing zone B
-MIN_ZONE_PIXELS = 5  # centre-line pixels a segment needs inside zone B to be measured there
+MIN_ZONE_PIXELS = 5  # centre-line pixels a vessel needs inside zone B to be measured there
+MIN_ZONE_CALIBRES = 0.0  # ... and at least this many times its calibre there (docs/experiments.md)
 JUNCTION_CLEARANCE = 1.5  # calibres: centre-line pixels this near a junction are not measured (its width is not one
 # vessel's)
 SMOOTHING = 2.0  # pixels: the Gaussian smoothing of centre lines before arc length and curvature
@@ -224,9 +225,9 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
         segments = [graph.segments[i] for i in ids]
         inside = [_in_zone(s.path, disc) & _away_from_junctions(graph, s) for s in segments]
         pixels = int(sum(i.sum() for i in inside))
-        if pixels >= MIN_ZONE_PIXELS:
+        calibres = np.concatenate([s.calibres[i] for s, i in zip(segments, inside)])
+        if pixels >= max(MIN_ZONE_PIXELS, MIN_ZONE_CALIBRES * float(np.median(calibres) if pixels else 0)):
             code = segments[0].label  # one per vessel (label_vessels)
-            calibres = np.concatenate([s.calibres[i] for s, i in zip(segments, inside)])
             crossing_b.append({"vessel": segments[0].vessel, "segments": [s.id for s, i in zip(segments, inside)
                                                                            if i.any()],
                                "label": av.CLASS_NAMES[code] if code else None, "code": code,
