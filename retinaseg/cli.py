@@ -309,7 +309,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
 
             name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
             rows = measure_run(output_dir, summary.records, name, overlay, notify=_message, progress=not quiet,
-                               process=remote.measure if remote else None, workers=workers)
+                               process=remote.measure if remote else None, workers=workers, overwrite=overwrite)
             measured_ok = not any(row["status"] == "failed" for row in rows)
             click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv")
     sys.exit(0 if summary.success and measured_ok else 1)
@@ -488,8 +488,12 @@ def weights_metric(weights_file, evaluations):
 @click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
               help="Processes that measure photos side by side, one core each (0 or 1: one after the other in this "
                    "process).")
+@click.option("--overwrite", is_flag=True, help="Measure every map again (default: reuse the rows in "
+              "OUT_DIR/measured/ of maps measured before with the same files and settings, so an interrupted "
+              "measure resumes).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_um, overlay, workers, quiet):
+def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_um, overlay, workers, overwrite,
+            quiet):
     """Measure the vessels in OUT_DIR's maps: one row per photo in OUT_DIR/measurements.csv.
 
     OUT_DIR is a `retinaseg run` output folder (its run.json names the photos and maps),
@@ -515,7 +519,7 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
     if not items:
         raise click.UsageError(f"no maps to measure in {maps_dir or out_dir}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay)
+    job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay, overwrite=overwrite)
     rows = measure_items(job, notify=_message, progress=not quiet, workers=workers)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "partial", "failed")}
     click.echo(f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed; "

@@ -10,8 +10,9 @@ zone C from 0.5 to 2 DD beyond it (radius 1 to 2.5 DD).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from functools import partial
+import os
+from dataclasses import dataclass, field, replace
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Optional
 
@@ -309,6 +310,14 @@ class MeasureJob:
     disc_diameter_um: Optional[float] = None
     overlay: bool = False
     name: str = "measurements"  # the tables' file name, without extension (a shard's: measurements-K-of-N)
+    overwrite: bool = False  # measure again what was measured before with the same files and settings
+
+
+# Each photo's row as measured, in OUT_DIR/measured/<stem>.json, so that a measure run that was stopped resumes:
+# a photo whose map, probabilities, photo, disc mask or disc weights and settings are unchanged is not measured
+# again. Raise the format whenever a measure's definition changes, so rows measured before are measured again.
+MEASURED_FOLDER = "measured"
+MEASURED_FORMAT = "retinaseg-measured/1"
 
 
 def items_of_run(run_dir) -> list:
@@ -327,12 +336,12 @@ def items_of_run(run_dir) -> list:
 
 
 def measure_run(out_dir, records: list, name: str = "measurements", overlay: bool = False, notify=print,
-                progress: bool = True, process=None, workers: int = 0) -> list:
+                progress: bool = True, process=None, workers: int = 0, overwrite: bool = False) -> list:
     """measure_items over the photos of a run that have maps (its ImageRecords ok or skipped): `run --measure`
-    (with its --overlay, measure_overlay/ too)."""
+    (with its --overlay, measure_overlay/ too; with its --overwrite, every photo measured again)."""
     done = [{"stem": r.stem, "input": r.input} for r in records if r.status in ("ok", "skipped")]
-    return measure_items(MeasureJob(items_of_records(out_dir, done), str(out_dir), overlay=overlay, name=name),
-                         notify, progress, process, workers)
+    job = MeasureJob(items_of_records(out_dir, done), str(out_dir), overlay=overlay, name=name, overwrite=overwrite)
+    return measure_items(job, notify, progress, process, workers)
 
 
 def items_of_records(run_dir, records: list) -> list:
@@ -382,10 +391,16 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
     process(job, notify, progress), when given, measures the items elsewhere (the Ray executor) and returns
     measure_item's results in their order; by default they are measured here, in `workers` processes side by
     side when more than one (the graph and the measures run on one core each)."""
+    before = {} if job.overwrite else _measured_before(job)
+    if before:
+        notify(f"{len(before)} of {len(job.items)} photo(s) measured before with the same files and settings: "
+               f"their rows are reused (--overwrite measures them again)")
+    todo = replace(job, items=[item for index, item in enumerate(job.items) if index not in before])
     if process is None:
-        side_by_side = workers > 1 and len(job.items) > 1 and _can_fork()
+        side_by_side = workers > 1 and len(todo.items) > 1 and _can_fork()
         process = partial(_measure_in_processes, workers=workers) if side_by_side else _measure_here
-    results = process(job, notify, progress)
+    measured = iter(process(todo, notify, progress) if todo.items else [])
+    results = [before[index] if index in before else next(measured) for index in range(len(job.items))]
     _write_tables(Path(job.out_dir), [row for row, _ in results], [detail for _, detail in results], job.name)
     return [row for row, _ in results]
 
@@ -396,6 +411,56 @@ def _measure_here(job: MeasureJob, notify, progress: bool) -> list:
     disc = DiscFinder(job, notify)
     return [measure_item(job, item, disc, notify)
             for item in tqdm(job.items, desc="measuring", unit="img", disable=not progress)]
+
+
+def _measured_before(job: MeasureJob) -> dict:
+    """{item index: (row, detail)} of the photos measured before with the same files and settings (with --overlay,
+    their overlays written too)."""
+    import json
+
+    found = {}
+    for index, item in enumerate(job.items):
+        path = _measured_path(job, item[0])
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        overlay = Path(job.out_dir) / "measure_overlay" / f"{item[0]}.png"
+        if saved.get("key") == _key(job, item) and (overlay.is_file() or not job.overlay):
+            found[index] = (saved["row"], saved["detail"])
+    return found
+
+
+def _measured_path(job: MeasureJob, stem: str) -> Path:
+    return Path(job.out_dir) / MEASURED_FOLDER / f"{stem}.json"
+
+
+def _key(job: MeasureJob, item: tuple) -> dict:
+    """What a photo's row follows from: its files (path, size, modification time) and the settings."""
+    def state(path) -> Optional[list]:
+        try:
+            stat = os.stat(path)
+            return [str(path), stat.st_size, stat.st_mtime_ns]
+        except (OSError, TypeError, ValueError):
+            return None if path is None else [str(path)]
+
+    stem, photo_path, map_path, prob_path = item
+    disc_masks = sorted(Path(job.disc_dir).glob(f"{stem}*"))[:1] if job.disc_dir else []
+    return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
+            "photo": state(photo_path), "disc_mask": state(disc_masks[0]) if disc_masks else None,
+            "disc_weights": None if job.disc_dir else _disc_weights(), "pixel_size_um": job.pixel_size_um,
+            "disc_diameter_um": job.disc_diameter_um}
+
+
+@lru_cache(maxsize=1)
+def _disc_weights() -> Optional[str]:
+    """The sha256 of the disc model's shipped weights, which find the disc when no masks are given."""
+    from retinaseg.checkpoint import sha256
+    from retinaseg.models import default_weights
+    from retinaseg.registry import get_model
+
+    path = default_weights(get_model("disc"))
+    return sha256(path) if path is not None and path.is_file() else None
 
 
 def _can_fork() -> bool:
@@ -488,11 +553,13 @@ def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tupl
     row.update(status=result.status, reason="; ".join(result.reasons), **result.values)
     if result.status != "ok":
         notify(f"{result.status}: {shown(stem)}: {row['reason']}")
-    if overlay_image is not None:
-        from retinaseg.io.atomic import write_png
+    from retinaseg.io.atomic import write_json, write_png
 
+    if overlay_image is not None:
         write_png(Path(job.out_dir) / "measure_overlay" / f"{stem}.png", overlay_image)
-    return row, {**row, "zone_b": result.zone_b}
+    detail = {**row, "zone_b": result.zone_b}
+    write_json(_measured_path(job, stem), {"key": _key(job, item), "row": row, "detail": detail}, indent=None)
+    return row, detail
 
 
 def _row_of(item: tuple) -> dict:

@@ -224,3 +224,35 @@ def test_a_measuring_process_that_dies_fails_its_photos_and_the_rest_are_written
     assert sorted(rows) == sorted(stems)
     assert rows["crash"]["status"] == "failed" and "measuring process died" in rows["crash"]["reason"]
     assert any(rows[stem]["status"] == "ok" for stem in ("a1", "a2"))  # finished before it died
+
+
+def test_measuring_again_reuses_the_rows_of_unchanged_maps_and_measures_changed_ones(cli, tmp_path, monkeypatch):
+    import os
+
+    import retinaseg.measure as measuring
+
+    maps, discs = _label_maps_with_discs(tmp_path, ["e1", "e2", "e3"])
+    out = tmp_path / "out"
+    command = ["measure", str(out), "--maps", str(maps), "--disc-dir", str(discs), "--workers", "0", "-q"]
+    first = cli.invoke(retinaseg_cli, command)
+    assert first.exit_code == 0 and "3 ok" in first.output, first.output
+    rows_before = {row["stem"]: row for row in csv.DictReader(open(out / "measurements.csv"))}
+    measure_one = measuring._measure_one
+
+    def only_e2(job, stem, *args):  # any other photo measured again would fail here
+        if stem != "e2":
+            raise RuntimeError("measured again")
+        return measure_one(job, stem, *args)
+
+    monkeypatch.setattr(measuring, "_measure_one", only_e2)
+    labels, _ = radial_map([3.0] * 6, [5.0] * 6)  # e2's map redrawn, with other widths
+    iio.imwrite(maps / "e2.png", av.encode_colours(labels))
+    os.utime(maps / "e2.png", ns=(1, 10**18))
+    second = cli.invoke(retinaseg_cli, command)
+    assert second.exit_code == 0 and "3 ok" in second.output, second.output
+    assert "2 of 3 photo(s) measured before" in second.output
+    rows = {row["stem"]: row for row in csv.DictReader(open(out / "measurements.csv"))}
+    assert rows["e1"] == rows_before["e1"] and rows["e3"] == rows_before["e3"]
+    assert float(rows["e2"]["crae_px"]) < float(rows_before["e2"]["crae_px"]) - 1
+    again = cli.invoke(retinaseg_cli, command + ["--overwrite"])
+    assert again.exit_code == 1 and "2 failed" in again.output and "measured again" in again.output
