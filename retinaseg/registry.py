@@ -23,8 +23,9 @@ BINARY_TASKS = ("vessel", "disc")
 
 class Lazy:
     """A builder named "package.module:attribute" and imported when it is first called (or its signature checked),
-    so that listing plugins, `--help` and the CLI's start do not import torch or a plugin's other heavy
-    dependencies. Use it for ModelSpec.build, ModelSpec.training_step and LossSpec.build."""
+    so that loading every plugin to list or look one up does not import torch or a plugin's other heavy
+    dependencies, and a run imports only the model it uses. Use it for ModelSpec.build, ModelSpec.training_step
+    and LossSpec.build."""
 
     def __init__(self, target: str):
         module, sep, attribute = target.partition(":")
