@@ -4,9 +4,10 @@
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
 Segmenter, default options) are measured by `retinaseg measure`'s code, with the same disc (found by the disc
-model in the photo) and the dataset's FOV mask. Prints, per measure, the intraclass correlation ICC(2,1)
-(two-way random effects, absolute agreement, single measure; Shrout and Fleiss 1979) and the mean absolute
-difference over all photos, and the photos' count. Also prints the time measuring took per photo, beside the
+model in the photo) and the dataset's FOV mask. Prints, per measure, the intraclass correlations ICC(2,1)
+(two-way random effects, absolute agreement, single measure; Shrout and Fleiss 1979; the one issue 32's targets
+are judged by) and ICC(3,1) (consistency: blind to a constant offset), the mean difference (map - manual, the
+offset) and the mean absolute difference over all photos, and the photos' count. Also prints the time measuring took per photo, beside the
 network's, for DRIVE-size and HRF-size maps.
 """
 from __future__ import annotations
@@ -31,15 +32,29 @@ MEASURES = ("crae_dd", "crve_dd", "avr", "fractal_dimension_all", "density_fov_a
             "mean_calibre_zone_b_dd_all", "distance_factor_all", "length_dd_all")
 
 
-def icc_2_1(pairs: np.ndarray) -> float:
-    """ICC(2,1) of an (n subjects, k raters) array."""
+def _mean_squares(pairs: np.ndarray) -> tuple[float, float, float]:
+    """Two-way ANOVA mean squares of an (n subjects, k raters) array: subjects, raters, error."""
     n, k = pairs.shape
     grand = pairs.mean()
     rows, cols = pairs.mean(axis=1), pairs.mean(axis=0)
     ms_rows = k * ((rows - grand) ** 2).sum() / (n - 1)
     ms_cols = n * ((cols - grand) ** 2).sum() / (k - 1)
     ms_error = ((pairs - rows[:, None] - cols[None] + grand) ** 2).sum() / ((n - 1) * (k - 1))
+    return ms_rows, ms_cols, ms_error
+
+
+def icc_2_1(pairs: np.ndarray) -> float:
+    """ICC(2,1) of an (n subjects, k raters) array: absolute agreement, so a constant offset between raters counts."""
+    n, k = pairs.shape
+    ms_rows, ms_cols, ms_error = _mean_squares(pairs)
     return float((ms_rows - ms_error) / (ms_rows + (k - 1) * ms_error + k * (ms_cols - ms_error) / n))
+
+
+def icc_3_1(pairs: np.ndarray) -> float:
+    """ICC(3,1): consistency, blind to a constant offset between raters (how well the photos are ranked)."""
+    k = pairs.shape[1]
+    ms_rows, _, ms_error = _mean_squares(pairs)
+    return float((ms_rows - ms_error) / (ms_rows + (k - 1) * ms_error))
 
 
 def main():
@@ -71,12 +86,14 @@ def main():
                   f"{predicted[-1]['crae_dd']:.4f} DD", flush=True)
     print(f"\nagreement over {len(manual)} photos (manual label vs av-fusion's map; photos without a disc left out "
           f"of the zone measures)")
-    print(f"{'measure':<30}{'ICC(2,1)':>10}{'mean |diff|':>14}{'mean manual':>14}{'photos':>8}")
+    print(f"{'measure':<30}{'ICC(2,1)':>10}{'ICC(3,1)':>10}{'mean diff':>12}{'mean |diff|':>13}{'mean manual':>13}"
+          f"{'photos':>8}   (diff: map - manual)")
     for key in MEASURES:
         pairs = np.array([[m[key], p[key]] for m, p in zip(manual, predicted)], float)
         pairs = pairs[np.isfinite(pairs).all(axis=1)]
-        print(f"{key:<30}{icc_2_1(pairs):>10.3f}{np.abs(pairs[:, 0] - pairs[:, 1]).mean():>14.4f}"
-              f"{pairs[:, 0].mean():>14.4f}{len(pairs):>8}")
+        difference = pairs[:, 1] - pairs[:, 0]
+        print(f"{key:<30}{icc_2_1(pairs):>10.3f}{icc_3_1(pairs):>10.3f}{difference.mean():>12.4f}"
+              f"{np.abs(difference).mean():>13.4f}{pairs[:, 0].mean():>13.4f}{len(pairs):>8}")
     print("\nseconds per photo (median): network (av-fusion, default TTA) / measuring (graph + measures)")
     for dataset, pairs in times.items():
         print(f"  {dataset:<9} {statistics.median(p[0] for p in pairs):.2f} / "
