@@ -92,7 +92,8 @@ def main():
                 kind = manual_type(manual, path)
                 counts[code][kind] += 1
                 totals[code][kind] += 1
-            shown = ["/".join(str(counts[code][k]) for k in ("artery", "vein", "none")) for code in (av.ARTERY, av.VEIN)]
+            shown = ["/".join(str(counts[code][kind]) for kind in ("artery", "vein", "none"))
+                     for code in (av.ARTERY, av.VEIN)]
             widths = [f"{chosen_calibre(reference, code):.1f} / {chosen_calibre(predicted, code):.1f}"
                       for code in (av.ARTERY, av.VEIN)]
             print(f"{dataset + ' ' + sample.id:<24}{reference.values['avr']:>11.3f}{predicted.values['avr']:>9.3f}"

@@ -46,6 +46,10 @@ def test_example_plugin_is_discovered_and_listed(installed):
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("frangi "))
     assert "retinaseg-frangi 0.1.0" in line
+    code = ("import sys; from click.testing import CliRunner; from retinaseg.cli import cli; "
+            "assert 'frangi' in CliRunner().invoke(cli, ['plugins']).output; print('torch' in sys.modules)")
+    listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=installed)
+    assert listed.stdout.strip() == "False", listed.stdout + listed.stderr  # it names its network with Lazy
 
 
 def test_run_with_the_example_model_segments_a_photo(installed, tmp_path):

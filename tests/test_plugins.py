@@ -143,7 +143,8 @@ def test_a_lazy_builder_imports_on_use_and_checks_options_against_its_target():
     assert builder(["a"]) == {"a": None}
     model = get_model("vesselnet")
     assert isinstance(model.build, Lazy)
-    assert check_options("model", "vesselnet", model.build, {"width": 8}, fixed=("in_channels", "classes")) == {"width": 8}
+    checked = check_options("model", "vesselnet", model.build, {"width": 8}, fixed=("in_channels", "classes"))
+    assert checked == {"width": 8}
     with pytest.raises(OptionError, match="has no option 'size'.*width=16"):
         check_options("model", "vesselnet", model.build, {"size": 3}, declared=model.options,
                       fixed=("in_channels", "classes"))
