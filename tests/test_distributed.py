@@ -1,6 +1,7 @@
 """`retinaseg train` under torchrun: real processes joined by gloo, as on a CPU cluster."""
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,6 +73,11 @@ def test_two_processes_train_one_model_like_one_process_with_the_same_global_bat
                                         "--epochs", "2", "-q"])
     assert result.exit_code == 0, result.output
     done = torchrun(tmp_path, 2, *SETTINGS, "--data-root", str(folder_dataset), "-o", str(double), "--epochs", "2")
+    if done.returncode != 0 and "terminate called without an active exception" in done.stderr:
+        # seen once in about 30 runs on a 2-core machine (2026-12-02): one process aborted mid-epoch inside torch's
+        # C++ (gloo), not in retinaseg's code; what this test compares needs a finished run, so it runs once more
+        shutil.rmtree(double)
+        done = torchrun(tmp_path, 2, *SETTINGS, "--data-root", str(folder_dataset), "-o", str(double), "--epochs", "2")
     assert done.returncode == 0, done.stdout + done.stderr
     # one writer: one set of files, one row per epoch, one summary line
     assert sorted(p.name for p in double.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv"]
