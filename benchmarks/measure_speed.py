@@ -63,7 +63,8 @@ def main():
             seconds, tables = [], []
             for workers in (0, args.workers):
                 started = time.perf_counter()
-                measure_items(MeasureJob(items, str(out), name=f"w{workers}"), notify=lambda m: None,
+                # overwrite: measured again, not the rows the run before kept in measured/
+                measure_items(MeasureJob(items, str(out), name=f"w{workers}", overwrite=True), notify=lambda m: None,
                               progress=False, workers=workers)
                 seconds.append((time.perf_counter() - started) / len(photos))
                 tables.append((out / f"w{workers}.csv").read_text())
