@@ -226,13 +226,14 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
         segments = [graph.segments[i] for i in ids]
         inside = [_in_zone(s.path, disc) & _away_from_junctions(graph, s) for s in segments]
         pixels = int(sum(i.sum() for i in inside))
-        calibres = np.concatenate([s.calibres[i] for s, i in zip(segments, inside)])
-        if pixels >= max(MIN_ZONE_PIXELS, MIN_ZONE_CALIBRES * float(np.median(calibres) if pixels else 0)):
+        calibre = float(np.median(np.concatenate([s.calibres[i] for s, i in zip(segments, inside)]))) \
+            if pixels else 0.0
+        if pixels >= max(MIN_ZONE_PIXELS, MIN_ZONE_CALIBRES * calibre):
             code = segments[0].label  # one per vessel (label_vessels)
             crossing_b.append({"vessel": segments[0].vessel, "segments": [s.id for s, i in zip(segments, inside)
                                                                            if i.any()],
                                "label": av.CLASS_NAMES[code] if code else None, "code": code,
-                               "calibre_px": float(np.median(calibres)), "pixels": pixels,
+                               "calibre_px": calibre, "pixels": pixels,
                                "path": np.concatenate([s.path[i] for s, i in zip(segments, inside)])})
     for name, code in TYPES.items():
         if code is not None and labels is None:
@@ -445,11 +446,27 @@ def _key(job: MeasureJob, item: tuple) -> dict:
             return None if path is None else [str(path)]
 
     stem, photo_path, map_path, prob_path = item
-    disc_masks = sorted(Path(job.disc_dir).glob(f"{stem}*"))[:1] if job.disc_dir else []
+    disc_mask = _disc_mask(job.disc_dir, stem) if job.disc_dir else None
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
-            "photo": state(photo_path), "disc_mask": state(disc_masks[0]) if disc_masks else None,
+            "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
             "disc_weights": None if job.disc_dir else _disc_weights(), "pixel_size_um": job.pixel_size_um,
             "disc_diameter_um": job.disc_diameter_um}
+
+
+def _disc_mask(disc_dir, stem: str) -> Optional[Path]:
+    """The disc mask of a photo in --disc-dir: the first file, by name, whose name starts with its stem."""
+    import bisect
+
+    names = _names_in(str(disc_dir))
+    at = bisect.bisect_left(names, stem)
+    return Path(disc_dir) / names[at] if at < len(names) and names[at].startswith(stem) else None
+
+
+@lru_cache(maxsize=4)
+def _names_in(folder: str) -> tuple:
+    """The sorted file names in a folder, listed once per process (not once per photo: a study's folder of masks
+    holds thousands)."""
+    return tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_file()))
 
 
 @lru_cache(maxsize=1)
@@ -538,8 +555,10 @@ class DiscFinder:
 
 
 def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tuple[dict, dict]:
-    """(the table row, the JSON detail) of one (stem, photo, map, probabilities) item; writes its overlay."""
+    """(the table row, the JSON detail) of one (stem, photo, map, probabilities) item; writes its overlay and keeps
+    the row in measured/ for a later run to reuse."""
     from retinaseg.errors import RetinasegError, shown
+    from retinaseg.io.atomic import write_json, write_png
 
     stem, photo_path, map_path, prob_path = item
     try:
@@ -553,8 +572,6 @@ def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tupl
     row.update(status=result.status, reason="; ".join(result.reasons), **result.values)
     if result.status != "ok":
         notify(f"{result.status}: {shown(stem)}: {row['reason']}")
-    from retinaseg.io.atomic import write_json, write_png
-
     if overlay_image is not None:
         write_png(Path(job.out_dir) / "measure_overlay" / f"{stem}.png", overlay_image)
     detail = {**row, "zone_b": result.zone_b}
@@ -573,7 +590,6 @@ def _failed(item: tuple, reason: str) -> tuple[dict, dict]:
 
 
 def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, disc_segmenter):
-
     import tifffile
 
     from retinaseg.disc import find_disc
@@ -591,10 +607,10 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
         probability = np.asarray(tifffile.imread(prob_path), np.float32)
         probability = probability[None] if probability.ndim == 2 else probability
     if job.disc_dir:
-        candidates = sorted(Path(job.disc_dir).glob(f"{stem}*"))
-        if not candidates:
+        disc_mask = _disc_mask(job.disc_dir, stem)
+        if disc_mask is None:
             raise RetinasegError(f"{shown(job.disc_dir)}: no disc mask for {shown(stem)}")
-        disc = find_disc(read_binary_mask(candidates[0]).astype(np.float32))
+        disc = find_disc(read_binary_mask(disc_mask).astype(np.float32))
     elif photo is not None:
         disc = find_disc(disc_segmenter.predict(photo)[0])
     else:
