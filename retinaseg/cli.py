@@ -477,7 +477,8 @@ def weights_metric(weights_file, evaluations):
 @click.option("--photos", "photos_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="With --maps: the photos the maps belong to (for the disc and the FOV).")
 @click.option("--disc-dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Optic disc masks named <stem>* instead of finding the disc with the disc model.")
+              help="Optic disc masks named <stem>.<ext> or <stem>_<anything> (e.g. eye1_disc.png) instead of "
+                   "finding the disc with the disc model.")
 @click.option("--pixel-size", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
               help="Micrometres per pixel of the photos, for the _um columns.")
 @click.option("--disc-diameter-um", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",

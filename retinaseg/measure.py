@@ -392,6 +392,7 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
     process(job, notify, progress), when given, measures the items elsewhere (the Ray executor) and returns
     measure_item's results in their order; by default they are measured here, in `workers` processes side by
     side when more than one (the graph and the measures run on one core each)."""
+    _names_in.cache_clear()  # the disc masks as they are now, listed once for this folder
     before = {} if job.overwrite else _measured_before(job)
     if before:
         notify(f"{len(before)} of {len(job.items)} photo(s) measured before with the same files and settings: "
@@ -454,18 +455,24 @@ def _key(job: MeasureJob, item: tuple) -> dict:
 
 
 def _disc_mask(disc_dir, stem: str) -> Optional[Path]:
-    """The disc mask of a photo in --disc-dir: the first file, by name, whose name starts with its stem."""
+    """The disc mask of a photo in --disc-dir: the first file, by name, named its stem and then anything but a letter
+    or digit (eye1.png, eye1_disc.png; never eye10's mask for eye1)."""
     import bisect
 
     names = _names_in(str(disc_dir))
     at = bisect.bisect_left(names, stem)
-    return Path(disc_dir) / names[at] if at < len(names) and names[at].startswith(stem) else None
+    while at < len(names) and names[at].startswith(stem):
+        rest = names[at][len(stem):]
+        if not rest or not rest[0].isalnum():
+            return Path(disc_dir) / names[at]
+        at += 1
+    return None
 
 
 @lru_cache(maxsize=4)
 def _names_in(folder: str) -> tuple:
-    """The sorted file names in a folder, listed once per process (not once per photo: a study's folder of masks
-    holds thousands)."""
+    """The sorted file names in a folder, listed once per measure_items call (not once per photo: a study's folder
+    of masks holds thousands)."""
     return tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_file()))
 
 

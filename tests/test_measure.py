@@ -256,3 +256,13 @@ def test_measuring_again_reuses_the_rows_of_unchanged_maps_and_measures_changed_
     assert float(rows["e2"]["crae_px"]) < float(rows_before["e2"]["crae_px"]) - 1
     again = cli.invoke(retinaseg_cli, command + ["--overwrite"])
     assert again.exit_code == 1 and "2 failed" in again.output and "measured again" in again.output
+
+
+def test_a_disc_mask_is_the_photos_own_not_one_whose_stem_begins_with_it(tmp_path):
+    from retinaseg.measure import _disc_mask
+
+    for name in ("eye10_disc.png", "eye1_disc.png", "eye2.png", "eye3-od.tif", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert _disc_mask(tmp_path, "eye1").name == "eye1_disc.png"  # sorted first: eye10_disc.png
+    assert _disc_mask(tmp_path, "eye2").name == "eye2.png" and _disc_mask(tmp_path, "eye3").name == "eye3-od.tif"
+    assert _disc_mask(tmp_path, "eye4") is None and _disc_mask(tmp_path, "eye") is None
