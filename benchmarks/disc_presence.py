@@ -5,9 +5,9 @@
 Photos with a disc: the training photos of IDRiD-OD, DRIVE, LES-AV and HRF-AV. Photos without: the same photos cut
 to the 45% of their width away from the disc (macula-centred crops; the disc's side from IDRiD's masks, and for the
 other data sets from the disc the model finds in the whole photo: no crop where it finds none), at a third of their
-size. For the largest blob of the model's map in each, prints its diameter / the photo's larger side and
-the mean probability of its marked pixels, and how many photos of each kind the current rule (retinaseg/disc.py) calls "ok". The rule is chosen
-on the training splits; `--split test` checks it afterwards.
+size. For the largest blob of the model's map in each, prints its diameter / the photo's larger side and the mean
+probability of its marked pixels, and how many photos of each kind the current rule (retinaseg/disc.py) calls "ok".
+The rule is chosen on the training splits; `--split test` checks it afterwards.
 """
 from __future__ import annotations
 

@@ -318,6 +318,7 @@ class MeasureJob:
 # a photo whose map, probabilities, photo, disc mask or disc weights and settings are unchanged is not measured
 # again. Raise the format whenever a measure's definition changes, so rows measured before are measured again.
 MEASURED_FOLDER = "measured"
+OVERLAY_FOLDER = "measure_overlay"  # with --overlay: <stem>.png, the disc, zones B and C and the CRAE/CRVE vessels
 MEASURED_FORMAT = "retinaseg-measured/1"
 
 
@@ -427,7 +428,7 @@ def _measured_before(job: MeasureJob) -> dict:
             saved = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        overlay = Path(job.out_dir) / "measure_overlay" / f"{item[0]}.png"
+        overlay = _overlay_path(job, item[0])
         if saved.get("key") == _key(job, item) and (overlay.is_file() or not job.overlay):
             found[index] = (saved["row"], saved["detail"])
     return found
@@ -435,6 +436,10 @@ def _measured_before(job: MeasureJob) -> dict:
 
 def _measured_path(job: MeasureJob, stem: str) -> Path:
     return Path(job.out_dir) / MEASURED_FOLDER / f"{stem}.json"
+
+
+def _overlay_path(job: MeasureJob, stem: str) -> Path:
+    return Path(job.out_dir) / OVERLAY_FOLDER / f"{stem}.png"
 
 
 def _key(job: MeasureJob, item: tuple) -> dict:
@@ -580,7 +585,7 @@ def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tupl
     if result.status != "ok":
         notify(f"{result.status}: {shown(stem)}: {row['reason']}")
     if overlay_image is not None:
-        write_png(Path(job.out_dir) / "measure_overlay" / f"{stem}.png", overlay_image)
+        write_png(_overlay_path(job, stem), overlay_image)
     detail = {**row, "zone_b": result.zone_b}
     write_json(_measured_path(job, stem), {"key": _key(job, item), "row": row, "detail": detail}, indent=None)
     return row, detail

@@ -183,7 +183,9 @@ def _view(record, name: str, out: Path, views: Path) -> PhotoView:
     photo, probability = views / f"{record.stem}-photo.png", views / f"{record.stem}-probability.png"
     write_png(photo, np.clip(read_photo(record.input) * 255 + 0.5, 0, 255).astype(np.uint8))
     write_png(probability, probability_picture(tifffile.imread(out / OUTPUT_FOLDERS["prob"] / f"{record.stem}.tif")))
-    zones = out / "measure_overlay" / f"{record.stem}.png"
+    from retinaseg.measure import OVERLAY_FOLDER
+
+    zones = out / OVERLAY_FOLDER / f"{record.stem}.png"
     return PhotoView(name, photo, out / OUTPUT_FOLDERS["overlay"] / f"{record.stem}.png", probability,
                      record.vessel_fraction, record.flag or "", zones if zones.is_file() else None)
 
