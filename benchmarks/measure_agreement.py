@@ -1,14 +1,16 @@
 """How far measurements from a model's A/V maps agree with the same measurements from the manual labels.
 
     python benchmarks/measure_agreement.py [--data-root ../shared/data] [--datasets drive-av,les-av,hrf-av]
+                                           [--calibres-from photo|map]
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
 Segmenter, default options) are measured by `retinaseg measure`'s code, with the same disc (found by the disc
 model in the photo) and the dataset's FOV mask. Prints, per measure, the intraclass correlations ICC(2,1)
 (two-way random effects, absolute agreement, single measure; Shrout and Fleiss 1979; the one issue 32's targets
 are judged by) and ICC(3,1) (consistency: blind to a constant offset), the mean difference (map - manual, the
-offset) and the mean absolute difference over all photos, and the photos' count. Also prints the time measuring took per photo, beside the
-network's, for DRIVE-size and HRF-size maps.
+offset) and the mean absolute difference over all photos, and the photos' count. Also prints the time measuring
+took per photo, beside the network's, for DRIVE-size and HRF-size maps. --calibres-from: what zone B's calibres are
+measured on, as `retinaseg measure`'s option (default as shipped).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
-from retinaseg.measure import measure
+from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, measure
 from retinaseg.models import load_model
 
 MEASURES = ("crae_dd", "crve_dd", "avr", "fractal_dimension_all", "density_fov_all", "density_zone_c_all",
@@ -62,6 +64,7 @@ def main():
     parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
     parser.add_argument("--datasets", default="drive-av,les-av,hrf-av")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calibres-from", choices=CALIBRE_SOURCES, default=CALIBRES_FROM)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu"), notify=lambda m: None)
@@ -78,9 +81,10 @@ def main():
             network = time.perf_counter() - started
             labels = class_map(prob)
             started = time.perf_counter()
-            predicted.append(measure(labels, disc, fov, prob).values)
+            predicted.append(measure(labels, disc, fov, prob, photo=photo, calibres_from=args.calibres_from).values)
             measuring = time.perf_counter() - started
-            manual.append(measure(read_label(sample.label, "av"), disc, fov).values)
+            manual.append(measure(read_label(sample.label, "av"), disc, fov, photo=photo,
+                                  calibres_from=args.calibres_from).values)
             times.setdefault(dataset, []).append((network, measuring))
             print(f"  {dataset:<9} {sample.id:<14} disc {disc.status:<9} CRAE {manual[-1]['crae_dd']:.4f} / "
                   f"{predicted[-1]['crae_dd']:.4f} DD", flush=True)

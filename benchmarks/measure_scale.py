@@ -6,9 +6,9 @@
 Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
 model finds in it. Prints, per measure, the median and the largest relative difference (half vs full) over the
-photos, and for the fractal dimension the absolute difference. --max-downscale 0 segments both at the model's
-working scale (by default the full photo is shrunk by at most av-fusion's cap, so the two are segmented at
-different scales).
+photos, and for the fractal dimension the absolute difference, once for each source of zone B's calibres (the
+photo, the map). --max-downscale 0 segments both at the model's working scale (by default the full photo is shrunk
+by at most av-fusion's cap, so the two are segmented at different scales).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from retinaseg.fov import estimate_fov
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 import retinaseg.measure as measuring
-from retinaseg.measure import measure
+from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, measure
 from retinaseg.models import load_model
 
 RELATIVE = ("crae_dd", "crve_dd", "avr", "mean_calibre_zone_b_dd_all", "density_fov_all", "density_zone_c_all",
@@ -35,9 +35,12 @@ ABSOLUTE = ("fractal_dimension_all",)
 
 
 def measured(photo, av_model, disc_model) -> dict:
+    """{calibre source: the measures} of one photo."""
     prob = av_model.predict(photo)
     disc = find_disc(disc_model.predict(photo)[0])
-    return measure(class_map(prob), disc, estimate_fov(photo), prob).values
+    fov = estimate_fov(photo)
+    return {source: measure(class_map(prob), disc, fov, prob, photo=photo, calibres_from=source).values
+            for source in CALIBRE_SOURCES}
 
 
 def main():
@@ -65,17 +68,20 @@ def main():
         full_values = measured(photo, av_model, disc_model)
         half_values = measured(np.asarray(half, np.float32) / 255, av_model, disc_model)
         pairs.append((full_values, half_values))
-        print(f"  {sample.id:<8} disc {full_values['disc_diameter_px']:.0f} / {half_values['disc_diameter_px']:.0f} px,"
-              f" CRAE {full_values['crae_dd']:.4f} / {half_values['crae_dd']:.4f} DD", flush=True)
+        full, half = full_values[CALIBRES_FROM], half_values[CALIBRES_FROM]
+        print(f"  {sample.id:<8} disc {full['disc_diameter_px']:.0f} / {half['disc_diameter_px']:.0f} px,"
+              f" CRAE {full['crae_dd']:.4f} / {half['crae_dd']:.4f} DD", flush=True)
     cap = "the model's" if args.max_downscale is None else args.max_downscale
-    print(f"\nhalf resolution against full, {len(pairs)} HRF-AV {args.split} photos, --max-downscale {cap}")
-    print(f"{'measure':<30}{'median':>10}{'largest':>10}  (relative difference; fractal dimension: absolute)")
-    for key in RELATIVE + ABSOLUTE:
-        full = np.array([p[0][key] for p in pairs], float)
-        half = np.array([p[1][key] for p in pairs], float)
-        keep = np.isfinite(full) & np.isfinite(half)
-        diff = np.abs(half[keep] - full[keep]) if key in ABSOLUTE else np.abs(half[keep] / full[keep] - 1)
-        print(f"{key:<30}{np.median(diff):>10.4f}{diff.max():>10.4f}  ({keep.sum()} photos)")
+    for source in CALIBRE_SOURCES:
+        print(f"\nhalf resolution against full, {len(pairs)} HRF-AV {args.split} photos, --max-downscale {cap}, "
+              f"zone B's calibres measured on the {source}")
+        print(f"{'measure':<30}{'median':>10}{'largest':>10}  (relative difference; fractal dimension: absolute)")
+        for key in RELATIVE + ABSOLUTE:
+            full = np.array([p[0][source][key] for p in pairs], float)
+            half = np.array([p[1][source][key] for p in pairs], float)
+            keep = np.isfinite(full) & np.isfinite(half)
+            diff = np.abs(half[keep] - full[keep]) if key in ABSOLUTE else np.abs(half[keep] / full[keep] - 1)
+            print(f"{key:<30}{np.median(diff):>10.4f}{diff.max():>10.4f}  ({keep.sum()} photos)")
 
 
 if __name__ == "__main__":

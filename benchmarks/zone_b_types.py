@@ -9,8 +9,9 @@ widest arteries crossing zone B) and CRVE (the six widest veins) is given the ty
 centre line in the zone (the majority of artery and vein label pixels within 2 px of it; "none" where the manual
 label has no vessel there). Prints, per photo, AVR from the manual label and from the map, the mean calibre of the
 chosen arteries and veins in each, and how many of the map's chosen arteries and veins the manual label calls
-artery, vein or nothing; then the mean absolute differences of AVR, CRAE and CRVE (DD) and the totals. Test photos
-are not used.
+artery, vein or nothing; then the mean absolute differences of AVR, CRAE and CRVE (DD), with zone B's calibres
+measured on the photo and on the maps (measure.CALIBRE_SOURCES; the table is the default's), and the totals. Test
+photos are not used.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 import retinaseg.measure as measuring
-from retinaseg.measure import measure
+from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, measure
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
 
@@ -68,7 +69,7 @@ def main():
                          notify=lambda m: None)
     disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
     totals = {code: {"artery": 0, "vein": 0, "none": 0} for code in (av.ARTERY, av.VEIN)}
-    differences = {key: [] for key in ("avr", "crae_dd", "crve_dd")}
+    differences = {source: {key: [] for key in ("avr", "crae_dd", "crve_dd")} for source in CALIBRE_SOURCES}
     print(f"{'photo':<24}{'AVR manual':>11}{'AVR map':>9}{'artery px manual/map':>22}{'vein px manual/map':>20}"
           f"   chosen arteries: manual a/v/none   veins: a/v/none")
     for dataset in args.datasets.split(","):
@@ -83,10 +84,12 @@ def main():
                 continue
             prob = av_model.predict(photo, fov)
             manual = read_label(sample.label, "av")
-            predicted = measure(av.class_map(prob), disc, fov, prob)
-            reference = measure(manual, disc, fov)
-            for key, values in differences.items():
-                values.append(abs(reference.values[key] - predicted.values[key]))
+            for source in sorted(CALIBRE_SOURCES, key=lambda name: name == CALIBRES_FROM):  # the default last:
+                # its vessels are the ones tabled
+                predicted = measure(av.class_map(prob), disc, fov, prob, photo=photo, calibres_from=source)
+                reference = measure(manual, disc, fov, photo=photo, calibres_from=source)
+                for key, values in differences[source].items():
+                    values.append(abs(reference.values[key] - predicted.values[key]))
             counts = {code: {"artery": 0, "vein": 0, "none": 0} for code in (av.ARTERY, av.VEIN)}
             for path, code, _ in predicted.used:
                 kind = manual_type(manual, path)
@@ -98,8 +101,9 @@ def main():
                       for code in (av.ARTERY, av.VEIN)]
             print(f"{dataset + ' ' + sample.id:<24}{reference.values['avr']:>11.3f}{predicted.values['avr']:>9.3f}"
                   f"{widths[0]:>22}{widths[1]:>20}   {shown[0]:>32}   {shown[1]:>12}", flush=True)
-    print("mean absolute difference, manual label vs map: " + ", ".join(
-        f"{key} {np.nanmean(values):.4f}" for key, values in differences.items()))
+    for source in CALIBRE_SOURCES:
+        print(f"mean absolute difference, manual label vs map, calibres measured on the {source}: " + ", ".join(
+            f"{key} {np.nanmean(values):.4f}" for key, values in differences[source].items()))
     for code, name in ((av.ARTERY, "arteries"), (av.VEIN, "veins")):
         total = sum(totals[code].values())
         print(f"chosen {name}: {total}; the manual label says " + ", ".join(

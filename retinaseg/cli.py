@@ -486,6 +486,11 @@ def weights_metric(weights_file, evaluations):
                    "derive each photo's pixel size from its disc.")
 @click.option("--overlay", is_flag=True, help="Also write measure_overlay/<stem>.png: the disc, the zone B and C "
               "rings and the zone-B vessels measured, over the photo.")
+@click.option("--calibres-from", type=click.Choice(["photo", "map"]), default=None,
+              help="What zone B's vessel calibres (CRAE, CRVE, AVR, mean calibre) are measured on: the map "
+                   "(default), or the photo: the width across each vessel in its green channel, along the map's "
+                   "centre line (a vessel without a clear profile there, or a map without its photo, is measured "
+                   "on the map).")
 @click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
               help="Processes that measure photos side by side, one core each (0 or 1: one after the other in this "
                    "process).")
@@ -493,8 +498,8 @@ def weights_metric(weights_file, evaluations):
               "OUT_DIR/measured/ of maps measured before with the same files and settings, so an interrupted "
               "measure resumes).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_um, overlay, workers, overwrite,
-            quiet):
+def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_um, overlay, calibres_from, workers,
+            overwrite, quiet):
     """Measure the vessels in OUT_DIR's maps: one row per photo in OUT_DIR/measurements.csv.
 
     OUT_DIR is a `retinaseg run` output folder (its run.json names the photos and maps),
@@ -510,7 +515,7 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
       retinaseg measure out/ --disc-diameter-um 1800 --overlay
       retinaseg measure labels/ --maps labels/ --photos photos/ --disc-dir discs/
     """
-    from retinaseg.measure import MeasureJob, items_of_folders, items_of_run, measure_items
+    from retinaseg.measure import CALIBRES_FROM, MeasureJob, items_of_folders, items_of_run, measure_items
 
     if (maps_dir is None) != (photos_dir is None) and not (maps_dir and disc_dir):
         raise click.UsageError("--maps goes with --photos (or --disc-dir), and --photos with --maps")
@@ -520,7 +525,8 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
     if not items:
         raise click.UsageError(f"no maps to measure in {maps_dir or out_dir}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay, overwrite=overwrite)
+    job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay, overwrite=overwrite,
+                     calibres_from=calibres_from or CALIBRES_FROM)
     rows = measure_items(job, notify=_message, progress=not quiet, workers=workers)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "partial", "failed")}
     click.echo(f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed; "

@@ -20,7 +20,7 @@ import numpy as np
 
 from retinaseg import av
 from retinaseg.disc import Disc
-from retinaseg.vessel_graph import VesselGraph, build_graph, label_vessels
+from retinaseg.vessel_graph import VesselGraph, build_graph, label_vessels, photo_calibres
 
 ZONE_B = (1.0, 1.5)  # radius from the disc centre, in disc diameters
 ZONE_C = (1.0, 2.5)
@@ -33,6 +33,8 @@ JUNCTION_CLEARANCE = 1.5  # calibres: centre-line pixels this near a junction ar
 SMOOTHING = 2.0  # pixels: the Gaussian smoothing of centre lines before arc length and curvature
 MIN_CHORD = 10.0  # pixels: a segment whose ends are closer than this (a stub, a loop) has no tortuosity
 TYPES = {"all": None, "artery": av.ARTERY, "vein": av.VEIN}
+CALIBRE_SOURCES = ("photo", "map")  # what zone B's calibres are measured on, given a photo (docs/experiments.md)
+CALIBRES_FROM = "map"
 
 
 @dataclass
@@ -139,10 +141,12 @@ def tortuosity(path: np.ndarray) -> dict:
 
 
 def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Optional[np.ndarray] = None,
-            pixel_size_um: Optional[float] = None) -> Measurements:
+            pixel_size_um: Optional[float] = None, photo: Optional[np.ndarray] = None,
+            calibres_from: Optional[str] = None) -> Measurements:
     """The row of one photo. labels: HxW bool (a binary vessel map) or uint8 av codes (0 background, 1 artery,
     2 vein, 3 uncertain); probability: the matching probabilities (1xHxW or 4xHxW), when there are some, for
-    calibres; disc: from disc.find_disc; fov: HxW bool; pixel_size_um: micrometres per pixel, if known."""
+    calibres; disc: from disc.find_disc; fov: HxW bool; pixel_size_um: micrometres per pixel, if known; photo:
+    HxWx3 (0-1), which zone B's calibres are measured on when calibres_from is "photo" (default CALIBRES_FROM)."""
     result = Measurements()
     is_av = labels.dtype != bool
     vessels = labels > 0
@@ -160,7 +164,8 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
     if not is_av:
         result.missing("a binary vessel map: artery and vein measures are empty")
     _whole_map_measures(result, graph, vessels, labels if is_av else None, fov)
-    _zone_measures(result, graph, vessels, labels if is_av else None, fov, disc)
+    channel = photo[..., 1] if photo is not None and (calibres_from or CALIBRES_FROM) == "photo" else None
+    _zone_measures(result, graph, vessels, labels if is_av else None, fov, disc, channel)
     _units(result, disc, pixel_size_um)
     if not vessels.any():
         result.status = "failed"
@@ -210,7 +215,8 @@ def _weighted_mean(values: list, weights: np.ndarray) -> float:
     return float((values[keep] * weights[keep]).sum() / weights[keep].sum()) if keep.any() else float("nan")
 
 
-def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray, labels, fov, disc: Disc) -> None:
+def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray, labels, fov, disc: Disc,
+                   channel: Optional[np.ndarray]) -> None:
     values = result.values
     keys = [f"mean_calibre_zone_b_px_{n}" for n in TYPES] + [f"density_zone_c_{n}" for n in TYPES] \
         + ["crae_px", "crve_px", "avr", "arteries_zone_b", "veins_zone_b"]
@@ -226,14 +232,13 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
         segments = [graph.segments[i] for i in ids]
         inside = [_in_zone(s.path, disc) & _away_from_junctions(graph, s) for s in segments]
         pixels = int(sum(i.sum() for i in inside))
-        calibre = float(np.median(np.concatenate([s.calibres[i] for s, i in zip(segments, inside)]))) \
-            if pixels else 0.0
+        calibre, source = _zone_calibre(segments, inside, channel) if pixels else (0.0, "map")
         if pixels >= max(MIN_ZONE_PIXELS, MIN_ZONE_CALIBRES * calibre):
             code = segments[0].label  # one per vessel (label_vessels)
             crossing_b.append({"vessel": segments[0].vessel, "segments": [s.id for s, i in zip(segments, inside)
                                                                            if i.any()],
                                "label": av.CLASS_NAMES[code] if code else None, "code": code,
-                               "calibre_px": calibre, "pixels": pixels,
+                               "calibre_px": calibre, "calibre_from": source, "pixels": pixels,
                                "path": np.concatenate([s.path[i] for s, i in zip(segments, inside)])})
     for name, code in TYPES.items():
         if code is not None and labels is None:
@@ -251,8 +256,22 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
                                      (av.VEIN, "crve_px", "veins_zone_b")):
             _summary_calibre(result, crossing_b, code, key, count_key)
         values["avr"] = values["crae_px"] / values["crve_px"] if values["crve_px"] > 0 else float("nan")
+    values["zone_b_calibres_on_photo"] = sum(item["calibre_from"] == "photo" for item in crossing_b)
     result.zone_b = [{**{k: v for k, v in item.items() if k not in ("code", "path")},
                       "used": any(item["path"] is used[0] for used in result.used)} for item in crossing_b]
+
+
+def _zone_calibre(segments: list, inside: list, channel: Optional[np.ndarray]) -> tuple[float, str]:
+    """A vessel's calibre in zone B and what it was measured on: the median over its centre-line pixels there, on
+    the photo (channel) where at least half of them have a clear profile, else on the map."""
+    on_map = np.concatenate([s.calibres[i] for s, i in zip(segments, inside)])
+    if channel is not None:
+        on_photo = np.concatenate([photo_calibres(s.path, i, channel, float(np.median(s.calibres[i])))
+                                   for s, i in zip(segments, inside) if i.any()])
+        on_photo = on_photo[np.isfinite(on_photo)]
+        if len(on_photo) >= max(MIN_ZONE_PIXELS, 0.5 * len(on_map)):
+            return float(np.median(on_photo)), "photo"
+    return float(np.median(on_map)), "map"
 
 
 def _summary_calibre(result: Measurements, crossing_b: list, code: int, key: str, count_key: str) -> None:
@@ -312,6 +331,7 @@ class MeasureJob:
     overlay: bool = False
     name: str = "measurements"  # the tables' file name, without extension (a shard's: measurements-K-of-N)
     overwrite: bool = False  # measure again what was measured before with the same files and settings
+    calibres_from: str = CALIBRES_FROM  # zone B's calibres measured on the photo (when there is one) or the map
 
 
 # Each photo's row as measured, in OUT_DIR/measured/<stem>.json, so that a measure run that was stopped resumes:
@@ -319,7 +339,7 @@ class MeasureJob:
 # again. Raise the format whenever a measure's definition changes, so rows measured before are measured again.
 MEASURED_FOLDER = "measured"
 OVERLAY_FOLDER = "measure_overlay"  # with --overlay: <stem>.png, the disc, zones B and C and the CRAE/CRVE vessels
-MEASURED_FORMAT = "retinaseg-measured/1"
+MEASURED_FORMAT = "retinaseg-measured/2"
 
 
 def items_of_run(run_dir) -> list:
@@ -456,7 +476,7 @@ def _key(job: MeasureJob, item: tuple) -> dict:
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
             "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
             "disc_weights": None if job.disc_dir else _disc_weights(), "pixel_size_um": job.pixel_size_um,
-            "disc_diameter_um": job.disc_diameter_um}
+            "disc_diameter_um": job.disc_diameter_um, "calibres_from": job.calibres_from}
 
 
 def _disc_mask(disc_dir, stem: str) -> Optional[Path]:
@@ -631,7 +651,7 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
     pixel_size = job.pixel_size_um
     if pixel_size is None and job.disc_diameter_um and disc.found:
         pixel_size = job.disc_diameter_um / disc.diameter
-    result = measure(labels, disc, fov, probability, pixel_size)
+    result = measure(labels, disc, fov, probability, pixel_size, photo, job.calibres_from)
     return result, (_overlay(photo, labels, disc, result) if job.overlay else None)
 
 

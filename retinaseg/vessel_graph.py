@@ -25,6 +25,10 @@ from retinaseg import av
 GRAPH_FORMAT = "retinaseg-vessel-graph/1"
 DIRECTION_PIXELS = 10  # how far along a branch its direction at a node is taken
 CALIBRE_SAMPLE_STEP = 0.25  # pixels between samples across a vessel
+PROFILE_PIXELS = 5  # centre-line pixels whose profiles across the vessel are averaged for one photo calibre
+MIN_DEPTH = 0.005  # a photo profile shallower than this (intensity 0-1) is not a vessel's
+MIN_CONTRAST_NOISE = 3.0  # ... nor one shallower than this many times its background's noise
+BACKGROUND_PERCENTILE = 90  # of the samples beside a vessel: its background level
 CROSSING_GAP = 1.5  # two junctions this many vessel widths apart (or closer) are one crossing
 WEAK_VOTE = 0.2  # a vessel whose artery/vein vote margin is under this takes its neighbours' type
 CLEAR_VOTE = 0.5  # consistent_av relabels only vessels voting at least this margin one way (3:1)
@@ -231,25 +235,79 @@ def _merge_crossing_junctions(segments: list, node_of: dict, positions: dict, di
 def _calibres(path: np.ndarray, width_map: np.ndarray, distance: np.ndarray) -> np.ndarray:
     """The run of width_map >= 0.5 across the centre line at each path pixel, along the normal of the path's
     local direction (bilinear samples every CALIBRE_SAMPLE_STEP pixels)."""
-    from scipy import ndimage
-
     if len(path) < 2:
         return np.array([2 * float(distance[tuple(path[0])])]) if len(path) else np.zeros(0)
+    half = 2 * float(distance[path[:, 0], path[:, 1]].max()) + 3
+    offsets = np.arange(-half, half + CALIBRE_SAMPLE_STEP / 2, CALIBRE_SAMPLE_STEP)
+    samples = _across(path, np.ones(len(path), bool), width_map, offsets, mode="constant")
+    centre = len(offsets) // 2
+    return (_edge(samples[:, centre:]) + _edge(samples[:, centre::-1])) * CALIBRE_SAMPLE_STEP
+
+
+def _across(path: np.ndarray, at: np.ndarray, image: np.ndarray, offsets: np.ndarray, mode: str) -> np.ndarray:
+    """Bilinear samples of image along the normal of the path's local direction, at the given offsets (pixels),
+    one row per path pixel selected by at."""
+    from scipy import ndimage
+
     points = path.astype(np.float64)
     reach = min(len(points) - 1, 3)
     ahead = np.concatenate([points[reach:], np.repeat(points[-1:], reach, axis=0)])
     behind = np.concatenate([np.repeat(points[:1], reach, axis=0), points[:-reach]])
-    direction = ahead - behind
+    direction = (ahead - behind)[at]
     direction /= np.maximum(np.hypot(*direction.T), 1e-9)[:, None]
     normal = np.stack([-direction[:, 1], direction[:, 0]], axis=1)
-    half = 2 * float(distance[path[:, 0], path[:, 1]].max()) + 3
-    offsets = np.arange(-half, half + CALIBRE_SAMPLE_STEP / 2, CALIBRE_SAMPLE_STEP)
-    rows = points[:, :1] + normal[:, :1] * offsets[None]
-    cols = points[:, 1:] + normal[:, 1:] * offsets[None]
-    samples = ndimage.map_coordinates(width_map, [rows.ravel(), cols.ravel()], order=1, mode="constant",
-                                      cval=0.0).reshape(rows.shape)
-    centre = len(offsets) // 2
-    return (_edge(samples[:, centre:]) + _edge(samples[:, centre::-1])) * CALIBRE_SAMPLE_STEP
+    rows = points[at, :1] + normal[:, :1] * offsets[None]
+    cols = points[at, 1:] + normal[:, 1:] * offsets[None]
+    return ndimage.map_coordinates(image, [rows.ravel(), cols.ravel()], order=1, mode=mode,
+                                   cval=0.0).reshape(rows.shape)
+
+
+def photo_calibres(path: np.ndarray, at: np.ndarray, channel: np.ndarray, guide: float) -> np.ndarray:
+    """The vessel's width measured on the photo at the path pixels selected by at: its full width at half depth.
+    channel: HxW, vessels darker than the background (a photo's green); guide: the map's calibre here (pixels),
+    which says how far out the background lies (from 1 to 1.5 guides from the centre line, and 3 px more). Each
+    profile is averaged with its neighbours' along the centre line (PROFILE_PIXELS), a central light reflex is
+    removed by a grey opening half a vessel wide, and the width runs between the two points where the profile
+    rises back to half way from its lowest to each side's background. NaN where there is too little contrast or no
+    edge within reach."""
+    from scipy import ndimage
+
+    if len(path) < 2 or not at.any():
+        return np.full(int(at.sum()), np.nan)
+    guide = max(float(guide), 1.0)
+    reach = 1.5 * guide + 3
+    offsets = np.arange(-reach, reach + CALIBRE_SAMPLE_STEP / 2, CALIBRE_SAMPLE_STEP)
+    raw = _across(path, at, channel, offsets, mode="nearest")
+    raw = ndimage.uniform_filter1d(raw, min(PROFILE_PIXELS, len(raw)), axis=0, mode="nearest")
+    opened = ndimage.grey_opening(raw, size=(1, max(int(0.5 * guide / CALIBRE_SAMPLE_STEP) | 1, 1)))
+    outer = np.abs(offsets) >= guide
+    left, right = raw[:, outer & (offsets < 0)], raw[:, outer & (offsets > 0)]
+    centre = np.abs(offsets) <= 0.5 * guide + 1
+    lowest_at = np.flatnonzero(centre)[0] + np.argmin(opened[:, centre], axis=1)
+    lowest = opened[np.arange(len(opened)), lowest_at]
+    # the brighter samples: a neighbouring vessel can take part of either side's background
+    background = np.stack([np.percentile(left, BACKGROUND_PERCENTILE, axis=1),
+                           np.percentile(right, BACKGROUND_PERCENTILE, axis=1)], axis=1)
+    level = lowest[:, None] + 0.5 * (background - lowest[:, None])
+    index = np.arange(len(offsets))[None]
+    above_left = (opened >= level[:, :1]) & (index < lowest_at[:, None])
+    above_right = (opened >= level[:, 1:]) & (index > lowest_at[:, None])
+    found = above_left.any(axis=1) & above_right.any(axis=1)
+    rows = np.arange(len(opened))
+    j = np.where(above_left, index, -1).max(axis=1).clip(0, len(offsets) - 2)  # last sample above, left
+    k = np.where(above_right, index, len(offsets)).min(axis=1).clip(1, len(offsets) - 1)  # first above, right
+    left_edge = j + _fraction(opened[rows, j], opened[rows, j + 1], level[:, 0])
+    right_edge = k - _fraction(opened[rows, k], opened[rows, k - 1], level[:, 1])
+    spread = np.concatenate([left, right], axis=1)
+    noise = 1.4826 * np.median(np.abs(spread - np.median(spread, axis=1, keepdims=True)), axis=1)
+    depth = background.min(axis=1) - lowest
+    clear = found & (depth > np.maximum(MIN_CONTRAST_NOISE * noise, MIN_DEPTH))
+    return np.where(clear, (right_edge - left_edge) * CALIBRE_SAMPLE_STEP, np.nan)
+
+
+def _fraction(above: np.ndarray, below: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """How far from the sample above level towards its neighbour below it the profile crosses level (0-1)."""
+    return np.clip((above - level) / np.maximum(above - below, 1e-9), 0, 1)
 
 
 def _edge(samples: np.ndarray) -> np.ndarray:

@@ -3,10 +3,12 @@ import csv
 import io
 import json
 import math
+from dataclasses import replace
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from retinaseg import av
 from retinaseg.cli import cli as retinaseg_cli
@@ -83,6 +85,77 @@ def test_crae_crve_and_avr_of_six_arteries_and_six_veins_of_known_widths():
         values["crae_px"] * 10)
     assert values["mean_calibre_zone_b_px_artery"] == pytest.approx(4.0, abs=0.5)
     assert values["mean_calibre_zone_b_px_vein"] == pytest.approx(6.0, abs=0.5)
+
+
+def photo_of(coverage, reflex=None, seed=0):
+    """A photo whose vessels (coverage) are darker in green, slightly blurred, with noise; reflex: a lighter stripe
+    (coverage of it) along the middle of vessels, as a central light reflex."""
+    green = 0.5 * (1 - 0.4 * coverage)
+    if reflex is not None:
+        green += 0.5 * 0.4 * 0.6 * reflex
+    green = ndimage.gaussian_filter(green, 0.8) + np.random.default_rng(seed).normal(0, 0.004, coverage.shape)
+    return np.clip(np.stack([1.4 * green, green, 0.4 * green], axis=-1), 0, 1).astype(np.float32)
+
+
+def test_calibres_measured_on_the_photo_are_the_drawn_widths_whatever_the_map_says():
+    labels, prob = radial_map([4.0] * 6, [6.0] * 6)
+    photo = photo_of(prob[av.ARTERY] + prob[av.VEIN])
+    too_wide = np.zeros_like(labels)  # a map whose vessels are 2 px wider than those in the photo
+    for code in (av.ARTERY, av.VEIN):
+        too_wide[ndimage.binary_dilation(labels == code)] = code
+    fov = np.ones(labels.shape, bool)
+    on_map = measure(too_wide, known_disc(), fov, photo=photo, calibres_from="map").values
+    on_photo = measure(too_wide, known_disc(), fov, photo=photo, calibres_from="photo")
+    assert on_map["mean_calibre_zone_b_px_artery"] > 5.5  # the map's widths are wrong, so the test can fail
+    assert on_photo.values["mean_calibre_zone_b_px_artery"] == pytest.approx(4.0, abs=0.5)
+    assert on_photo.values["mean_calibre_zone_b_px_vein"] == pytest.approx(6.0, abs=0.5)
+    assert on_photo.values["crae_px"] == pytest.approx(1.7484 * 4, abs=1.7484 * 0.5)
+    assert on_photo.values["zone_b_calibres_on_photo"] == 12
+    assert {vessel["calibre_from"] for vessel in on_photo.zone_b} == {"photo"}
+
+
+def test_a_central_light_reflex_does_not_split_a_vessel_measured_on_the_photo():
+    vessels = [DrawnVessel([(CENTRE[0] + 0.6 * DD * math.sin(a), CENTRE[1] + 0.6 * DD * math.cos(a)),
+                            (CENTRE[0] + 4.5 * DD * math.sin(a), CENTRE[1] + 4.5 * DD * math.cos(a))], 12.0, av.VEIN)
+               for a in np.linspace(0, 2 * math.pi, 6, endpoint=False)]
+    labels, coverage = draw_vessels((400, 400), vessels)
+    _, reflex = draw_vessels((400, 400), [replace(v, width=3.0) for v in vessels])
+    result = measure(labels, known_disc(), np.ones(labels.shape, bool), photo=photo_of(coverage, reflex),
+                     calibres_from="photo")
+    assert result.values["mean_calibre_zone_b_px_vein"] == pytest.approx(12.0, abs=0.5)
+
+
+def test_a_photo_without_a_clear_vessel_profile_leaves_the_calibre_to_the_map():
+    labels, prob = radial_map([4.0] * 6, [6.0] * 6)
+    flat = np.full(labels.shape + (3,), 0.5, np.float32)
+    result = measure(labels, known_disc(), np.ones(labels.shape, bool), prob, photo=flat, calibres_from="photo")
+    assert result.values["zone_b_calibres_on_photo"] == 0 and {v["calibre_from"] for v in result.zone_b} == {"map"}
+    assert result.values["mean_calibre_zone_b_px_artery"] == pytest.approx(4.0, abs=0.5)
+
+
+def test_measure_command_calibres_from_the_photo_and_measures_again_when_the_source_changes(cli, tmp_path):
+    maps, photos, discs = tmp_path / "maps", tmp_path / "photos", tmp_path / "discs"
+    for folder in (maps, photos, discs):
+        folder.mkdir()
+    labels, prob = radial_map([4.0] * 6, [6.0] * 6)
+    too_wide = np.zeros_like(labels)
+    for code in (av.ARTERY, av.VEIN):
+        too_wide[ndimage.binary_dilation(labels == code)] = code
+    iio.imwrite(maps / "eye1.png", av.encode_colours(too_wide))
+    iio.imwrite(photos / "eye1.png", np.round(photo_of(prob[av.ARTERY] + prob[av.VEIN]) * 255).astype(np.uint8))
+    rows, cols = np.indices(labels.shape)
+    iio.imwrite(discs / "eye1.png", (np.hypot(rows - CENTRE[0], cols - CENTRE[1]) <= DD / 2).astype(np.uint8) * 255)
+    out = tmp_path / "out"
+    arguments = ["measure", str(out), "--maps", str(maps), "--photos", str(photos), "--disc-dir", str(discs), "-q"]
+    on_map = cli.invoke(retinaseg_cli, arguments)
+    on_photo = cli.invoke(retinaseg_cli, arguments + ["--calibres-from", "photo"])
+    assert on_map.exit_code == 0 and on_photo.exit_code == 0, on_map.output + on_photo.output
+    assert "measured before" not in on_photo.output  # another source is another measurement
+    row = next(csv.DictReader(open(out / "measurements.csv")))
+    assert int(row["zone_b_calibres_on_photo"]) == 12
+    assert float(row["mean_calibre_zone_b_px_artery"]) == pytest.approx(4.0, abs=0.5)
+    detail = json.loads((out / "measurements.json").read_text())["photos"][0]
+    assert {vessel["calibre_from"] for vessel in detail["zone_b"]} == {"photo"}
 
 
 def test_zone_b_is_the_ring_from_one_to_one_and_a_half_disc_diameters():
