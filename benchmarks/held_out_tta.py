@@ -6,6 +6,7 @@ for validation.
     python benchmarks/held_out_tta.py --model av-fusion --datasets hrf-av --seed 0 --vessel-model vesselnet
     python benchmarks/held_out_tta.py --model av-fusion --datasets drive-av,les-av,hrf-av --seed 1 --av-graph
     python benchmarks/held_out_tta.py ... --av-graph --gate vesselnet     # the graph step, vessels from vesselnet
+    python benchmarks/held_out_tta.py --model av-fusion --seed 1 --vessel-first   # A/V maps: arg-max / vessel first
 
 The held-out images are drawn exactly as `retinaseg train` drew them (same datasets, --seed, --val-fraction),
 so the comparison never touches a test split. Prints each image's headline score both ways, then the means
@@ -18,6 +19,7 @@ import os
 
 import torch
 
+from retinaseg import av
 from retinaseg.evaluation.evaluate import HEADLINE, evaluate
 from retinaseg.evaluation.metrics import summarize
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
@@ -38,6 +40,8 @@ def main():
                         help="compare without / with this binary model gating the vessels (TTA: the model's default)")
     parser.add_argument("--av-graph", action="store_true", help="compare without / with --av-graph")
     parser.add_argument("--gate", default=None, help="with --av-graph: both sides use this --vessel-model")
+    parser.add_argument("--vessel-first", action="store_true",
+                        help="compare the A/V map as the arg-max / decided vessel first (av.class_map)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -51,6 +55,10 @@ def main():
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"),
                               vessel_model=gate if on else None) for on in (False, True)}
         what, labels = f"without / with --vessel-model {args.vessel_model}", {False: "without", True: "with"}
+    elif args.vessel_first:
+        runner = Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"))
+        runners = {False: runner, True: runner}
+        what, labels = "the A/V map as the arg-max / decided vessel first", {False: "arg-max", True: "vessel first"}
     else:
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", tta=on))
                    for on in (False, True)}
@@ -60,6 +68,7 @@ def main():
     for dataset in args.datasets.split(","):
         ids = held_out_ids(dataset, args.data_root, args.val_fraction, args.seed)
         for on, runner in runners.items():
+            av.VESSEL_FIRST = on if args.vessel_first else av.VESSEL_FIRST
             evaluation = evaluate(dataset, args.data_root, "training", segmenter=runner, ids=ids)
             rows[on] += [{"dataset": dataset, **row} for row in evaluation.rows]
             task = evaluation.task
@@ -68,10 +77,13 @@ def main():
           f"{args.datasets}); {first} {what}")
     for off, on in zip(rows[False], rows[True]):
         print(f"  {off['dataset']:<10} {off['id']:<14} {off[key]:.4f}  {on[key]:.4f}")
-    print(f"{'mean over ' + str(len(rows[False])) + ' images':<26}" + "".join(f"{t:>10}" for t in HEADLINE[task]))
+    columns = {**HEADLINE[task], **({"vessel F1": "vessel_f1"} if task == "av" else {})}
+    print(f"{'mean over ' + str(len(rows[False])) + ' images':<26}" + "".join(f"{t:>10}" for t in columns))
     for on, label in labels.items():
         summary = summarize([{k: v for k, v in row.items() if k != "dataset"} for row in rows[on]])
-        print(f"  {label:<24}" + "".join(f"{summary[k][0]:>10.4f}" for k in HEADLINE[task].values()))
+        print(f"  {label:<24}" + "".join(f"{summary[k][0]:>10.4f}" for k in columns.values()))
+    print(f"{first} higher with the second on {sum(b[key] > a[key] for a, b in zip(rows[False], rows[True]))} of "
+          f"{len(rows[False])} images")
 
 
 if __name__ == "__main__":

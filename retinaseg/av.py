@@ -3,6 +3,8 @@
 Codes (DRIVE_AV, LES-AV, HRF-AV as distributed): 0 background, 1 artery, 2 vein, 3 uncertain/crossing.
 Colours (the seed's raw_pre output): artery red, vein blue, uncertain green, background black.
 """
+from typing import Optional
+
 import numpy as np
 
 BACKGROUND, ARTERY, VEIN, UNCERTAIN = 0, 1, 2, 3
@@ -10,15 +12,24 @@ CLASS_NAMES = ("background", "artery", "vein", "uncertain")
 COLOURS = np.array([(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)], dtype=np.uint8)
 
 
-def class_map(prob: np.ndarray) -> np.ndarray:
-    """HxW uint8 class codes: the arg-max of CxHxW probabilities over classes (the first of ties, as argmax). A loop
-    over the few class planes: numpy's argmax across the first axis of an HRF-size map takes ten times as long."""
-    best = prob[0].copy()
-    codes = np.zeros(prob.shape[1:], dtype=np.uint8)
-    for code in range(1, len(prob)):
+VESSEL_FIRST = True  # vessel or background first, then the type: decided on held-out images (docs/experiments.md)
+
+
+def class_map(prob: np.ndarray, vessel_first: Optional[bool] = None) -> np.ndarray:
+    """HxW uint8 class codes of CxHxW probabilities: the arg-max over classes (the first of ties, as argmax); or,
+    vessel first (default VESSEL_FIRST), vessel where the background's probability is at most 0.5 and then the
+    most probable vessel class. A loop over the few class planes: numpy's argmax across the first axis of an
+    HRF-size map takes ten times as long."""
+    vessel_first = VESSEL_FIRST if vessel_first is None else vessel_first
+    first = 1 if vessel_first else 0
+    best = prob[first].copy()
+    codes = np.full(prob.shape[1:], first, dtype=np.uint8)
+    for code in range(first + 1, len(prob)):
         higher = prob[code] > best
         codes[higher] = code
         np.maximum(best, prob[code], out=best)
+    if vessel_first:
+        codes[prob[BACKGROUND] > 0.5] = BACKGROUND
     return codes
 
 

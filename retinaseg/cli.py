@@ -336,7 +336,7 @@ def evaluate_command(dataset, data_root, split, pred, model, weights, vessel_mod
                      summary_only):
     """Score predictions against manual labels, the literature's way.
 
-    Inside the FOV, threshold 0.5 (arg-max for A/V), 1st manual, mean ± std over
+    Inside the FOV, threshold 0.5 (A/V: vessel first, then type), 1st manual, mean ± std over
     images: Se, Sp, Acc, Precision, F1, IoU, MCC, MSE, and exact AUC-ROC/AUC-PR when
     probabilities are available. A/V datasets add per-class and class-weighted
     scores (Learning_AVSegmentation) and A/V accuracy. Where a second human observer exists

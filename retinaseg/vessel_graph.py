@@ -408,7 +408,7 @@ def graph_of(prob: np.ndarray, labels: Optional[np.ndarray] = None) -> tuple[Ves
 
 def consistent_av(prob: np.ndarray) -> tuple[np.ndarray, VesselGraph]:
     """A/V probabilities (4xHxW) with one type per vessel, and the graph that decided it: each vessel's artery
-    and vein probabilities are swapped where its pixels' arg-max disagrees with the type its vessel votes for.
+    and vein probabilities are swapped where its pixels' likelier type disagrees with the type its vessel votes for.
     The vessel probability, the uncertain class and so the vessel map stay as they were."""
     labels = av.class_map(prob)
     graph, chosen = graph_of(prob, labels)

@@ -105,9 +105,17 @@ def test_colour_map_round_trip():
 def test_the_class_map_is_the_arg_max_over_classes_first_of_ties():
     prob = np.random.default_rng(0).random((4, 37, 53)).astype(np.float32)
     prob[:, 0, :4] = [[0.5, 0.1, 0.2, 0.3], [0.5, 0.5, 0.2, 0.3], [0.0, 0.5, 0.6, 0.3], [0.0, 0.2, 0.6, 0.3]]
-    codes = av.class_map(prob)
+    codes = av.class_map(prob, vessel_first=False)
     assert codes.dtype == np.uint8 and np.array_equal(codes, prob.argmax(axis=0))
     assert codes[0, :4].tolist() == [0, 1, 2, 0]
+
+
+def test_a_class_map_decided_vessel_first_keeps_vessels_whose_type_is_unsure():
+    # background, artery, vein, uncertain: vessel 0.6 split between types; sure background; a tie at 0.5
+    prob = np.array([[0.4, 0.3, 0.3, 0.0], [0.7, 0.2, 0.05, 0.05], [0.5, 0.1, 0.3, 0.1], [0.2, 0.1, 0.1, 0.6]],
+                    np.float32).T[:, None, :]
+    assert av.class_map(prob, vessel_first=False).tolist() == [[0, 0, 0, 3]]
+    assert av.class_map(prob, vessel_first=True).tolist() == [[av.ARTERY, 0, av.VEIN, av.UNCERTAIN]]
 
 
 def test_vessel_gate_takes_the_vessel_split_and_keeps_the_class_shares():

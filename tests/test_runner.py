@@ -256,7 +256,9 @@ def test_av_models_write_colour_maps_and_class_probabilities(cli, tmp_path, phot
         assert (labels == av.ARTERY).any() and (labels == av.VEIN).any()
         prob = tifffile.imread(out / "prob" / f"{stem}.tif")
         assert prob.shape == (4, h, w) and np.allclose(prob.sum(0), 1, atol=1e-4)
-        assert np.array_equal(prob.argmax(0), labels)
+        assert np.array_equal(av.class_map(prob), labels)  # the map is its probabilities, decoded
+    # how the map was decoded from them is recorded, so outputs decoded otherwise are not skipped as done
+    assert json.loads((out / "run.json").read_text())["made_with"]["settings"]["av_decoding"] == "vessel first"
 
 
 class ConstantVessels(torch.nn.Module):
@@ -293,7 +295,7 @@ def test_a_binary_vessel_model_gates_an_av_models_vessels(cli, tmp_path, photo_f
             assert np.array_equal(everything[named & (plain > 0)], plain[named & (plain > 0)])  # named as before
             assert (everything[:, : w // 3] != av.VEIN).all() and (everything[:, -w // 3:] != av.ARTERY).all()
             prob = tifffile.imread(tmp_path / "all-vessels" / "prob" / f"{stem}.tif")
-            assert np.allclose(prob.sum(0), 1, atol=1e-4) and np.array_equal(prob.argmax(0), everything)
+            assert np.allclose(prob.sum(0), 1, atol=1e-4) and np.array_equal(av.class_map(prob), everything)
         report = json.loads((tmp_path / "all-vessels" / "run.json").read_text())
         assert report["model"] == "halves-av" and report["vessel_model"]["model"] == "all-vessels"
         result = run(cli, "-m", "dark-vessels", "--vessel-model", "all-vessels", photo_folder, tmp_path / "bad")

@@ -1,6 +1,6 @@
 """`retinaseg eval`: score a model, or a folder of `retinaseg run` outputs, on a dataset split.
 
-Protocol: inside the FOV mask (the dataset's own, else estimated), threshold 0.5 (arg-max for A/V), against
+Protocol: inside the FOV mask (the dataset's own, else estimated), threshold 0.5 (A/V maps: av.class_map), against
 the 1st manual; mean and standard deviation over images. A second human observer, where the dataset has one,
 is scored the same way as a reference row.
 """

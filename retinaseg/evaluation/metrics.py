@@ -2,7 +2,7 @@
 
 Binary: Se (recall), Sp, Acc, Precision, F1 (= Dice), IoU, MCC from the confusion counts at threshold 0.5;
 MSE between probability and label; AUC-ROC and AUC-PR exactly, by ranks, when probabilities are given.
-A/V (Learning_AVSegmentation's definitions): each of artery, vein, uncertain scored one-vs-rest on the arg-max map, then
+A/V (Learning_AVSegmentation's definitions): each of artery, vein, uncertain scored one-vs-rest on the A/V map, then
 averaged with weights equal to the classes' ground-truth pixel counts; plus A/V classification accuracy on
 ground-truth artery/vein pixels that are predicted as vessel.
 """

@@ -12,7 +12,7 @@ OVERLAY_ALPHA = 0.6
 
 
 def labels_of(prob: np.ndarray) -> np.ndarray:
-    """Thresholded vessel mask (bool) or A/V codes (arg-max)."""
+    """Thresholded vessel mask (bool) or A/V codes (av.class_map)."""
     return prob[0] >= VESSEL_THRESHOLD if prob.shape[0] == 1 else av.class_map(prob)
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 import torch
 
+from retinaseg import av
 from retinaseg.errors import RetinasegError
 from retinaseg.inference.predictor import make_predictor
 from retinaseg.inference.rescale import Prepared, gate_with_fov, to_raw_size, to_working_scale
@@ -175,8 +176,9 @@ class Segmenter:
 
     def settings(self) -> dict:
         """The settings in force, as run.json records them."""
+        decoding = {"av_decoding": "vessel first" if av.VESSEL_FIRST else "arg-max"} if self.model.classes > 1 else {}
         return {**asdict(self.config), "tile_size": self.window.tile_size, "size_divisor": self.window.size_divisor,
-                "views": [str(view) for view in self.views]}
+                "views": [str(view) for view in self.views], **decoding}
 
     def describe(self) -> dict:
         """Which model and weights segment, with their settings: what made a folder's outputs."""
@@ -201,4 +203,4 @@ def segmenter_of(model: Optional[str] = None, weights=None, vessel_model: Option
 
 # The settings that change what is written (device and batch size change it only at float rounding)
 OUTPUT_SETTINGS = ("tile_size", "overlap", "whole_image_pixels", "resize", "max_downscale", "raw_fov_diameter",
-                   "views", "av_graph")
+                   "views", "av_graph", "av_decoding")

@@ -25,7 +25,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from retinaseg import __version__
+from retinaseg import __version__, av
 from retinaseg.checkpoint import load_checkpoint, save_checkpoint
 from retinaseg.io.atomic import atomic_path
 from retinaseg.datasets import load_samples
@@ -113,7 +113,7 @@ def held_out_ids(dataset: str, data_root, fraction: float, seed: int) -> set:
 
 
 def validate(model, images, device, size_divisor, world: World = World()) -> float:
-    """Mean F1 inside the FOV at threshold 0.5 (vessel) or mean artery/vein F1 on the arg-max (A/V). Several
+    """Mean F1 inside the FOV at threshold 0.5 (vessel) or mean artery/vein F1 on the A/V map (av.class_map). Several
     training processes score each image once, each its share, and agree on the mean."""
     model.eval()
     window = SlidingWindow(size_divisor=size_divisor, tile_size=max(size_divisor, 512 // size_divisor * size_divisor))
@@ -130,7 +130,7 @@ def validate(model, images, device, size_divisor, world: World = World()) -> flo
             tp_fp_fn_tn = confusion((prob[0] >= VESSEL_THRESHOLD).numpy()[fov], (item.target[0] >= 0.5).numpy()[fov])
             scores.append(scores_from_confusion(*tp_fp_fn_tn)["f1"])
         else:
-            pred, truth = prob.argmax(0).numpy()[fov], item.target.argmax(0).numpy()[fov]
+            pred, truth = av.class_map(prob.numpy())[fov], item.target.argmax(0).numpy()[fov]
             per_class = [scores_from_confusion(*confusion(pred == c, truth == c))["f1"] for c in (1, 2)]
             scores.append(float(np.nanmean(per_class)))
     scored = [score for score in scores if not math.isnan(score)]
