@@ -7,6 +7,7 @@ for validation.
     python benchmarks/held_out_tta.py --model av-fusion --datasets drive-av,les-av,hrf-av --seed 1 --av-graph
     python benchmarks/held_out_tta.py ... --av-graph --gate vesselnet     # the graph step, vessels from vesselnet
     python benchmarks/held_out_tta.py --model av-fusion --seed 1 --vessel-first   # A/V maps: arg-max / vessel first
+    python benchmarks/held_out_tta.py --model disc --datasets idrid-od --seed 0 --disc-grow   # the disc grown or not
 
 The held-out images are drawn exactly as `retinaseg train` drew them (same datasets, --seed, --val-fraction),
 so the comparison never touches a test split. Prints each image's headline score both ways, then the means
@@ -19,7 +20,7 @@ import os
 
 import torch
 
-from retinaseg import av
+from retinaseg import av, disc
 from retinaseg.evaluation.evaluate import HEADLINE, evaluate
 from retinaseg.evaluation.metrics import summarize
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
@@ -42,6 +43,8 @@ def main():
     parser.add_argument("--gate", default=None, help="with --av-graph: both sides use this --vessel-model")
     parser.add_argument("--vessel-first", action="store_true",
                         help="compare the A/V map as the arg-max / decided vessel first (av.class_map)")
+    parser.add_argument("--disc-grow", action="store_true",
+                        help="compare the disc as the blob at 0.5 / grown to its faint rim at 0.25 (disc.GROW_TO)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -55,10 +58,11 @@ def main():
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"),
                               vessel_model=gate if on else None) for on in (False, True)}
         what, labels = f"without / with --vessel-model {args.vessel_model}", {False: "without", True: "with"}
-    elif args.vessel_first:
+    elif args.vessel_first or args.disc_grow:
         runner = Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"))
         runners = {False: runner, True: runner}
-        what, labels = "the A/V map as the arg-max / decided vessel first", {False: "arg-max", True: "vessel first"}
+        what, labels = ("the A/V map as the arg-max / decided vessel first", {False: "arg-max", True: "vessel first"}) \
+            if args.vessel_first else ("the disc as the blob at 0.5 / grown to 0.25", {False: "at 0.5", True: "grown"})
     else:
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", tta=on))
                    for on in (False, True)}
@@ -69,6 +73,7 @@ def main():
         ids = held_out_ids(dataset, args.data_root, args.val_fraction, args.seed)
         for on, runner in runners.items():
             av.VESSEL_FIRST = on if args.vessel_first else av.VESSEL_FIRST
+            disc.GROW_TO = (0.25 if on else None) if args.disc_grow else disc.GROW_TO
             evaluation = evaluate(dataset, args.data_root, "training", segmenter=runner, ids=ids)
             rows[on] += [{"dataset": dataset, **row} for row in evaluation.rows]
             task = evaluation.task

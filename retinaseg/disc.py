@@ -18,6 +18,7 @@ from retinaseg.inference import VESSEL_THRESHOLD
 MIN_DIAMETER_SHARE = 0.04  # of the map's larger side: a narrower blob is not a disc (a speck, an exudate)
 MIN_MEAN_PROBABILITY = 0.85  # over the blob: a disc is marked firmly
 MAX_ELONGATION = 2.5  # a blob this many times longer than wide is not a disc (a vessel reflex, a lesion)
+GROW_TO = None  # if set, the blob grows by the pixels connected to it at this probability or more (docs/experiments.md)
 
 
 @dataclass
@@ -34,14 +35,20 @@ class Disc:
 
 
 def disc_blob(prob: np.ndarray) -> np.ndarray:
-    """The disc's pixels (HxW bool): the largest blob at probability >= 0.5, holes filled; empty if none."""
+    """The disc's pixels (HxW bool): the largest blob at probability >= 0.5 (grown to GROW_TO, if set), holes
+    filled; empty if none."""
     from scipy import ndimage
 
-    blobs, count = ndimage.label(np.asarray(prob) >= VESSEL_THRESHOLD)
+    prob = np.asarray(prob)
+    blobs, count = ndimage.label(prob >= VESSEL_THRESHOLD)
     if count == 0:
         return np.zeros(blobs.shape, bool)
     sizes = np.bincount(blobs.ravel())[1:]
-    return ndimage.binary_fill_holes(blobs == 1 + int(np.argmax(sizes)))
+    blob = blobs == 1 + int(np.argmax(sizes))
+    if GROW_TO is not None:  # the faint rim connected to the firmly marked blob
+        faint, _ = ndimage.label(prob >= GROW_TO)
+        blob = faint == faint[blob][0]
+    return ndimage.binary_fill_holes(blob)
 
 
 def find_disc(prob: np.ndarray) -> Disc:
@@ -68,9 +75,11 @@ def _disc_of(blob: np.ndarray, prob: np.ndarray) -> Disc:
 
 
 def marked_probability(blob: np.ndarray, prob: np.ndarray) -> float:
-    """The mean probability of the blob's marked pixels (its filled holes, the vessels on the disc, left out)."""
+    """The mean probability of the blob's firmly marked pixels (its filled holes, the vessels on the disc, and a
+    grown rim, which keep_disc raises to exactly the threshold, left out)."""
     prob = np.asarray(prob, np.float32)
-    return float(prob[blob & (prob >= VESSEL_THRESHOLD)].mean())
+    firm = blob & (prob > VESSEL_THRESHOLD)
+    return float(prob[firm].mean()) if firm.any() else 0.0
 
 
 def keep_disc(prob: np.ndarray) -> np.ndarray:

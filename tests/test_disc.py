@@ -99,3 +99,18 @@ def test_run_with_a_disc_model_writes_one_disc_and_flags_photos_without_one(cli,
     report = {r["stem"]: r for r in json.loads((tmp_path / "out" / "run.json").read_text())["images"]}
     assert report["eye"]["flag"] is None and report["flat"]["flag"] == "no optic disc found"
     assert "1 with no optic disc found" in result.output
+
+
+@pytest.mark.parametrize("grow_to, diameter", [(None, 40), (0.25, 56)])
+def test_a_disc_grown_to_its_faint_rim_and_kept_so(monkeypatch, grow_to, diameter):
+    import retinaseg.disc
+
+    monkeypatch.setattr(retinaseg.disc, "GROW_TO", grow_to)
+    prob = disc_map() * 0.95 + (disc_map(diameter=56) - disc_map()) * 0.35  # a firm centre, a faint rim
+    prob[20:30, 20:30] = 0.35  # faint, but not connected to the disc: never part of it
+    disc = find_disc(prob)
+    assert disc.found and disc.diameter == pytest.approx(diameter, rel=0.03)
+    kept = keep_disc(prob[None])[0]
+    assert (kept[20:30, 20:30] < 0.5).all()
+    again = find_disc(kept)  # measure and eval read the kept map: the same disc, still marked firmly
+    assert again.found and again.diameter == pytest.approx(disc.diameter)
