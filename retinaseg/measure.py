@@ -339,7 +339,7 @@ class MeasureJob:
 # again. Raise the format whenever a measure's definition changes, so rows measured before are measured again.
 MEASURED_FOLDER = "measured"
 OVERLAY_FOLDER = "measure_overlay"  # with --overlay: <stem>.png, the disc, zones B and C and the CRAE/CRVE vessels
-MEASURED_FORMAT = "retinaseg-measured/2"
+MEASURED_FORMAT = "retinaseg-measured/3"
 
 
 def items_of_run(run_dir) -> list:
@@ -471,11 +471,14 @@ def _key(job: MeasureJob, item: tuple) -> dict:
         except (OSError, TypeError, ValueError):
             return None if path is None else [str(path)]
 
+    from retinaseg import disc as disc_finding
+
     stem, photo_path, map_path, prob_path = item
     disc_mask = _disc_mask(job.disc_dir, stem) if job.disc_dir else None
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
             "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
-            "disc_weights": None if job.disc_dir else _disc_weights(), "pixel_size_um": job.pixel_size_um,
+            "disc_weights": None if job.disc_dir else _disc_weights(), "disc_grown_to": disc_finding.GROW_TO,
+            "pixel_size_um": job.pixel_size_um,
             "disc_diameter_um": job.disc_diameter_um, "calibres_from": job.calibres_from}
 
 

@@ -176,9 +176,17 @@ class Segmenter:
 
     def settings(self) -> dict:
         """The settings in force, as run.json records them."""
-        decoding = {"av_decoding": "vessel first" if av.VESSEL_FIRST else "arg-max"} if self.model.classes > 1 else {}
         return {**asdict(self.config), "tile_size": self.window.tile_size, "size_divisor": self.window.size_divisor,
-                "views": [str(view) for view in self.views], **decoding}
+                "views": [str(view) for view in self.views], **self._decoding()}
+
+    def _decoding(self) -> dict:
+        """How the map is read from the probabilities, where that has changed: a folder of maps read otherwise is
+        not resumed into as if done."""
+        if self.model.spec.task == "disc":
+            from retinaseg import disc
+
+            return {"disc_grown_to": disc.GROW_TO}
+        return {"av_decoding": "vessel first" if av.VESSEL_FIRST else "arg-max"} if self.model.classes > 1 else {}
 
     def describe(self) -> dict:
         """Which model and weights segment, with their settings: what made a folder's outputs."""
@@ -203,4 +211,4 @@ def segmenter_of(model: Optional[str] = None, weights=None, vessel_model: Option
 
 # The settings that change what is written (device and batch size change it only at float rounding)
 OUTPUT_SETTINGS = ("tile_size", "overlap", "whole_image_pixels", "resize", "max_downscale", "raw_fov_diameter",
-                   "views", "av_graph", "av_decoding")
+                   "views", "av_graph", "av_decoding", "disc_grown_to")
