@@ -478,8 +478,8 @@ def _key(job: MeasureJob, item: tuple) -> dict:
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
             "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
             "disc_weights": None if job.disc_dir else _disc_weights(), "disc_grown_to": disc_finding.GROW_TO,
-            "pixel_size_um": job.pixel_size_um,
-            "disc_diameter_um": job.disc_diameter_um, "calibres_from": job.calibres_from}
+            "pixel_size_um": job.pixel_size_um, "disc_diameter_um": job.disc_diameter_um,
+            "calibres_from": job.calibres_from}
 
 
 def _disc_mask(disc_dir, stem: str) -> Optional[Path]:
