@@ -529,8 +529,9 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
                      calibres_from=calibres_from or CALIBRES_FROM)
     rows = measure_items(job, notify=_message, progress=not quiet, workers=workers)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "partial", "failed")}
-    click.echo(f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed; "
-               f"{Path(out_dir) / 'measurements.csv'}")
+    checks = sum(bool(r.get("disc_check")) for r in rows)
+    click.echo(f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed"
+               f"{f', {checks} disc(s) to check (disc_check)' if checks else ''}; {Path(out_dir) / 'measurements.csv'}")
     sys.exit(1 if counts["failed"] else 0)
 
 

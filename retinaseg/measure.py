@@ -33,6 +33,8 @@ JUNCTION_CLEARANCE = 1.5  # calibres: centre-line pixels this near a junction ar
 SMOOTHING = 2.0  # pixels: the Gaussian smoothing of centre lines before arc length and curvature
 MIN_CHORD = 10.0  # pixels: a segment whose ends are closer than this (a stub, a loop) has no tortuosity
 TYPES = {"all": None, "artery": av.ARTERY, "vein": av.VEIN}
+DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diameters between people (check_disc_sizes)
+MIN_DISC_PEERS = 5  # photos of one size with a disc, for a median to compare a disc with
 CALIBRE_SOURCES = ("photo", "map")  # what zone B's calibres are measured on, given a photo (docs/experiments.md)
 CALIBRES_FROM = "map"
 
@@ -158,7 +160,8 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
         prob = probability if probability is not None and probability.shape[0] == 4 else _one_hot(labels)
         label_vessels(graph, prob, vessels)
     values = result.values
-    values.update(disc_x=disc.col, disc_y=disc.row, disc_diameter_px=disc.diameter)
+    values.update(photo_size=f"{labels.shape[1]}x{labels.shape[0]}", disc_x=disc.col, disc_y=disc.row,
+                  disc_diameter_px=disc.diameter)
     if not disc.found:
         result.missing(f"no optic disc: {disc.reason}; zone measures and DD units are empty")
     if not is_av:
@@ -188,6 +191,7 @@ def _whole_map_measures(result: Measurements, graph: VesselGraph, vessels: np.nd
     in_fov = max(int(fov.sum()), 1)
     # box sides relative to the FOV: the same physical scales at any resolution (docs/experiments.md)
     diameter = fov_diameter(fov)
+    values["fov_diameter_px"] = float(diameter)
     for name, code in TYPES.items():
         if code is not None and labels is None:
             for key in ("density_fov", "fractal_dimension", "length_px", "segments", "distance_factor",
@@ -424,8 +428,35 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
         process = partial(_measure_in_processes, workers=workers) if side_by_side else _measure_here
     measured = iter(process(todo, notify, progress) if todo.items else [])
     results = [before[index] if index in before else next(measured) for index in range(len(job.items))]
+    check_disc_sizes([row for row, _ in results], notify)
+    for row, detail in results:
+        detail["disc_check"] = row["disc_check"]
     _write_tables(Path(job.out_dir), [row for row, _ in results], [detail for _, detail in results], job.name)
     return [row for row, _ in results]
+
+
+def check_disc_sizes(rows: list, notify=print) -> None:
+    """Sets each row's disc_check: empty, or a note where the disc's diameter relative to the FOV's is more than
+    DISC_SIZE_TOLERANCE off the median over this table's photos of the same size (one camera, one setting), at
+    least MIN_DISC_PEERS of them with a disc. Disc diameters vary by about 13% between people (Jonas et al. 1988:
+    disc area 2.7 +- 0.7 mm2); a disc this far off is most likely a fragment of a pale disc or a bright region
+    beyond it, which moves zone B and every measure made there. The row's measures stand; the note says to look
+    at its overlay."""
+    groups: dict = {}
+    for row in rows:
+        row["disc_check"] = ""
+        disc, fov = row.get("disc_diameter_px"), row.get("fov_diameter_px")
+        if isinstance(disc, (int, float)) and isinstance(fov, (int, float)) and disc == disc and fov > 0:
+            groups.setdefault(row.get("photo_size"), []).append((row, disc / fov))
+    for size, members in groups.items():
+        if len(members) < MIN_DISC_PEERS:
+            continue
+        median = float(np.median([ratio for _, ratio in members]))
+        for row, ratio in members:
+            if abs(ratio / median - 1) > DISC_SIZE_TOLERANCE:
+                row["disc_check"] = (f"disc {ratio / median:.2f} times the median of the {len(members)} {size} "
+                                     f"photos with a disc: check its overlay")
+                notify(f"check: {row['stem']}: {row['disc_check']}")
 
 
 def _measure_here(job: MeasureJob, notify, progress: bool) -> list:

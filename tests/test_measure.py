@@ -339,3 +339,19 @@ def test_a_disc_mask_is_the_photos_own_not_one_whose_stem_begins_with_it(tmp_pat
     assert _disc_mask(tmp_path, "eye1").name == "eye1_disc.png"  # sorted first: eye10_disc.png
     assert _disc_mask(tmp_path, "eye2").name == "eye2.png" and _disc_mask(tmp_path, "eye3").name == "eye3-od.tif"
     assert _disc_mask(tmp_path, "eye4") is None and _disc_mask(tmp_path, "eye") is None
+
+
+def test_a_disc_far_from_the_size_of_its_cameras_others_is_flagged_for_a_look():
+    from retinaseg.measure import check_disc_sizes
+
+    def row(stem, disc, size="3504x2336", fov=3300.0):
+        return {"stem": stem, "photo_size": size, "disc_diameter_px": disc, "fov_diameter_px": fov}
+
+    camera = [row(f"eye{i}", d) for i, d in enumerate([330, 350, 340, 360, 345, 200])]  # eye5: a fragment
+    few = [row(f"small{i}", d, "565x584", 540.0) for i, d in enumerate([70, 30])]  # too few to compare
+    no_disc = [row("nodisc", float("nan")), {"stem": "failed", "status": "failed"}]
+    notes = []
+    check_disc_sizes(camera + few + no_disc, notes.append)
+    flagged = [r["stem"] for r in camera + few + no_disc if r["disc_check"]]
+    assert flagged == ["eye5"] and "0.58 times the median of the 6 3504x2336 photos" in camera[-1]["disc_check"]
+    assert notes == [f"check: eye5: {camera[-1]['disc_check']}"]
