@@ -305,13 +305,13 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
         click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
         measured_ok = True
         if also_measure and not summary.error:  # this run's photos; a shard's into measurements-K-of-N.csv
-            from retinaseg.measure import measure_run
+            from retinaseg.measure import measure_run, measured_line
 
             name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
             rows = measure_run(output_dir, summary.records, name, overlay, notify=_message, progress=not quiet,
                                process=remote.measure if remote else None, workers=workers, overwrite=overwrite)
             measured_ok = not any(row["status"] == "failed" for row in rows)
-            click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv")
+            click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv: {measured_line(rows)}")
     sys.exit(0 if summary.success and measured_ok else 1)
 
 
@@ -515,7 +515,8 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
       retinaseg measure out/ --disc-diameter-um 1800 --overlay
       retinaseg measure labels/ --maps labels/ --photos photos/ --disc-dir discs/
     """
-    from retinaseg.measure import CALIBRES_FROM, MeasureJob, items_of_folders, items_of_run, measure_items
+    from retinaseg.measure import (CALIBRES_FROM, MeasureJob, items_of_folders, items_of_run, measure_items,
+                                   measured_line)
 
     if (maps_dir is None) != (photos_dir is None) and not (maps_dir and disc_dir):
         raise click.UsageError("--maps goes with --photos (or --disc-dir), and --photos with --maps")
@@ -528,11 +529,8 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
     job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay, overwrite=overwrite,
                      calibres_from=calibres_from or CALIBRES_FROM)
     rows = measure_items(job, notify=_message, progress=not quiet, workers=workers)
-    counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "partial", "failed")}
-    checks = sum(bool(r.get("disc_check")) for r in rows)
-    click.echo(f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed"
-               f"{f', {checks} disc(s) to check (disc_check)' if checks else ''}; {Path(out_dir) / 'measurements.csv'}")
-    sys.exit(1 if counts["failed"] else 0)
+    click.echo(f"{measured_line(rows)}; {Path(out_dir) / 'measurements.csv'}")
+    sys.exit(1 if any(row["status"] == "failed" for row in rows) else 0)
 
 
 @cli.command()

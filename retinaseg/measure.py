@@ -459,6 +459,14 @@ def check_disc_sizes(rows: list, notify=print) -> None:
                 notify(f"check: {row['stem']}: {row['disc_check']}")
 
 
+def measured_line(rows: list) -> str:
+    """The rows' statuses counted, and the discs to check: the last line `retinaseg measure` prints."""
+    counts = {status: sum(row["status"] == status for row in rows) for status in ("ok", "partial", "failed")}
+    checks = sum(bool(row.get("disc_check")) for row in rows)
+    return (f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed"
+            + (f", {checks} disc(s) to check (disc_check)" if checks else ""))
+
+
 def _measure_here(job: MeasureJob, notify, progress: bool) -> list:
     from tqdm import tqdm
 

@@ -355,3 +355,7 @@ def test_a_disc_far_from_the_size_of_its_cameras_others_is_flagged_for_a_look():
     flagged = [r["stem"] for r in camera + few + no_disc if r["disc_check"]]
     assert flagged == ["eye5"] and "0.58 times the median of the 6 3504x2336 photos" in camera[-1]["disc_check"]
     assert notes == [f"check: eye5: {camera[-1]['disc_check']}"]
+    from retinaseg.measure import measured_line
+
+    rows = [{**r, "status": "ok"} for r in camera] + [{"stem": "failed", "status": "failed"}]
+    assert measured_line(rows) == "6 ok, 0 partial, 1 failed, 1 disc(s) to check (disc_check)"
