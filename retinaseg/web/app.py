@@ -19,7 +19,7 @@ import gradio as gr  # noqa: E402 (after the analytics switch)
 NO_VESSEL_MODEL = "none (the A/V model's own vessels)"
 KEPT_SECONDS = 3600  # a request's folder is removed after an hour
 MEASURED_COLUMNS = ("stem", "status", "disc_diameter_px", "crae_px", "crve_px", "avr", "fractal_dimension_all",
-                    "density_fov_all", "tortuosity_density_per_px_all", "reason")
+                    "density_fov_all", "tortuosity_density_per_px_all", "reason", "disc_check")
 TITLE = "retinaseg"
 
 
