@@ -44,10 +44,11 @@ def main():
     parser.add_argument("--vessel-first", action="store_true",
                         help="compare the A/V map as the arg-max / decided vessel first (av.class_map)")
     parser.add_argument("--disc-grow", action="store_true",
-                        help="compare the disc as the blob at 0.5 / grown to its faint rim at 0.25 (disc.GROW_TO)")
+                        help="compare the disc as the blob at 0.5 / grown to its faint rim (disc.GROW_TO, 0.25)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    grown = disc.GROW_TO or 0.25  # the shipped rim threshold (0.25 when growing is off, the variant it was)
     if args.av_graph:
         gate = load_model(args.gate) if args.gate else None
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", av_graph=on),
@@ -62,7 +63,7 @@ def main():
         runner = Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"))
         runners = {False: runner, True: runner}
         what, labels = ("the A/V map as the arg-max / decided vessel first", {False: "arg-max", True: "vessel first"}) \
-            if args.vessel_first else ("the disc as the blob at 0.5 / grown to 0.25", {False: "at 0.5", True: "grown"})
+            if args.vessel_first else ("the disc as the blob at 0.5 / grown to its rim", {False: "at 0.5", True: "grown"})
     else:
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", tta=on))
                    for on in (False, True)}
@@ -72,8 +73,10 @@ def main():
     for dataset in args.datasets.split(","):
         ids = held_out_ids(dataset, args.data_root, args.val_fraction, args.seed)
         for on, runner in runners.items():
-            av.VESSEL_FIRST = on if args.vessel_first else av.VESSEL_FIRST
-            disc.GROW_TO = (0.25 if on else None) if args.disc_grow else disc.GROW_TO
+            if args.vessel_first:
+                av.VESSEL_FIRST = on
+            if args.disc_grow:
+                disc.GROW_TO = grown if on else None
             evaluation = evaluate(dataset, args.data_root, "training", segmenter=runner, ids=ids)
             rows[on] += [{"dataset": dataset, **row} for row in evaluation.rows]
             task = evaluation.task

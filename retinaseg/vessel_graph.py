@@ -279,7 +279,7 @@ def photo_calibres(path: np.ndarray, at: np.ndarray, channel: np.ndarray, guide:
     offsets = np.arange(-reach, reach + CALIBRE_SAMPLE_STEP / 2, CALIBRE_SAMPLE_STEP)
     raw = _across(path, at, channel, offsets, mode="nearest")
     raw = ndimage.uniform_filter1d(raw, min(PROFILE_PIXELS, len(raw)), axis=0, mode="nearest")
-    opened = ndimage.grey_opening(raw, size=(1, max(int(0.5 * guide / CALIBRE_SAMPLE_STEP) | 1, 1)))
+    opened = ndimage.grey_opening(raw, size=(1, int(0.5 * guide / CALIBRE_SAMPLE_STEP) | 1))
     outer = np.abs(offsets) >= guide
     left, right = raw[:, outer & (offsets < 0)], raw[:, outer & (offsets > 0)]
     centre = np.abs(offsets) <= 0.5 * guide + 1
