@@ -62,8 +62,10 @@ def main():
     elif args.vessel_first or args.disc_grow:
         runner = Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"))
         runners = {False: runner, True: runner}
-        what, labels = ("the A/V map as the arg-max / decided vessel first", {False: "arg-max", True: "vessel first"}) \
-            if args.vessel_first else ("the disc as the blob at 0.5 / grown to its rim", {False: "at 0.5", True: "grown"})
+        if args.vessel_first:
+            what, labels = "the A/V map as the arg-max / decided vessel first", {False: "arg-max", True: "vessel first"}
+        else:
+            what, labels = "the disc as the blob at 0.5 / grown to its rim", {False: "at 0.5", True: "grown"}
     else:
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", tta=on))
                    for on in (False, True)}
