@@ -24,6 +24,9 @@ null    the runner with a model that returns zeros at once (`null`, registered b
         model's working scale), with --workers 1 and 2: the pipeline's own cost per photo (reading, FOV,
         scaling, resizing back, encoding, writing), and how it scales with workers. `--null-only` runs only these.
 
+HRF's photos are JPEGs, which the runner decodes at a reduced size where the working scale allows
+(docs/experiments.md); rows marked "JPEG decoded whole" run them as before that, for comparison.
+
 With --device cuda both methods run on the GPU (the runner under its bfloat16 autocast, batches 1 and 8), every
 timing ends with a synchronize, and a column adds the peak GPU memory torch allocated.
 """
@@ -102,6 +105,10 @@ def _worker(args) -> None:
     from retinaseg.models import load_model, to_probabilities
 
     torch.set_num_threads(args.threads)
+    if args.decode_whole:
+        from retinaseg.inference import segmenter
+
+        segmenter.DECODE_REDUCED = False
     if args.model == "null":
         _register_null_model()
     files = [Path(p) for p in json.loads(args.files)]
@@ -157,9 +164,9 @@ def _worker(args) -> None:
                       "gpu_mb": gpu_mb}))
 
 
-def _measure(args, mode, files, batch_size, max_downscale, tta, backend="torch", workers=2) -> dict:
+def _measure(args, mode, files, batch_size, max_downscale, tta, backend="torch", workers=2, whole=False) -> dict:
     """Runs one configuration in a fresh process, with the model, weights, threads and device of `args` (the null
-    model for mode "null")."""
+    model for mode "null"); whole: JPEG photos decoded whole, as before they were decoded at a reduced size."""
     with tempfile.TemporaryDirectory() as out:
         model = "null" if mode == "null" else args.model
         command = [sys.executable, __file__, "--worker", "runner" if mode == "null" else mode,
@@ -168,7 +175,7 @@ def _measure(args, mode, files, batch_size, max_downscale, tta, backend="torch",
                    "--device", args.device, "--workers", str(workers)]
         command += ["--weights", args.weights] if args.weights and mode != "null" else []
         command += ["--tta"] if tta else []
-        command += ["--backend", backend]
+        command += ["--backend", backend] + (["--decode-whole"] if whole else [])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(result.stderr)
@@ -190,6 +197,7 @@ def main():
     parser.add_argument("--max-downscale", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--tta", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    parser.add_argument("--decode-whole", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=2,
                         help="the runner rows' --workers (e.g. 12 on a 16-core GPU machine); null rows use 1 and 2")
     parser.add_argument("--null-only", action="store_true", help="only the null model's rows (the pipeline's cost)")
@@ -220,16 +228,20 @@ def main():
             if not cuda and importlib.util.find_spec("onnxruntime"):  # the ONNX Runtime backend beside torch's
                 rows += [("runner", 1, MAX_DOWNSCALE, False, "onnxruntime"),
                          ("runner", 1, MAX_DOWNSCALE, True, "onnxruntime")]
-            rows = [row + (args.workers,) for row in rows]
-            null_rows = [("null", 1, MAX_DOWNSCALE, False, "torch", workers) for workers in (1, 2)]
+            rows = [row + (args.workers, False) for row in rows]
+            if kind == "hrf":  # JPEG photos: the default row again with them decoded whole, as before
+                rows.insert(3, ("runner", 1, MAX_DOWNSCALE, False, "torch", args.workers, True))
+            null_rows = [("null", 1, MAX_DOWNSCALE, False, "torch", workers, whole) for workers in (1, 2)
+                         for whole in ((True, False) if kind == "hrf" else (False,))]
             rows = null_rows if args.null_only else rows + null_rows
-            for mode, batch, max_downscale, tta, backend, workers in rows:
-                r = _measure(args, mode, files, batch, max_downscale, tta, backend, workers)
+            for mode, batch, max_downscale, tta, backend, workers, whole in rows:
+                r = _measure(args, mode, files, batch, max_downscale, tta, backend, workers, whole)
                 name = ("naive 512x512 loop" if mode == "naive" else
                         f"null model, --workers {workers}" if mode == "null" else
                         f"runner, batch {batch}" + ("" if max_downscale else ", no downscale limit")
                         + ("" if workers == 2 else f", --workers {workers}")
                         + (", --tta" if tta else "") + (", onnxruntime" if backend == "onnxruntime" else ""))
+                name += ", JPEG decoded whole" if whole else ""
                 per = r["seconds"] / r["images"]
                 gpu = f"{r['gpu_mb']:>10.0f}" if cuda else ""
                 print(f"{label + f' ({source})':<32}{name:<52}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}{r['worker_mb']:>10.0f}{gpu}",

@@ -61,9 +61,10 @@ def _square_max(m: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(rows, (kernel, 1), stride=1, padding=(radius, 0))
 
 
-def estimate_fov(photo: np.ndarray) -> np.ndarray:
-    """bool HxW FOV mask for a float HxWx3 photo in [0, 1]."""
-    height, width = photo.shape[:2]
+def estimate_fov(photo: np.ndarray, size: Optional[tuple] = None) -> np.ndarray:
+    """bool HxW FOV mask for a float HxWx3 photo in [0, 1], at the size (height, width) of the photo, or at `size`
+    for a photo decoded at a reduced size."""
+    height, width = size or photo.shape[:2]
     thumb = _thumbnail(photo)
     bright = torch.quantile(thumb.flatten(), 0.90)
     if bright <= 0:

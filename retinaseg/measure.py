@@ -517,8 +517,16 @@ def _key(job: MeasureJob, item: tuple) -> dict:
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
             "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
             "disc_weights": None if job.disc_dir else _disc_weights(), "disc_grown_to": disc_finding.GROW_TO,
+            "jpeg_decoding": None if job.disc_dir else _jpeg_decoding(),
             "pixel_size_um": job.pixel_size_um, "disc_diameter_um": job.disc_diameter_um,
             "calibres_from": job.calibres_from}
+
+
+def _jpeg_decoding() -> str:
+    """How the disc model's photos are decoded (torch imported here: only where the disc model runs)."""
+    from retinaseg.inference.segmenter import jpeg_decoding
+
+    return jpeg_decoding()
 
 
 def _disc_mask(disc_dir, stem: str) -> Optional[Path]:
@@ -564,6 +572,7 @@ def _measure_in_processes(job: MeasureJob, notify, progress: bool, workers: int)
     """measure_item on each item in forked processes, the results in the items' order; each process's messages
     said here as its photos finish. A process that dies (the out-of-memory killer, a crash) fails the photos it and
     the pool had not finished, with that reason; the rest stand."""
+    import gc
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -575,7 +584,11 @@ def _measure_in_processes(job: MeasureJob, notify, progress: bool, workers: int)
     results: list = [None] * len(job.items)
     with ProcessPoolExecutor(min(workers, len(job.items)), mp_context=multiprocessing.get_context("fork"),
                              initializer=_start_measuring, initargs=(job,)) as pool:
-        futures = {pool.submit(_measure_in_process, index): index for index in range(len(job.items))}
+        gc.freeze()  # the processes fork at the first submit; no finaliser of this process's objects runs there
+        try:
+            futures = {pool.submit(_measure_in_process, index): index for index in range(len(job.items))}
+        finally:
+            gc.unfreeze()
         for future in tqdm(as_completed(futures), total=len(futures), desc="measuring", unit="img",
                            disable=not progress):
             index = futures[future]
@@ -686,7 +699,7 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
             raise RetinasegError(f"{shown(job.disc_dir)}: no disc mask for {shown(stem)}")
         disc = find_disc(read_binary_mask(disc_mask).astype(np.float32))
     elif photo is not None:
-        disc = find_disc(disc_segmenter.predict(photo)[0])
+        disc = find_disc(disc_segmenter.predict_file(photo_path)[0])  # as `retinaseg run -m disc` finds it
     else:
         raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos or --disc-dir)")
     fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)

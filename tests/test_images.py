@@ -11,7 +11,7 @@ from PIL import Image
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.errors import ImageReadError
 from retinaseg.io.atomic import write_float_tiff, write_png
-from retinaseg.io.images import read_binary_mask, read_mask, read_photo
+from retinaseg.io.images import jpeg_size, read_binary_mask, read_mask, read_photo, reduction_of
 
 
 @pytest.fixture
@@ -85,6 +85,25 @@ def test_exif_orientation_is_respected(tmp_path):
     photo = read_photo(tmp_path / "o.jpg")
     assert photo.shape == (60, 40, 3)
     assert photo[:10, -10:].mean() > 0.8  # the block is now top-right
+
+
+def test_a_jpeg_decodes_at_a_reduced_size_upright_and_other_formats_whole(tmp_path):
+    image = np.zeros((45, 70, 3), np.uint8)
+    image[:16, :16] = 255  # white block top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(image).save(tmp_path / "o.jpg", exif=exif, quality=95)
+    assert jpeg_size(tmp_path / "o.jpg") == (70, 45)  # upright, as read_photo turns it
+    for reduction in (2, 4, 8):
+        photo = read_photo(tmp_path / "o.jpg", reduction)
+        assert photo.shape == (-(-70 // reduction), -(-45 // reduction), 3)
+        assert reduction_of(photo.shape, (70, 45)) == reduction
+        assert photo[: 8 // reduction, -(8 // reduction):].mean() > 0.8  # turned like the whole photo
+    Image.fromarray(image).save(tmp_path / "o.png")
+    assert jpeg_size(tmp_path / "o.png") is None
+    assert read_photo(tmp_path / "o.png", 4).shape == (45, 70, 3)
+    with pytest.raises(ValueError, match="no JPEG reduction"):
+        reduction_of((30, 35, 3), (70, 45))
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 import torch
 
+import retinaseg.inference.segmenter as segmenter_module
 import retinaseg.io.atomic as atomic
 from retinaseg import av, hookimpl
 from retinaseg.cli import cli as retinaseg_cli
@@ -18,6 +19,7 @@ from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.runner import run_batch
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.inference.views import View
+from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 from retinaseg.registry import ModelSpec
 from retinaseg.synthetic import synthetic_fundus
@@ -510,6 +512,72 @@ def test_fov_masks_can_be_supplied(cli, tmp_path, fake_models):
     (tmp_path / "fov" / "eye_mask.gif").unlink()
     result = run(cli, "-m", "dark-vessels", "--overwrite", "--fov-dir", tmp_path / "fov", tmp_path / "in", out)
     assert result.exit_code == 1 and "no FOV mask for eye" in result.output
+    iio.imwrite(tmp_path / "fov" / "eye_mask.png", square[:100])
+    result = run(cli, "-m", "dark-vessels", "--overwrite", "--fov-dir", tmp_path / "fov", tmp_path / "in", out)
+    assert result.exit_code == 1 and "eye_mask.png: FOV mask is 140x100 but eye.png is 140x120" in result.output
+
+
+def _large_jpeg(path, fov_fraction=0.92, size=1200):
+    sample = synthetic_fundus(size, seed=5, fov_fraction=fov_fraction)
+    iio.imwrite(path, sample.image_uint8(), quality=95)
+    return sample
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_segmented_in_place(tmp_path, fake_models):
+    sample = _large_jpeg(tmp_path / "eye.jpg")
+    segmenter = Segmenter(load_model("dark-vessels"), SegmentConfig(device="cpu"))
+    photo, fov, raw_size = segmenter.read(tmp_path / "eye.jpg")
+    assert raw_size == (1200, 1200) and fov.shape == raw_size
+    assert photo.shape == (600, 600, 3)  # its FOV shrinks 3.5x (the cap) to 150 px: still 1.75x after halving
+    reduced = segmenter.predict_file(tmp_path / "eye.jpg")[0] >= 0.5
+    segmenter_module.DECODE_REDUCED = False
+    try:
+        whole = segmenter.predict_file(tmp_path / "eye.jpg")[0] >= 0.5
+    finally:
+        segmenter_module.DECODE_REDUCED = True
+    assert reduced.shape == whole.shape == raw_size
+    assert f1(reduced, whole) > 0.9 and f1(reduced, sample.vessels, sample.fov) > 0.5
+
+    def agreement(dy, dx):  # of the two maps with the reduced one shifted by (dy, dx) pixels
+        return f1(np.roll(reduced, (dy, dx), axis=(0, 1)), whole)
+
+    assert agreement(0, 0) > max(agreement(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+
+
+def test_a_fov_smaller_than_the_frame_is_decoded_at_the_size_it_allows(tmp_path, fake_models):
+    _large_jpeg(tmp_path / "eye.jpg", fov_fraction=0.4)
+    segmenter = Segmenter(load_model("dark-vessels"), SegmentConfig(device="cpu", max_downscale=0))
+    assert segmenter.decode_reduction((1200, 1200)) == 4  # planned: a FOV as wide as the frame shrinks 8x
+    photo, fov, raw_size = segmenter.read(tmp_path / "eye.jpg")
+    assert segmenter.decode_reduction(raw_size, fov) == 2  # found: ~480 px across, shrunk 3.2x
+    assert photo.shape == (600, 600, 3)
+
+
+def test_every_network_that_sees_a_photo_bounds_its_reduction(fake_models):
+    alone = Segmenter(load_model("halves-av"), SegmentConfig(device="cpu", max_downscale=0))
+    gated = Segmenter(load_model("halves-av"), SegmentConfig(device="cpu", max_downscale=0),
+                      vessel_model=load_model("dark-vessels"))
+    larger_view = Segmenter(load_model("dark-vessels"), SegmentConfig(device="cpu", max_downscale=0))
+    larger_view.views = (View(), View(scale=1.5))
+    assert alone.decode_reduction((1200, 1200)) == 4  # 1200 / 150 = 8x
+    assert gated.decode_reduction((1200, 1200)) == 2  # the vessel model shrinks by its cap, 3.5x
+    assert larger_view.decode_reduction((1200, 1200)) == 2  # its second view shrinks 5.3x
+    assert alone.decode_reduction((1200, 1200), np.ones((1200, 1200), bool)) == 4
+    segmenter_module.DECODE_REDUCED = False
+    try:
+        assert alone.decode_reduction((1200, 1200)) == 1
+    finally:
+        segmenter_module.DECODE_REDUCED = True
+
+
+def test_an_overlay_is_drawn_on_the_photo_decoded_whole(cli, tmp_path, fake_models):
+    (tmp_path / "in").mkdir()
+    _large_jpeg(tmp_path / "in" / "eye.jpg")
+    out = tmp_path / "out"
+    assert run(cli, "-m", "dark-vessels", "--overlay", tmp_path / "in", out).exit_code == 0
+    drawn, labels = iio.imread(out / "overlay" / "eye.png"), iio.imread(out / "raw_pre" / "eye.png")
+    photo = np.round(read_photo(tmp_path / "in" / "eye.jpg") * 255)
+    assert drawn.shape == photo.shape and np.abs(drawn[labels == 0] - photo[labels == 0]).max() <= 1
 
 
 def test_out_of_memory_splits_the_batch_and_says_so(fake_models):

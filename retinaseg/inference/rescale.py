@@ -15,6 +15,7 @@ import torch
 from retinaseg import av
 from retinaseg.errors import RetinasegError
 from retinaseg.fov import estimate_fov, fov_diameter
+from retinaseg.io.images import reduction_of
 from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize, working_size
 
 
@@ -34,9 +35,9 @@ class Prepared:
     fov_raw: np.ndarray
     fov_work: torch.Tensor  # inside the crop, working scale
     image: torch.Tensor  # 3 x crop at working scale, standardised
-    photo: Optional[np.ndarray] = None  # kept only for overlays and the vessel model
-    keep_photo: bool = False  # kept after the vessel model has run (for an overlay)
+    photo: Optional[np.ndarray] = None  # kept only for the vessel model, until it has run
     seconds: float = 0.0
+    source: Optional[str] = None  # the photo's file, when read from one (an overlay is drawn on it decoded whole)
     frame_is_fov: bool = False  # no FOV edge was found: the frame was taken as the FOV
     vessel: Optional[np.ndarray] = None  # raw-size vessel probability (1xHxW) of the gating binary model, if any
     # (image, FOV) of the crop as each test-time view sees it (the image scaled and flipped, the FOV at the view's
@@ -52,32 +53,48 @@ def _fov_box(fov: np.ndarray, margin: int) -> tuple:
             max(0, cols[0] - margin), min(fov.shape[1], cols[-1] + 1 + margin))
 
 
+def measured_diameter(fov: np.ndarray, raw_fov_diameter: Optional[int] = None) -> int:
+    """The FOV's diameter in raw pixels: raw_fov_diameter, when given, if the FOV fills the whole frame."""
+    return raw_fov_diameter if raw_fov_diameter and fov.all() else fov_diameter(fov)
+
+
+def _aligned(box: tuple, reduction: int, size: tuple) -> tuple:
+    """The box widened to whole pixels of a photo decoded at 1/reduction, so its crop is exactly that region."""
+    top, bottom, left, right = box
+    return (top // reduction * reduction, min(size[0], -(-bottom // reduction) * reduction),
+            left // reduction * reduction, min(size[1], -(-right // reduction) * reduction))
+
+
 def to_working_scale(photo: np.ndarray, fov: Optional[np.ndarray], fov_diameter_px: int,
             fixed_size: Optional[tuple] = None, index: int = 0, keep_photo: bool = False,
-            max_downscale: Optional[float] = None, raw_fov_diameter: Optional[int] = None) -> Prepared:
+            max_downscale: Optional[float] = None, raw_fov_diameter: Optional[int] = None,
+            raw_size: Optional[tuple] = None) -> Prepared:
     """Bring a float HxWx3 photo to the model's working scale (shrunk by at most max_downscale) and
-    normalisation. raw_fov_diameter, when given, is the FOV's diameter if the FOV fills the whole frame."""
+    normalisation. raw_fov_diameter, when given, is the FOV's diameter if the FOV fills the whole frame. raw_size
+    is the photo's (height, width) when it was decoded at a reduced size (io.images.read_photo); the FOV and
+    every output stay at raw_size."""
+    height, width = raw_size = tuple(raw_size or photo.shape[:2])
+    reduction = reduction_of(photo.shape, raw_size)
     if fov is None:
-        fov = estimate_fov(photo)
-    elif fov.shape != photo.shape[:2]:
-        raise RetinasegError(f"FOV mask is {fov.shape[1]}x{fov.shape[0]} but the photo is "
-                             f"{photo.shape[1]}x{photo.shape[0]}")
-    height, width = photo.shape[:2]
-    diameter = raw_fov_diameter if raw_fov_diameter and fov.all() else fov_diameter(fov)
+        fov = estimate_fov(photo, raw_size)
+    elif fov.shape != raw_size:
+        raise RetinasegError(f"FOV mask is {fov.shape[1]}x{fov.shape[0]} but the photo is {width}x{height}")
+    diameter = measured_diameter(fov, raw_fov_diameter)
     if fixed_size:  # the seeds' fixed-size behaviour: the whole photo, stretched to WxH
         work_size = (fixed_size[1], fixed_size[0])
         raw_box, work_box = (0, height, 0, width), (0, work_size[0], 0, work_size[1])
     else:
         work_size = working_size((height, width), diameter, fov_diameter_px, max_downscale)
-        raw_box = _fov_box(fov, margin=max(2, diameter // 200))
+        raw_box = _aligned(_fov_box(fov, margin=max(2, diameter // 200)), reduction, raw_size)
         sy, sx = work_size[0] / height, work_size[1] / width
         top, left = round(raw_box[0] * sy), round(raw_box[2] * sx)
         work_box = (top, max(top + 1, round(raw_box[1] * sy)), left, max(left + 1, round(raw_box[3] * sx)))
     top, bottom, left, right = raw_box
     crop_size = (work_box[1] - work_box[0], work_box[3] - work_box[2])
     fov_work = resize_mask(fov[top:bottom, left:right], crop_size)
-    image = standardize(resize(photo_tensor(photo[top:bottom, left:right]), crop_size), fov_work)
-    return Prepared(index, (height, width), work_size, raw_box, work_box, diameter, fov, fov_work, image,
+    crop = photo[top // reduction:-(-bottom // reduction), left // reduction:-(-right // reduction)]
+    image = standardize(resize(photo_tensor(crop), crop_size), fov_work)
+    return Prepared(index, raw_size, work_size, raw_box, work_box, diameter, fov, fov_work, image,
                     photo if keep_photo else None)
 
 

@@ -380,15 +380,13 @@ class _BatchJob:
 
     def _read(self, path: Path, index: int) -> Prepared:
         started = time.perf_counter()
-        photo = read_photo(path)
-        fov = None
+        fov = fov_path = None
         if self.config.fov_dir:
             fov_path = _find_fov(Path(self.config.fov_dir), path.stem)
             fov = read_binary_mask(fov_path)
-            if fov.shape != photo.shape[:2]:
-                raise ImageReadError(f"{shown(fov_path)}: FOV mask is {fov.shape[1]}x{fov.shape[0]} but "
-                                     f"{shown(path.name)} is {photo.shape[1]}x{photo.shape[0]}")
-        prepared = self.segmenter.prepare(photo, fov, index, keep_photo=self.config.overlay)
+        photo, fov, raw_size = self.segmenter.read(path, fov, fov_path)
+        prepared = self.segmenter.prepare(photo, fov, index, raw_size=raw_size)
+        prepared.source = str(path)
         settings = self.segmenter.config
         prepared.frame_is_fov = bool(prepared.fov_raw.all()) and not (settings.raw_fov_diameter or settings.resize)
         prepared.seconds = time.perf_counter() - started
@@ -427,7 +425,7 @@ class _BatchJob:
         if "prob" in paths:
             write_float_tiff(paths["prob"], prob[0] if prob.shape[0] == 1 else prob)
         if "overlay" in paths:
-            write_png(paths["overlay"], overlay(prepared.photo, labels))
+            write_png(paths["overlay"], overlay(read_photo(prepared.source), labels))  # on the photo decoded whole
         write_png(paths["raw"], render(labels))  # last: its presence marks the image as done
         return float((labels > 0)[prepared.fov_raw].mean()) if prepared.fov_raw.any() else 0.0
 

@@ -10,18 +10,33 @@ The working scale and back is rescale.py, the call of the network predictor.py, 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from retinaseg import av
-from retinaseg.errors import RetinasegError
+from retinaseg.errors import ImageReadError, RetinasegError, shown
 from retinaseg.inference.predictor import make_predictor
-from retinaseg.inference.rescale import Prepared, gate_with_fov, to_raw_size, to_working_scale
+from retinaseg.fov import estimate_fov
+from retinaseg.inference.rescale import Prepared, gate_with_fov, measured_diameter, to_raw_size, to_working_scale
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.inference.views import PLAIN, View
+from retinaseg.io.images import JPEG_REDUCTIONS, jpeg_size, read_photo
 from retinaseg.models import LoadedModel, resolve_device
+from retinaseg.preprocess import working_size
+
+# A JPEG is decoded at 1/k of its size only where the network's input is still shrunk from it by at least this much
+# (antialiased, as a photo decoded whole is): fixed before it was scored (docs/experiments.md, "JPEG photos decoded
+# at a reduced size")
+MIN_SHRINK_AFTER_DECODING = 1.5
+DECODE_REDUCED = True
+
+
+def jpeg_decoding() -> str:
+    """How JPEG photos are decoded, as run.json and `retinaseg measure`'s rows record it."""
+    return f"reduced while shrunk {MIN_SHRINK_AFTER_DECODING}x after" if DECODE_REDUCED else "whole"
 
 
 @dataclass(frozen=True)
@@ -105,14 +120,63 @@ class Segmenter:
             if segmenter is not None:
                 segmenter.predictor
 
+    def read(self, path, fov: Optional[np.ndarray] = None, fov_path=None) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """(photo, FOV mask, raw size) of the photo file at path, the FOV estimated unless given (read from fov_path,
+        which an error names). A JPEG is decoded
+        at 1/2, 1/4 or 1/8 of its size where every network that sees it still shrinks it by MIN_SHRINK_AFTER_DECODING
+        (decode_reduction); the FOV mask and the outputs keep the raw size."""
+        raw_size = jpeg_size(path)
+        if raw_size is None or (fov is not None and fov.shape != raw_size):  # read whole; the sizes checked below
+            photo = read_photo(path)
+            raw_size, planned = photo.shape[:2], 1
+        else:  # the reduction a FOV as wide as the frame allows, unless the FOV is known
+            planned = self.decode_reduction(raw_size, fov)
+            photo = read_photo(path, planned)
+        if fov is not None:
+            if fov.shape != raw_size:
+                raise ImageReadError(f"{shown(fov_path or 'the FOV mask')}: FOV mask is {fov.shape[1]}x{fov.shape[0]} "
+                                     f"but {shown(Path(path).name)} is {raw_size[1]}x{raw_size[0]}")
+            return photo, fov, raw_size
+        fov = estimate_fov(photo, raw_size)
+        reduction = self.decode_reduction(raw_size, fov)
+        if reduction < planned:  # the FOV is smaller than the frame: decoded again, at a size that fits it
+            photo = read_photo(path, reduction)
+        return photo, fov, raw_size
+
+    def decode_reduction(self, raw_size: tuple, fov: Optional[np.ndarray] = None) -> int:
+        """The largest JPEG reduction (8, 4 or 2; else 1) after which the photo is still shrunk by at least
+        MIN_SHRINK_AFTER_DECODING to the working scale of every network that sees it: each test-time view, and the
+        vessel model. Without a FOV mask, a FOV as wide as the frame's longer side."""
+        if not DECODE_REDUCED:
+            return 1
+        diameter = measured_diameter(fov, self.config.raw_fov_diameter) if fov is not None else max(raw_size)
+        shrink = self.least_shrink(raw_size, diameter)
+        return next((k for k in JPEG_REDUCTIONS if shrink >= MIN_SHRINK_AFTER_DECODING * k), 1)
+
+    def least_shrink(self, raw_size: tuple, diameter: int) -> float:
+        """The least factor by which this model (at any of its views' scales) and its vessel model shrink a photo of
+        raw_size with a FOV of this diameter."""
+        shrinks = []
+        for view in self.views:
+            if self.config.resize:
+                fixed = tuple(round(side * view.scale) for side in self.config.resize)
+                size = (fixed[1], fixed[0])
+            else:
+                cap = self.config.max_downscale
+                size = working_size(raw_size, diameter, round(self.model.fov_diameter * view.scale),
+                                    cap / view.scale if cap else cap)
+            shrinks.append(min(raw_size[0] / size[0], raw_size[1] / size[1]))
+        if self.vessel_segmenter is not None:
+            shrinks.append(self.vessel_segmenter.least_shrink(raw_size, diameter))
+        return min(shrinks)
+
     def prepare(self, photo: np.ndarray, fov: Optional[np.ndarray] = None, index: int = 0,
-                keep_photo: bool = False) -> Prepared:
-        """The photo at the working scale with its view inputs. keep_photo keeps the photo on the result (for
-        an overlay); the vessel model's input is kept until it has run in any case."""
+                raw_size: Optional[tuple] = None) -> Prepared:
+        """The photo at the working scale with its view inputs (raw_size: the photo's, when it was decoded at a
+        reduced size). The photo itself is kept on the result until the vessel model, if any, has run on it."""
         prepared = to_working_scale(photo, fov, self.model.fov_diameter, self.config.resize, index,
-                                    keep_photo or self.vessel_segmenter is not None, self.config.max_downscale,
-                                    self.config.raw_fov_diameter)
-        prepared.keep_photo = keep_photo
+                                    self.vessel_segmenter is not None, self.config.max_downscale,
+                                    self.config.raw_fov_diameter, raw_size)
         prepared.view_inputs = [self._view_input(photo, prepared, view) for view in self.views]
         return prepared
 
@@ -125,7 +189,7 @@ class Segmenter:
             cap = self.config.max_downscale
             scaled = to_working_scale(photo, prepared.fov_raw, round(self.model.fov_diameter * view.scale), fixed,
                                       max_downscale=cap / view.scale if cap else cap,
-                                      raw_fov_diameter=self.config.raw_fov_diameter)
+                                      raw_fov_diameter=self.config.raw_fov_diameter, raw_size=prepared.raw_size)
             image, fov = scaled.image, scaled.fov_work
         return (torch.flip(image, view.dims) if view.dims else image), fov
 
@@ -150,16 +214,21 @@ class Segmenter:
                      for prob, view, (_, fov) in zip(view_probs, self.views, item.view_inputs, strict=True)]
             view_probs, item.view_inputs = [], None
             if self.vessel_segmenter is not None:
-                item.vessel = self.vessel_segmenter.predict(item.photo, item.fov_raw)
-                if not item.keep_photo:
-                    item.photo = None
+                item.vessel = self.vessel_segmenter.predict(item.photo, item.fov_raw, item.raw_size)
+                item.photo = None
             yield item, probs
 
-    def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None) -> np.ndarray:
-        """Raw-size probabilities (KxHxW) for one photo."""
-        prepared = self.prepare(photo, fov)
+    def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None,
+                raw_size: Optional[tuple] = None) -> np.ndarray:
+        """Raw-size probabilities (KxHxW) for one photo in memory (raw_size: its size, when decoded reduced)."""
+        prepared = self.prepare(photo, fov, raw_size=raw_size)
         _, probs = next(self.predict_prepared([prepared]))
         return self.finish(to_raw_size(probs, prepared))[0]
+
+    def predict_file(self, path, fov: Optional[np.ndarray] = None) -> np.ndarray:
+        """Raw-size probabilities (KxHxW) for the photo file at path, read as `retinaseg run` reads it."""
+        photo, fov, raw_size = self.read(path, fov)
+        return self.predict(photo, fov, raw_size)
 
     def finish(self, prob: np.ndarray) -> tuple[np.ndarray, Optional[object]]:
         """The last step on a probability map at its output size: with av_graph, one type per vessel; for a disc
@@ -180,13 +249,16 @@ class Segmenter:
                 "views": [str(view) for view in self.views], **self._decoding()}
 
     def _decoding(self) -> dict:
-        """How the map is read from the probabilities, where that has changed: a folder of maps read otherwise is
-        not resumed into as if done."""
+        """How the photo is decoded and the map read from the probabilities, where that has changed: a folder of
+        maps made otherwise is not resumed into as if done."""
+        decoding = {"jpeg_decoding": jpeg_decoding()}
         if self.model.spec.task == "disc":
             from retinaseg import disc
 
-            return {"disc_grown_to": disc.GROW_TO}
-        return {"av_decoding": "vessel first" if av.VESSEL_FIRST else "arg-max"} if self.model.classes > 1 else {}
+            return {**decoding, "disc_grown_to": disc.GROW_TO}
+        if self.model.classes > 1:
+            decoding["av_decoding"] = "vessel first" if av.VESSEL_FIRST else "arg-max"
+        return decoding
 
     def describe(self) -> dict:
         """Which model and weights segment, with their settings: what made a folder's outputs."""
@@ -211,4 +283,4 @@ def segmenter_of(model: Optional[str] = None, weights=None, vessel_model: Option
 
 # The settings that change what is written (device and batch size change it only at float rounding)
 OUTPUT_SETTINGS = ("tile_size", "overlap", "whole_image_pixels", "resize", "max_downscale", "raw_fov_diameter",
-                   "views", "av_graph", "av_decoding", "disc_grown_to")
+                   "views", "av_graph", "av_decoding", "disc_grown_to", "jpeg_decoding")

@@ -10,6 +10,7 @@ single_threaded), so the files do not depend on --workers or the executor.
 """
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import queue
@@ -137,7 +138,13 @@ class Workers:
         inbox = self._context.Queue()
         process = self._context.Process(target=_serve, args=(self.job, inbox, self._outbox, os.getpid()),
                                         daemon=True, name=f"retinaseg-worker-{number}")
-        process.start()
+        # Objects this process holds are never collected in the child: a finaliser there (an ONNX Runtime session
+        # joining its thread pool, threads a forked child does not have) would hang the worker for good.
+        gc.freeze()
+        try:
+            process.start()
+        finally:
+            gc.unfreeze()
         if number < len(self._processes):
             # the dead worker's queue: its feeder thread may be stuck writing to a pipe no one reads, and must not
             # hold up this process's exit

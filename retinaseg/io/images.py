@@ -14,6 +14,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import tifffile
@@ -25,6 +26,7 @@ IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".gif", ".ppm", ".
 TIFF_EXTENSIONS = (".tif", ".tiff")
 MIN_SIDE = 16
 EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a camera's photo is turned
+_QUARTER_TURNS = (5, 6, 7, 8)  # its values that swap width and height
 # Refused before decoding: 250 megapixels is ten times the largest fundus camera sensor.
 MAX_PIXELS_ENV = "RETINASEG_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 250_000_000
@@ -116,10 +118,11 @@ def _check_file(path: Path) -> None:
         raise _fail(path, "empty file (0 bytes)")
 
 
-def read_raw(path) -> np.ndarray:
+def read_raw(path, reduction: int = 1) -> np.ndarray:
     """Decode the first frame in RGB terms: HxW grey, HxWx2 grey + alpha, HxWx3 RGB or HxWx4 RGBA, in its
     native dtype. Size limits are checked on the header first, so an absurdly large file is refused before any
-    pixel is decoded."""
+    pixel is decoded. reduction 2, 4 or 8 decodes a JPEG at that fraction of its size, ceil(side / reduction), from
+    its own DCT coefficients (far cheaper than decoding it whole); other formats are decoded whole."""
     path = Path(path)
     height, width = image_size(path)
     limit = max_pixels()
@@ -129,7 +132,7 @@ def read_raw(path) -> np.ndarray:
     if min(height, width) < MIN_SIDE:
         raise _fail(path, f"image too small ({width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} is needed)")
     try:
-        array = _read_tiff(path) if _is_tiff(path) else _read_pillow(path)
+        array = _read_tiff(path) if _is_tiff(path) else _read_pillow(path, reduction)
     except ImageReadError:
         raise
     except Exception as exc:
@@ -141,8 +144,12 @@ def read_raw(path) -> np.ndarray:
     return array
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+def _read_pillow(path: Path, reduction: int = 1) -> np.ndarray:
     with Image.open(path) as opened:
+        if reduction > 1 and opened.format == "JPEG":
+            width, height = opened.size
+            # the scale is the largest of 8, 4, 2 that the requested size fits in whole times: floor, not ceil
+            opened.draft(opened.mode, (width // reduction, height // reduction))
         # turned upright by its EXIF orientation; Pillow copies the decoded image even when it is upright already
         image = ImageOps.exif_transpose(opened) if opened.getexif().get(EXIF_ORIENTATION, 1) != 1 else opened
         mode = image.mode
@@ -247,10 +254,11 @@ def _to_unit_float(path, array: np.ndarray) -> np.ndarray:
     return np.clip(array / peak if peak > 1.0 else array, 0.0, 1.0)
 
 
-def read_photo(path) -> np.ndarray:
+def read_photo(path, reduction: int = 1) -> np.ndarray:
     """A colour photo as float32 HxWx3 in [0, 1]. Grey images are repeated over three channels, alpha is
-    dropped, 16-bit data are scaled to [0, 1], floating-point data by their peak when it exceeds 1."""
-    array = read_raw(path)
+    dropped, 16-bit data are scaled to [0, 1], floating-point data by their peak when it exceeds 1. A JPEG may be
+    decoded at 1/reduction of its size (read_raw); `reduction_of` says at which."""
+    array = read_raw(path, reduction)
     if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha
         array = array[..., 0]
     if array.ndim == 3:
@@ -263,6 +271,34 @@ def read_photo(path) -> np.ndarray:
     if blank or (blank is None and float(photo.max()) - float(photo.min()) < 1e-6):
         raise _fail(path, "image is blank (every pixel has the same value)")
     return np.ascontiguousarray(photo)
+
+
+JPEG_SIGNATURE = b"\xff\xd8\xff"  # how every JPEG file begins (start of image, then a marker)
+JPEG_REDUCTIONS = (8, 4, 2)  # the scales libjpeg decodes at from 8x8 DCT blocks, as Pillow's draft offers them
+
+
+def jpeg_size(path) -> Optional[tuple[int, int]]:
+    """(height, width) of a JPEG photo as read_raw turns it upright, from its header; None for other formats (and
+    for files that cannot be opened: reading them says why)."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(3) != JPEG_SIGNATURE:
+                return None
+        with Image.open(path) as im:
+            if im.format != "JPEG":
+                return None
+            width, height = im.size
+            return (width, height) if im.getexif().get(EXIF_ORIENTATION, 1) in _QUARTER_TURNS else (height, width)
+    except Exception:
+        return None
+
+
+def reduction_of(shape: tuple, size: tuple) -> int:
+    """The reduction (1, 2, 4 or 8) at which a photo of size (height, width) was decoded to an array of shape."""
+    for reduction in (1,) + JPEG_REDUCTIONS[::-1]:
+        if tuple(shape[:2]) == (-(-size[0] // reduction), -(-size[1] // reduction)):
+            return reduction
+    raise ValueError(f"an array of {shape[1]}x{shape[0]} is no JPEG reduction of a {size[1]}x{size[0]} photo")
 
 
 def read_mask(path) -> np.ndarray:
