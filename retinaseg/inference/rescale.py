@@ -140,11 +140,12 @@ def to_raw_size(probs: list, prepared: Prepared) -> np.ndarray:
     top, bottom, left, right = prepared.raw_box
     prob = merge_views(probs, (bottom - top, right - left)).clamp_(0, 1)
     canvas = _canvas(prob.shape[0], prepared.raw_size).numpy()
-    canvas[:, top:bottom, left:right] = prob.numpy()
-    outside = ~prepared.fov_raw
-    canvas[:, outside] = 0.0
+    # outside the crop the canvas is background already; inside it, the FOV gates by a product (a boolean index of
+    # a raw-size map cost three times as much)
+    inside = prepared.fov_raw[top:bottom, left:right]
+    np.multiply(prob.numpy(), inside, out=canvas[:, top:bottom, left:right])
     if canvas.shape[0] > 1:
-        canvas[av.BACKGROUND, outside] = 1.0
+        canvas[av.BACKGROUND, top:bottom, left:right] += ~inside
     if prepared.vessel is not None:
         canvas = av.gate_with_vessels(canvas, prepared.vessel)
     return canvas
