@@ -36,7 +36,7 @@ DECODE_REDUCED = True
 
 def jpeg_decoding() -> str:
     """How JPEG photos are decoded, as run.json and `retinaseg measure`'s rows record it."""
-    return f"reduced while shrunk {MIN_SHRINK_AFTER_DECODING}x after" if DECODE_REDUCED else "whole"
+    return f"reduced, then shrunk at least {MIN_SHRINK_AFTER_DECODING}x" if DECODE_REDUCED else "whole"
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,8 @@ class Segmenter:
 
     def read(self, path, fov: Optional[np.ndarray] = None, fov_path=None) -> tuple[np.ndarray, np.ndarray, tuple]:
         """(photo, FOV mask, raw size) of the photo file at path, the FOV estimated unless given (read from fov_path,
-        which an error names). A JPEG is decoded
-        at 1/2, 1/4 or 1/8 of its size where every network that sees it still shrinks it by MIN_SHRINK_AFTER_DECODING
-        (decode_reduction); the FOV mask and the outputs keep the raw size."""
+        which an error names). A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where every network that sees it
+        still shrinks it by MIN_SHRINK_AFTER_DECODING (decode_reduction); the FOV mask and outputs keep the raw size."""
         raw_size = jpeg_size(path)
         if raw_size is None or (fov is not None and fov.shape != raw_size):  # read whole; the sizes checked below
             photo = read_photo(path)
