@@ -1,7 +1,7 @@
 """How far does the disc diameter the disc model finds wander over one camera's photos? (No disc labels needed.)
 
     python benchmarks/disc_spread.py [--data-root ../shared/data] [--weights disc.pt ...] [--split training]
-                                     [--grow]
+                                     [--grow] [--datasets drive,les-av,hrf-av,idrid-od]
 
 Within one camera the optic disc's true diameter varies little between people (a coefficient of variation of
 about 10%), so a disc model that outlines the whole disc finds diameters close together, relative to the FOV
@@ -9,6 +9,8 @@ diameter, and one that marks a bright fragment on one photo and runs past the ri
 For each weights file and each data set (DRIVE, LES-AV and HRF-AV; cameras the disc model never learnt), prints
 how many photos had a disc, the median of disc diameter / FOV diameter, its 10th and 90th percentiles and the spread
 (P90 - P10) / median. Lower is better; IDRiD's held-out photos say whether the outline is right where it is known.
+Also the photos with a rival (disc.rival_discs: another region that would pass as a disc, at least half the kept
+disc's area), which `retinaseg measure` flags in disc_check, named.
 --grow: each file twice, its disc the blob at 0.5 and that blob grown to its faint rim (disc.GROW_TO 0.25).
 """
 from __future__ import annotations
@@ -31,13 +33,14 @@ DATASETS = ("drive", "les-av", "hrf-av")
 GROWN = disc.GROW_TO or 0.25  # the shipped rim threshold (docs/experiments.md, "A disc grown to its faint rim")
 
 
-def relative_diameters(segmenter: Segmenter, photos: list) -> list[float]:
-    """Disc diameter / FOV diameter of each (photo, FOV diameter); nan where no disc is found."""
-    ratios = []
+def relative_diameters(segmenter: Segmenter, photos: list) -> tuple[list[float], list[int]]:
+    """Disc diameter / FOV diameter of each (photo, FOV diameter), nan where no disc is found; and its rivals."""
+    ratios, rivals = [], []
     for photo, diameter in photos:
-        disc = find_disc(segmenter.predict(photo)[0])
+        disc = find_disc(segmenter.predict(photo, finished=False)[0])  # the map before the one disc is kept
         ratios.append(disc.diameter / diameter if disc.found else float("nan"))
-    return ratios
+        rivals.append(disc.rivals)
+    return ratios, rivals
 
 
 def main():
@@ -47,25 +50,29 @@ def main():
     parser.add_argument("--split", default="training", choices=["training", "test"])
     parser.add_argument("--grow", action="store_true", help="also with the disc grown to probability 0.25")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated data set names")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    names = args.datasets.split(",")
+    samples = {name: load_samples(name, args.data_root, args.split)[1] for name in names}
     photos = {name: [(photo, fov_diameter(estimate_fov(photo))) for photo in
-                     (read_photo(sample.image) for sample in load_samples(name, args.data_root, args.split)[1])]
-              for name in DATASETS}
+                     (read_photo(sample.image) for sample in samples[name])] for name in names}
     print(f"disc diameter / FOV diameter over each data set's {args.split} photos")
-    print(f"{'weights':<28}{'data set':<10}{'found':>8}{'median':>9}{'P10':>8}{'P90':>8}{'spread':>9}")
+    print(f"{'weights':<28}{'data set':<10}{'found':>8}{'median':>9}{'P10':>8}{'P90':>8}{'spread':>9}  with a rival")
     for weights, grow in [(w, g) for w in args.weights for g in ((None, GROWN) if args.grow else (disc.GROW_TO,))]:
         disc.GROW_TO = grow
         segmenter = Segmenter(load_model("disc", weights), SegmentConfig(device="cpu"), notify=lambda m: None)
         label = str(weights or "shipped")[-20:] + ("" if grow is None else f", >={grow}")
         spreads = []
-        for name in DATASETS:
-            ratios = np.array(relative_diameters(segmenter, photos[name]))
+        for name in names:
+            ratios, rivals = relative_diameters(segmenter, photos[name])
+            ratios = np.array(ratios)
             found = ratios[np.isfinite(ratios)]
             p10, median, p90 = np.percentile(found, [10, 50, 90])
             spreads.append((p90 - p10) / median)
+            rivalled = [sample.id for sample, count in zip(samples[name], rivals) if count]
             print(f"{label:<28}{name:<10}{f'{len(found)}/{len(ratios)}':>8}{median:>9.3f}"
-                  f"{p10:>8.3f}{p90:>8.3f}{spreads[-1]:>9.3f}", flush=True)
+                  f"{p10:>8.3f}{p90:>8.3f}{spreads[-1]:>9.3f}  {len(rivalled)} {' '.join(rivalled)}", flush=True)
         print(f"{label:<28}{'mean':<10}{'':>8}{'':>9}{'':>8}{'':>8}{np.mean(spreads):>9.3f}")
 
 

@@ -3,7 +3,8 @@
 A disc model (task "disc") marks disc pixels; bright lesions can be marked too. The disc is the largest connected
 blob at probability >= 0.5, grown by its faint rim (the pixels connected to it at >= GROW_TO), holes filled. A
 photo with no such blob, or one too small, too elongated or marked too faintly to be a disc, has no disc: the status
-says so and nothing is guessed.
+says so and nothing is guessed. Other blobs that would pass as a disc and are at least half its size are counted
+(rivals), so a choice that may be wrong is said.
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ MIN_MEAN_PROBABILITY = 0.85  # over the blob: a disc is marked firmly
 MAX_ELONGATION = 2.5  # a blob this many times longer than wide is not a disc (a vessel reflex, a lesion)
 GROW_TO = 0.25  # the blob grows by the pixels connected to it at this probability or more, a pale disc's faint
 # rim (decided on held-out and unlabelled training photos, docs/experiments.md; None: the blob at 0.5 alone)
+# Another blob that would pass as a disc, with at least this share of the kept blob's area, makes the choice of the
+# largest worth a look (`retinaseg measure`'s disc_check): discs differ by about 26% in area between people, so a
+# region half as large is no fragment of the same disc. Fixed, not fitted (docs/measurements.md).
+RIVAL_SHARE = 0.5
 
 
 @dataclass
@@ -30,10 +35,19 @@ class Disc:
     row: float = float("nan")  # centre, pixels
     col: float = float("nan")
     diameter: float = float("nan")  # of the circle of the blob's area, pixels
+    rivals: int = 0  # other blobs that would pass as a disc, at least RIVAL_SHARE of this one's area at 0.5
 
     @property
     def found(self) -> bool:
         return self.status == "ok"
+
+
+def _blobs(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The connected blobs at probability >= 0.5 (labels 1..n) and their sizes in pixels (index 0: blob 1)."""
+    from scipy import ndimage
+
+    blobs, _ = ndimage.label(np.asarray(prob) >= VESSEL_THRESHOLD)
+    return blobs, np.bincount(blobs.ravel())[1:]
 
 
 def disc_blob(prob: np.ndarray) -> np.ndarray:
@@ -42,10 +56,9 @@ def disc_blob(prob: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     prob = np.asarray(prob)
-    blobs, count = ndimage.label(prob >= VESSEL_THRESHOLD)
-    if count == 0:
+    blobs, sizes = _blobs(prob)
+    if sizes.size == 0:
         return np.zeros(blobs.shape, bool)
-    sizes = np.bincount(blobs.ravel())[1:]
     blob = blobs == 1 + int(np.argmax(sizes))
     if GROW_TO is not None:  # the faint rim connected to the firmly marked blob
         faint, _ = ndimage.label(prob >= GROW_TO)
@@ -54,8 +67,25 @@ def disc_blob(prob: np.ndarray) -> np.ndarray:
 
 
 def find_disc(prob: np.ndarray) -> Disc:
-    """The disc in a HxW disc probability map (or a mask)."""
-    return _disc_of(disc_blob(prob), prob)
+    """The disc in a HxW disc probability map (or a mask), with the count of its rivals."""
+    disc = _disc_of(disc_blob(prob), prob)
+    if disc.found:
+        disc.rivals = rival_discs(prob)
+    return disc
+
+
+def rival_discs(prob: np.ndarray) -> int:
+    """How many blobs beside the largest at probability >= 0.5 would pass as a disc (its checks, holes filled) and
+    have at least RIVAL_SHARE of its area: a bright lesion or reflex the size of a disc, or a second disc."""
+    from scipy import ndimage
+
+    prob = np.asarray(prob)
+    blobs, sizes = _blobs(prob)
+    if sizes.size < 2:
+        return 0
+    largest = int(np.argmax(sizes))
+    return sum(_disc_of(ndimage.binary_fill_holes(blobs == 1 + index), prob).found
+               for index in np.flatnonzero(sizes >= RIVAL_SHARE * sizes[largest]) if index != largest)
 
 
 def _disc_of(blob: np.ndarray, prob: np.ndarray) -> Disc:

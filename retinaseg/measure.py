@@ -33,7 +33,7 @@ JUNCTION_CLEARANCE = 1.5  # calibres: centre-line pixels this near a junction ar
 SMOOTHING = 2.0  # pixels: the Gaussian smoothing of centre lines before arc length and curvature
 MIN_CHORD = 10.0  # pixels: a segment whose ends are closer than this (a stub, a loop) has no tortuosity
 TYPES = {"all": None, "artery": av.ARTERY, "vein": av.VEIN}
-DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diameters between people (check_disc_sizes)
+DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diameters between people (check_discs)
 MIN_DISC_PEERS = 5  # photos of one size with a disc, for a median to compare a disc with
 CALIBRE_SOURCES = ("photo", "map")  # what zone B's calibres are measured on, given a photo (docs/experiments.md)
 CALIBRES_FROM = "map"
@@ -161,7 +161,7 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
         label_vessels(graph, prob, vessels)
     values = result.values
     values.update(photo_size=f"{labels.shape[1]}x{labels.shape[0]}", disc_x=disc.col, disc_y=disc.row,
-                  disc_diameter_px=disc.diameter)
+                  disc_diameter_px=disc.diameter, disc_rivals=disc.rivals if disc.found else float("nan"))
     if not disc.found:
         result.missing(f"no optic disc: {disc.reason}; zone measures and DD units are empty")
     if not is_av:
@@ -343,7 +343,7 @@ class MeasureJob:
 # again. Raise the format whenever a measure's definition changes, so rows measured before are measured again.
 MEASURED_FOLDER = "measured"
 OVERLAY_FOLDER = "measure_overlay"  # with --overlay: <stem>.png, the disc, zones B and C and the CRAE/CRVE vessels
-MEASURED_FORMAT = "retinaseg-measured/3"
+MEASURED_FORMAT = "retinaseg-measured/4"
 
 
 def items_of_run(run_dir) -> list:
@@ -428,23 +428,25 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
         process = partial(_measure_in_processes, workers=workers) if side_by_side else _measure_here
     measured = iter(process(todo, notify, progress) if todo.items else [])
     results = [before[index] if index in before else next(measured) for index in range(len(job.items))]
-    check_disc_sizes([row for row, _ in results], notify)
+    check_discs([row for row, _ in results], notify)
     for row, detail in results:
         detail["disc_check"] = row["disc_check"]
     _write_tables(Path(job.out_dir), [row for row, _ in results], [detail for _, detail in results], job.name)
     return [row for row, _ in results]
 
 
-def check_disc_sizes(rows: list, notify=print) -> None:
-    """Sets each row's disc_check: empty, or a note where the disc's diameter relative to the FOV's is more than
-    DISC_SIZE_TOLERANCE off the median over this table's photos of the same size (one camera, one setting), at
-    least MIN_DISC_PEERS of them with a disc. Disc diameters vary by about 13% between people (Jonas et al. 1988:
-    disc area 2.7 +- 0.7 mm2); a disc this far off is most likely a fragment of a pale disc or a bright region
-    beyond it, which moves zone B and every measure made there. The row's measures stand; the note says to look
-    at its overlay."""
+def check_discs(rows: list, notify=print) -> None:
+    """Sets each row's disc_check: empty, or a note to look at its overlay where the disc's diameter relative to the
+    FOV's is more than DISC_SIZE_TOLERANCE off the median over this table's photos of the same size (one camera, one
+    setting), at least MIN_DISC_PEERS of them with a disc, or where another region of the photo would pass as a disc
+    (disc_rivals). Disc diameters vary by about 13% between people (Jonas et al. 1988: disc area 2.7 +- 0.7 mm2); a
+    disc this far off is most likely a fragment of a pale disc or a bright region beyond it, which moves zone B and
+    every measure made there. The row's measures stand."""
     groups: dict = {}
     for row in rows:
-        row["disc_check"] = ""
+        rivals = row.get("disc_rivals")
+        row["disc_check"] = (f"{rivals} other region(s) at least half its size would pass as a disc"
+                             if isinstance(rivals, (int, float)) and rivals == rivals and rivals > 0 else "")
         disc, fov = row.get("disc_diameter_px"), row.get("fov_diameter_px")
         if isinstance(disc, (int, float)) and isinstance(fov, (int, float)) and disc == disc and fov > 0:
             groups.setdefault(row.get("photo_size"), []).append((row, disc / fov))
@@ -454,9 +456,13 @@ def check_disc_sizes(rows: list, notify=print) -> None:
         median = float(np.median([ratio for _, ratio in members]))
         for row, ratio in members:
             if abs(ratio / median - 1) > DISC_SIZE_TOLERANCE:
-                row["disc_check"] = (f"disc {ratio / median:.2f} times the median of the {len(members)} {size} "
-                                     f"photos with a disc: check its overlay")
-                notify(f"check: {row['stem']}: {row['disc_check']}")
+                row["disc_check"] = "; ".join(filter(None, [
+                    f"disc {ratio / median:.2f} times the median of the {len(members)} {size} photos with a disc",
+                    row["disc_check"]]))
+    for row in rows:
+        if row["disc_check"]:
+            row["disc_check"] += ": check its overlay"
+            notify(f"check: {row['stem']}: {row['disc_check']}")
 
 
 def measured_line(rows: list) -> str:
@@ -699,7 +705,8 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
             raise RetinasegError(f"{shown(job.disc_dir)}: no disc mask for {shown(stem)}")
         disc = find_disc(read_binary_mask(disc_mask).astype(np.float32))
     elif photo is not None:
-        disc = find_disc(disc_segmenter.predict_file(photo_path)[0])  # as `retinaseg run -m disc` finds it
+        # the disc `retinaseg run -m disc` keeps, found in the map before the others are dropped: its rivals counted
+        disc = find_disc(disc_segmenter.predict_file(photo_path, finished=False)[0])
     else:
         raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos or --disc-dir)")
     fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)

@@ -114,3 +114,14 @@ def test_a_disc_grown_to_its_faint_rim_and_kept_so(monkeypatch, grow_to, diamete
     assert (kept[20:30, 20:30] < 0.5).all()
     again = find_disc(kept)  # measure and eval read the kept map: the same disc, still marked firmly
     assert again.found and again.diameter == pytest.approx(disc.diameter)
+
+
+def test_a_region_that_would_pass_as_a_disc_beside_the_kept_one_is_counted_as_a_rival():
+    prob = disc_map(centre=(90, 200), diameter=40) * 0.95
+    assert find_disc(prob).rivals == 0
+    prob = np.maximum(prob, disc_map(centre=(90, 80), diameter=30) * 0.9)  # 56% of the area: a rival
+    prob[170:174, 20:80] = 0.95  # a streak: too elongated to pass as a disc
+    prob = np.maximum(prob, disc_map(centre=(30, 150), diameter=12) * 0.95)  # a speck under half the area
+    disc = find_disc(prob)
+    assert disc.found and disc.col == pytest.approx(200, abs=1) and disc.rivals == 1
+    assert find_disc(keep_disc(prob[None])[0]).rivals == 0  # the kept map holds the one disc

@@ -342,20 +342,24 @@ def test_a_disc_mask_is_the_photos_own_not_one_whose_stem_begins_with_it(tmp_pat
 
 
 def test_a_disc_far_from_the_size_of_its_cameras_others_is_flagged_for_a_look():
-    from retinaseg.measure import check_disc_sizes
+    from retinaseg.measure import check_discs
 
-    def row(stem, disc, size="3504x2336", fov=3300.0):
-        return {"stem": stem, "photo_size": size, "disc_diameter_px": disc, "fov_diameter_px": fov}
+    def row(stem, disc, size="3504x2336", fov=3300.0, rivals=0):
+        return {"stem": stem, "photo_size": size, "disc_diameter_px": disc, "fov_diameter_px": fov,
+                "disc_rivals": rivals}
 
     camera = [row(f"eye{i}", d) for i, d in enumerate([330, 350, 340, 360, 345, 200])]  # eye5: a fragment
+    camera[1]["disc_rivals"] = 1  # a lesion the size of a disc beside it
     few = [row(f"small{i}", d, "565x584", 540.0) for i, d in enumerate([70, 30])]  # too few to compare
-    no_disc = [row("nodisc", float("nan")), {"stem": "failed", "status": "failed"}]
+    no_disc = [row("nodisc", float("nan"), rivals=float("nan")), {"stem": "failed", "status": "failed"}]
     notes = []
-    check_disc_sizes(camera + few + no_disc, notes.append)
+    check_discs(camera + few + no_disc, notes.append)
     flagged = [r["stem"] for r in camera + few + no_disc if r["disc_check"]]
-    assert flagged == ["eye5"] and "0.58 times the median of the 6 3504x2336 photos" in camera[-1]["disc_check"]
-    assert notes == [f"check: eye5: {camera[-1]['disc_check']}"]
+    assert flagged == ["eye1", "eye5"]
+    assert camera[-1]["disc_check"] == "disc 0.58 times the median of the 6 3504x2336 photos with a disc: check its overlay"
+    assert camera[1]["disc_check"] == "1 other region(s) at least half its size would pass as a disc: check its overlay"
+    assert notes == [f"check: eye1: {camera[1]['disc_check']}", f"check: eye5: {camera[-1]['disc_check']}"]
     from retinaseg.measure import measured_line
 
     rows = [{**r, "status": "ok"} for r in camera] + [{"stem": "failed", "status": "failed"}]
-    assert measured_line(rows) == "6 ok, 0 partial, 1 failed, 1 disc(s) to check (disc_check)"
+    assert measured_line(rows) == "6 ok, 0 partial, 1 failed, 2 disc(s) to check (disc_check)"

@@ -218,16 +218,18 @@ class Segmenter:
             yield item, probs
 
     def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None,
-                raw_size: Optional[tuple] = None) -> np.ndarray:
-        """Raw-size probabilities (KxHxW) for one photo in memory (raw_size: its size, when decoded reduced)."""
+                raw_size: Optional[tuple] = None, finished: bool = True) -> np.ndarray:
+        """Raw-size probabilities (KxHxW) for one photo in memory (raw_size: its size, when decoded reduced); with
+        finished False, the network's as they are, without the last step (finish)."""
         prepared = self.prepare(photo, fov, raw_size=raw_size)
         _, probs = next(self.predict_prepared([prepared]))
-        return self.finish(to_raw_size(probs, prepared))[0]
+        prob = to_raw_size(probs, prepared)
+        return self.finish(prob)[0] if finished else prob
 
-    def predict_file(self, path, fov: Optional[np.ndarray] = None) -> np.ndarray:
+    def predict_file(self, path, fov: Optional[np.ndarray] = None, finished: bool = True) -> np.ndarray:
         """Raw-size probabilities (KxHxW) for the photo file at path, read as `retinaseg run` reads it."""
         photo, fov, raw_size = self.read(path, fov)
-        return self.predict(photo, fov, raw_size)
+        return self.predict(photo, fov, raw_size, finished)
 
     def finish(self, prob: np.ndarray) -> tuple[np.ndarray, Optional[object]]:
         """The last step on a probability map at its output size: with av_graph, one type per vessel; for a disc
