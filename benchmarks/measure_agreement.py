@@ -4,7 +4,7 @@
                                            [--calibres-from photo|map]
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
-Segmenter, default options) are measured by `retinaseg measure`'s code, with the same disc (found by the disc
+Segmenter, default options, the photo read as `run` reads it) are measured by `retinaseg measure`'s code, with the same disc (found by the disc
 model in the photo) and the dataset's FOV mask. Prints, per measure, the intraclass correlations ICC(2,1)
 (two-way random effects, absolute agreement, single measure; Shrout and Fleiss 1979; the one issue 32's targets
 are judged by) and ICC(3,1) (consistency: blind to a constant offset), the mean difference (map - manual, the
@@ -75,9 +75,10 @@ def main():
         for sample in samples:
             photo = read_photo(sample.image)
             fov = read_fov(sample, photo)
-            disc = find_disc(disc_model.predict(photo)[0])
+            # the photo read as `retinaseg run` and `measure` read it (a large JPEG decoded at a reduced size)
+            disc = find_disc(disc_model.predict_file(sample.image, finished=False)[0])
             started = time.perf_counter()
-            prob = av_model.predict(photo, fov)
+            prob = av_model.predict_file(sample.image, fov)
             network = time.perf_counter() - started
             labels = class_map(prob)
             started = time.perf_counter()
