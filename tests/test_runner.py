@@ -19,6 +19,7 @@ from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.runner import run_batch
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.inference.views import View
+from retinaseg.errors import ImageReadError
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 from retinaseg.registry import ModelSpec
@@ -551,6 +552,15 @@ def test_a_fov_smaller_than_the_frame_is_decoded_at_the_size_it_allows(tmp_path,
     photo, fov, raw_size = segmenter.read(tmp_path / "eye.jpg")
     assert segmenter.decode_reduction(raw_size, fov) == 2  # found: ~480 px across, shrunk 3.2x
     assert photo.shape == (600, 600, 3)
+
+
+def test_a_fov_mask_given_decides_the_reduction_and_must_fit_the_photo(tmp_path, fake_models):
+    sample = _large_jpeg(tmp_path / "eye.jpg", fov_fraction=0.4)
+    segmenter = Segmenter(load_model("dark-vessels"), SegmentConfig(device="cpu", max_downscale=0))
+    photo, fov, raw_size = segmenter.read(tmp_path / "eye.jpg", sample.fov)
+    assert fov is sample.fov and photo.shape == (600, 600, 3)  # the mask's ~480 px FOV shrinks 3.2x: halved
+    with pytest.raises(ImageReadError, match=r"^mask.png: FOV mask is 1199x1200 but eye.jpg is 1200x1200$"):
+        segmenter.read(tmp_path / "eye.jpg", sample.fov[:, 1:], "mask.png")
 
 
 def test_every_network_that_sees_a_photo_bounds_its_reduction(fake_models):
