@@ -356,7 +356,8 @@ def test_a_disc_far_from_the_size_of_its_cameras_others_is_flagged_for_a_look():
     check_discs(camera + few + no_disc, notes.append)
     flagged = [r["stem"] for r in camera + few + no_disc if r["disc_check"]]
     assert flagged == ["eye1", "eye5"]
-    assert camera[-1]["disc_check"] == "disc 0.58 times the median of the 6 3504x2336 photos with a disc: check its overlay"
+    assert camera[-1]["disc_check"] == ("disc 0.58 times the median of the 6 3504x2336 photos with a disc: check its "
+                                        "overlay")
     assert camera[1]["disc_check"] == "1 other region(s) at least half its size would pass as a disc: check its overlay"
     assert notes == [f"check: eye1: {camera[1]['disc_check']}", f"check: eye5: {camera[-1]['disc_check']}"]
     from retinaseg.measure import measured_line
