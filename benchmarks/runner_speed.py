@@ -25,7 +25,7 @@ null    the runner with a model that returns zeros at once (`null`, registered b
         scaling, resizing back, encoding, writing), and how it scales with workers. `--null-only` runs only these.
 
 HRF's photos are JPEGs, which the runner decodes at a reduced size where the working scale allows
-(docs/experiments.md); rows marked "JPEG decoded whole" run them as before that, for comparison.
+(docs/experiments.md); rows marked "JPEG decoded whole" run them as before that, for comparison (only with JPEGs).
 
 With --device cuda both methods run on the GPU (the runner under its bfloat16 autocast, batches 1 and 8), every
 timing ends with a synchronize, and a column adds the peak GPU memory torch allocated.
@@ -229,10 +229,11 @@ def main():
                 rows += [("runner", 1, MAX_DOWNSCALE, False, "onnxruntime"),
                          ("runner", 1, MAX_DOWNSCALE, True, "onnxruntime")]
             rows = [row + (args.workers, False) for row in rows]
-            if kind == "hrf":  # JPEG photos: the default row again with them decoded whole, as before
+            jpeg = any(path.suffix.lower() in (".jpg", ".jpeg") for path in files)
+            if jpeg:  # the default row again with the JPEGs decoded whole, as before
                 rows.insert(3, ("runner", 1, MAX_DOWNSCALE, False, "torch", args.workers, True))
             null_rows = [("null", 1, MAX_DOWNSCALE, False, "torch", workers, whole) for workers in (1, 2)
-                         for whole in ((True, False) if kind == "hrf" else (False,))]
+                         for whole in ((True, False) if jpeg else (False,))]
             rows = null_rows if args.null_only else rows + null_rows
             for mode, batch, max_downscale, tta, backend, workers, whole in rows:
                 r = _measure(args, mode, files, batch, max_downscale, tta, backend, workers, whole)
