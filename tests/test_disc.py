@@ -83,12 +83,14 @@ def test_the_disc_model_is_registered_as_its_own_task():
         ModelSpec(name="x", build=BrightBlob, description="", classes=4, task="disc")
 
 
-def test_run_with_a_disc_model_writes_one_disc_and_flags_photos_without_one(cli, tmp_path, fundus):
+def test_run_with_a_disc_model_writes_one_disc_and_flags_photos_without_one_or_with_rivals(cli, tmp_path, fundus):
     folder = tmp_path / "in"
     folder.mkdir()
     iio.imwrite(folder / "eye.png", fundus.image_uint8())  # the synthetic photo's bright optic disc
     flat = np.minimum(fundus.image, np.percentile(fundus.image[fundus.fov], 60, axis=0))  # the bright disc cut off
     iio.imwrite(folder / "flat.png", (flat * 255).astype(np.uint8))
+    twin = np.maximum(fundus.image, fundus.image[:, ::-1])  # its disc and the disc's mirror image, as large
+    iio.imwrite(folder / "twin.png", (twin * 255).astype(np.uint8))
     with registered(FakeDiscPlugin(), "fake-disc"):
         result = cli.invoke(retinaseg_cli, ["run", "-q", "-m", "bright-disc", "--overlay", str(folder),
                                             str(tmp_path / "out")])
@@ -98,7 +100,9 @@ def test_run_with_a_disc_model_writes_one_disc_and_flags_photos_without_one(cli,
     assert disc.found
     report = {r["stem"]: r for r in json.loads((tmp_path / "out" / "run.json").read_text())["images"]}
     assert report["eye"]["flag"] is None and report["flat"]["flag"] == "no optic disc found"
-    assert "1 with no optic disc found" in result.output
+    assert report["twin"]["flag"] == "another region that would pass as a disc"
+    assert find_disc((iio.imread(tmp_path / "out" / "raw_pre" / "twin.png") > 0).astype(np.float32)).rivals == 0
+    assert "1 with no optic disc found, 1 with another region that would pass as a disc" in result.output
 
 
 @pytest.mark.parametrize("grow_to, diameter", [(None, 40), (0.25, 56)])

@@ -87,7 +87,7 @@ def test_photos_held_by_a_dead_worker_for_writing_are_read_again_by_its_successo
         events = sorted(workers.event() for _ in photos)
     # the first write was the task it "died on"; the second is read again and written by the new worker
     assert events[0][:3] == ("written", 0, None) and "ended (exit code -9)" in events[0][3]
-    assert events[1][:2] == ("written", 1) and events[1][3] is None and 0 < events[1][2] < 1
+    assert events[1][:2] == ("written", 1) and events[1][3] is None and 0 < events[1][2][0] < 1
     assert (tmp_path / "out" / "raw_pre" / "p1.png").is_file()
 
 

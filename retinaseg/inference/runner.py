@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from retinaseg import __version__
+from retinaseg.disc import rival_discs
 from retinaseg.errors import ImageReadError, RetinasegError, shown
 from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.outputs import OUTPUT_FOLDERS, labels_of, overlay, render
@@ -67,18 +68,19 @@ class ImageRecord:
     working_size: Optional[list] = None
     fov_diameter: Optional[int] = None
     vessel_fraction: Optional[float] = None  # share of the FOV labelled (vessel, or disc): sort by it to find odd ones
-    flag: Optional[str] = None  # written, but to be checked: "few vessels found", "no optic disc found"
+    flag: Optional[str] = None  # written, but to be checked: "few vessels found", "no optic disc found", ...
 
 
 MEASURED = ("raw_size", "working_size", "fov_diameter", "vessel_fraction", "flag")  # kept across resumed runs
 FEW_VESSELS_FOUND, NO_DISC_FOUND = "few vessels found", "no optic disc found"
+DISC_RIVALS = "another region that would pass as a disc"  # disc.rival_discs: the largest, kept, may be a lesion
 
 
-def flag_for(task: str, fraction: float) -> Optional[str]:
-    """Why a photo's map should be checked, if it should: few vessels for a vessel or A/V map, no disc for a disc
-    map."""
+def flag_for(task: str, fraction: float, rivals: int = 0) -> Optional[str]:
+    """Why a photo's map should be checked, if it should: few vessels for a vessel or A/V map; no disc, or rivals
+    to the disc kept, for a disc map."""
     if task == "disc":
-        return NO_DISC_FOUND if fraction == 0 else None
+        return NO_DISC_FOUND if fraction == 0 else DISC_RIVALS if rivals else None
     return FEW_VESSELS_FOUND if fraction < FEW_VESSELS else None
 
 
@@ -294,8 +296,8 @@ class _BatchJob:
             _note_sizes(record, prepared)
             record.read_seconds = round(prepared.seconds, 3)
             paths = output_paths(self.out_dir, record.stem, self.config)
-            _, _, fraction, error = perform(self, ("write", 0, paths, probs, prepared.vessel), held)
-            self._finish(record, fraction, error)
+            _, _, written, error = perform(self, ("write", 0, paths, probs, prepared.vessel), held)
+            self._finish(record, written, error)
         record.seconds = round(time.perf_counter() - started + record.read_seconds, 3)
 
     # -- the folder -------------------------------------------------------------------------------------------
@@ -408,15 +410,19 @@ class _BatchJob:
         return str(exc) if isinstance(exc, ImageReadError) else f"{shown(path)}: {type(exc).__name__}: {_reason(exc)}"
 
     # -- outputs out -------------------------------------------------------------------------------------------
-    def write(self, paths: dict, prepared: Prepared, probs: list) -> float:
-        """Writes a photo's outputs (in a worker process); returns the share of its FOV labelled vessel."""
+    def write(self, paths: dict, prepared: Prepared, probs: list) -> tuple:
+        """Writes a photo's outputs (in a worker process); returns the share of its FOV labelled (vessel, or disc)
+        and the flag to check it by, if any (flag_for)."""
         with single_threaded():
             return self._write(paths, prepared, probs)
 
-    def _write(self, paths: dict, prepared: Prepared, probs: list) -> float:
+    def _write(self, paths: dict, prepared: Prepared, probs: list) -> tuple:
         small = labels_of(self.segmenter.finish(to_work_size(probs, prepared).numpy())[0])
         write_png(paths["small"], render(small))
-        prob, graph = self.segmenter.finish(to_raw_size(probs, prepared))
+        unfinished = to_raw_size(probs, prepared)
+        task = self.segmenter.model.spec.task
+        rivals = rival_discs(unfinished[0]) if task == "disc" else 0  # before the one disc is kept
+        prob, graph = self.segmenter.finish(unfinished)
         labels = labels_of(prob)
         if "graph" in paths:
             if graph is None:
@@ -427,14 +433,15 @@ class _BatchJob:
         if "overlay" in paths:
             write_png(paths["overlay"], overlay(read_photo(prepared.source), labels))  # on the photo decoded whole
         write_png(paths["raw"], render(labels))  # last: its presence marks the image as done
-        return float((labels > 0)[prepared.fov_raw].mean()) if prepared.fov_raw.any() else 0.0
+        fraction = round(float((labels > 0)[prepared.fov_raw].mean()) if prepared.fov_raw.any() else 0.0, 4)
+        return fraction, flag_for(task, fraction, rivals)
 
-    def _finish(self, record: ImageRecord, fraction: Optional[float], error: Optional[str]) -> None:
-        """Records how writing went: the share of the FOV labelled, or the error that stopped it."""
+    def _finish(self, record: ImageRecord, written: Optional[tuple], error: Optional[str]) -> None:
+        """Records how writing went: the share of the FOV labelled and its flag (write), or the error that stopped
+        it."""
         if error is None:
-            record.vessel_fraction = round(fraction, 4)
+            record.vessel_fraction, record.flag = written
             record.status = "ok"
-            record.flag = flag_for(self.segmenter.model.spec.task, record.vessel_fraction)
             if record.flag:
                 record.message = f"{record.flag} ({record.vessel_fraction:.1%} of the FOV): check the photo"
                 self.notify(f"warning: {shown(record.input)}: {record.message}")

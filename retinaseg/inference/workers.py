@@ -69,7 +69,7 @@ def network_part(prepared: Prepared, keep_raw: bool) -> Prepared:
 
 def perform(job, task: tuple, held: dict, to_main=lambda prepared: prepared) -> tuple:
     """One task of a photo, wherever it runs: ("read", index, path) -> ("read", index, to_main(prepared), error);
-    ("write", index, paths, probs, vessel) -> ("written", index, vessel fraction, error); ("redo", index, path,
+    ("write", index, paths, probs, vessel) -> ("written", index, (fraction, flag), error); ("redo", index, path,
     paths, probs, vessel), a photo whose worker died holding it, read again and written -> ("written", ...). held
     keeps each read photo's full Prepared until written. An error is the photo's one-line message."""
     kind, index = task[0], task[1]
@@ -111,7 +111,7 @@ def _next_task(inbox, parent: int):
 class Workers:
     """N forked worker processes (see the module's docstring), or the main process itself for N = 0. read() and
     write() hand a photo over; event() waits for what comes back: ("read", index, prepared, error) or ("written",
-    index, vessel fraction, error), an error being the photo's one-line message.
+    index, (share of the FOV labelled, flag), error), an error being the photo's one-line message.
 
     A worker that dies (a decoder's crash, the kernel's out-of-memory killer) is replaced. The task it was on fails
     with that reason; the rest of its photos go to its successor: those to read, and those it held for writing
