@@ -76,9 +76,9 @@ def main():
             photo = read_photo(sample.image)
             fov = read_fov(sample, photo)
             # the photo read as `retinaseg run` and `measure` read it (a large JPEG decoded at a reduced size)
-            disc = find_disc(disc_model.predict_file(sample.image, finished=False)[0])
+            disc = find_disc(disc_model.predict_file(sample.image, finished=False, whole=photo)[0])
             started = time.perf_counter()
-            prob = av_model.predict_file(sample.image, fov)
+            prob = av_model.predict_file(sample.image, fov, whole=photo)
             network = time.perf_counter() - started
             labels = class_map(prob)
             started = time.perf_counter()

@@ -706,7 +706,7 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
         disc = find_disc(read_binary_mask(disc_mask).astype(np.float32))
     elif photo is not None:
         # the disc `retinaseg run -m disc` keeps, found in the map before the others are dropped: its rivals counted
-        disc = find_disc(disc_segmenter.predict_file(photo_path, finished=False)[0])
+        disc = find_disc(disc_segmenter.predict_file(photo_path, finished=False, whole=photo)[0])
     else:
         raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos or --disc-dir)")
     fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)

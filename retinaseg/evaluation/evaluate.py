@@ -107,7 +107,7 @@ def evaluate(dataset: str, data_root, split: str = "test", segmenter: Optional[S
         fov = read_fov(sample, photo)
         mask = fov if use_fov else None
         if segmenter is not None:  # the photo read as `retinaseg run` reads it, the FOV estimated there unless given
-            prob = segmenter.predict_file(sample.image, fov if sample.fov else None)
+            prob = segmenter.predict_file(sample.image, fov if sample.fov else None, whole=photo)
             if task == "vessel" and prob.shape[0] > 1:
                 prob = 1 - prob[av.BACKGROUND:av.BACKGROUND + 1]
             row = _score(task, truth, mask, prob=prob)

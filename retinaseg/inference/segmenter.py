@@ -120,17 +120,22 @@ class Segmenter:
             if segmenter is not None:
                 segmenter.predictor
 
-    def read(self, path, fov: Optional[np.ndarray] = None, fov_path=None) -> tuple[np.ndarray, np.ndarray, tuple]:
+    def read(self, path, fov: Optional[np.ndarray] = None, fov_path=None,
+             whole: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, tuple]:
         """(photo, FOV mask, raw size) of the photo file at path, the FOV estimated unless given (read from fov_path,
         which an error names). A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where every network that sees it
-        still shrinks it by MIN_SHRINK_AFTER_DECODING (decode_reduction); the FOV mask and outputs keep the raw size."""
+        still shrinks it by MIN_SHRINK_AFTER_DECODING (decode_reduction); the FOV mask and outputs keep the raw size.
+        whole: the photo already decoded whole by the caller, used instead of decoding it again."""
+        def decoded(reduction: int) -> np.ndarray:
+            return whole if whole is not None and reduction == 1 else read_photo(path, reduction)
+
         raw_size = jpeg_size(path)
         if raw_size is None or (fov is not None and fov.shape != raw_size):  # read whole; the sizes checked below
-            photo = read_photo(path)
+            photo = decoded(1)
             raw_size, planned = photo.shape[:2], 1
         else:  # the reduction a FOV as wide as the frame allows, unless the FOV is known
             planned = self.decode_reduction(raw_size, fov)
-            photo = read_photo(path, planned)
+            photo = decoded(planned)
         if fov is not None:
             if fov.shape != raw_size:
                 raise ImageReadError(f"{shown(fov_path or 'the FOV mask')}: FOV mask is {fov.shape[1]}x{fov.shape[0]} "
@@ -139,7 +144,7 @@ class Segmenter:
         fov = estimate_fov(photo, raw_size)
         reduction = self.decode_reduction(raw_size, fov)
         if reduction < planned:  # the FOV is smaller than the frame: decoded again, at a size that fits it
-            photo = read_photo(path, reduction)
+            photo = decoded(reduction)
         return photo, fov, raw_size
 
     def decode_reduction(self, raw_size: tuple, fov: Optional[np.ndarray] = None) -> int:
@@ -226,9 +231,11 @@ class Segmenter:
         prob = to_raw_size(probs, prepared)
         return self.finish(prob)[0] if finished else prob
 
-    def predict_file(self, path, fov: Optional[np.ndarray] = None, finished: bool = True) -> np.ndarray:
-        """Raw-size probabilities (KxHxW) for the photo file at path, read as `retinaseg run` reads it."""
-        photo, fov, raw_size = self.read(path, fov)
+    def predict_file(self, path, fov: Optional[np.ndarray] = None, finished: bool = True,
+                     whole: Optional[np.ndarray] = None) -> np.ndarray:
+        """Raw-size probabilities (KxHxW) for the photo file at path, read as `retinaseg run` reads it (whole: the
+        photo already decoded whole, if the caller has it)."""
+        photo, fov, raw_size = self.read(path, fov, whole=whole)
         return self.predict(photo, fov, raw_size, finished)
 
     def finish(self, prob: np.ndarray) -> tuple[np.ndarray, Optional[object]]:
