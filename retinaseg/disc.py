@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -50,13 +51,13 @@ def _blobs(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return blobs, np.bincount(blobs.ravel())[1:]
 
 
-def disc_blob(prob: np.ndarray) -> np.ndarray:
+def disc_blob(prob: np.ndarray, labelled: Optional[tuple] = None) -> np.ndarray:
     """The disc's pixels (HxW bool): the largest blob at probability >= 0.5 (grown to GROW_TO, if set), holes
-    filled; empty if none."""
+    filled; empty if none. labelled: _blobs(prob), when the caller has it."""
     from scipy import ndimage
 
     prob = np.asarray(prob)
-    blobs, sizes = _blobs(prob)
+    blobs, sizes = labelled or _blobs(prob)
     if sizes.size == 0:
         return np.zeros(blobs.shape, bool)
     blob = blobs == 1 + int(np.argmax(sizes))
@@ -68,19 +69,21 @@ def disc_blob(prob: np.ndarray) -> np.ndarray:
 
 def find_disc(prob: np.ndarray) -> Disc:
     """The disc in a HxW disc probability map (or a mask), with the count of its rivals."""
-    disc = _disc_of(disc_blob(prob), prob)
+    labelled = _blobs(prob)
+    disc = _disc_of(disc_blob(prob, labelled), prob)
     if disc.found:
-        disc.rivals = rival_discs(prob)
+        disc.rivals = rival_discs(prob, labelled)
     return disc
 
 
-def rival_discs(prob: np.ndarray) -> int:
+def rival_discs(prob: np.ndarray, labelled: Optional[tuple] = None) -> int:
     """How many blobs beside the largest at probability >= 0.5 would pass as a disc (its checks, holes filled) and
-    have at least RIVAL_SHARE of its area: a bright lesion or reflex the size of a disc, or a second disc."""
+    have at least RIVAL_SHARE of its area: a bright lesion or reflex the size of a disc, or a second disc.
+    labelled: _blobs(prob), when the caller has it."""
     from scipy import ndimage
 
     prob = np.asarray(prob)
-    blobs, sizes = _blobs(prob)
+    blobs, sizes = labelled or _blobs(prob)
     if sizes.size < 2:
         return 0
     largest = int(np.argmax(sizes))
