@@ -35,7 +35,7 @@ class Prepared:
     fov_raw: np.ndarray
     fov_work: torch.Tensor  # inside the crop, working scale
     image: torch.Tensor  # 3 x crop at working scale, standardised
-    photo: Optional[np.ndarray] = None  # kept only for the vessel model, until it has run
+    photo: Optional[np.ndarray] = None  # kept for the vessel model until it has run, and decoded whole for an overlay
     seconds: float = 0.0
     source: Optional[str] = None  # the photo's file, when read from one (an overlay is drawn on it decoded whole)
     frame_is_fov: bool = False  # no FOV edge was found: the frame was taken as the FOV

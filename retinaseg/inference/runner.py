@@ -389,6 +389,8 @@ class _BatchJob:
         photo, fov, raw_size = self.segmenter.read(path, fov, fov_path)
         prepared = self.segmenter.prepare(photo, fov, index, raw_size=raw_size)
         prepared.source = str(path)
+        if self.config.overlay and photo.shape[:2] == raw_size:  # decoded whole: the overlay's, kept in this worker
+            prepared.photo = photo
         settings = self.segmenter.config
         prepared.frame_is_fov = bool(prepared.fov_raw.all()) and not (settings.raw_fov_diameter or settings.resize)
         prepared.seconds = time.perf_counter() - started
@@ -431,7 +433,9 @@ class _BatchJob:
         if "prob" in paths:
             write_float_tiff(paths["prob"], prob[0] if prob.shape[0] == 1 else prob)
         if "overlay" in paths:
-            write_png(paths["overlay"], overlay(read_photo(prepared.source), labels))  # on the photo decoded whole
+            photo = prepared.photo  # on the photo decoded whole: decoded again if it was read reduced
+            whole = photo is not None and photo.shape[:2] == prepared.raw_size
+            write_png(paths["overlay"], overlay(photo if whole else read_photo(prepared.source), labels))
         write_png(paths["raw"], render(labels))  # last: its presence marks the image as done
         fraction = round(float((labels > 0)[prepared.fov_raw].mean()) if prepared.fov_raw.any() else 0.0, 4)
         return fraction, flag_for(task, fraction, rivals)
