@@ -162,13 +162,8 @@ class Segmenter:
         raw_size with a FOV of this diameter."""
         shrinks = []
         for view in self.views:
-            if self.config.resize:
-                fixed = tuple(round(side * view.scale) for side in self.config.resize)
-                size = (fixed[1], fixed[0])
-            else:
-                cap = self.config.max_downscale
-                size = working_size(raw_size, diameter, round(self.model.fov_diameter * view.scale),
-                                    cap / view.scale if cap else cap)
+            fixed, fov_diameter, cap = self._view_scaling(view)
+            size = (fixed[1], fixed[0]) if fixed else working_size(raw_size, diameter, fov_diameter, cap)
             shrinks.append(min(raw_size[0] / size[0], raw_size[1] / size[1]))
         if self.vessel_segmenter is not None:
             shrinks.append(self.vessel_segmenter.least_shrink(raw_size, diameter))
@@ -189,13 +184,17 @@ class Segmenter:
         onto it."""
         image, fov = prepared.image, prepared.fov_work
         if view.scale != 1:
-            fixed = self.config.resize and tuple(round(side * view.scale) for side in self.config.resize)
-            cap = self.config.max_downscale
-            scaled = to_working_scale(photo, prepared.fov_raw, round(self.model.fov_diameter * view.scale), fixed,
-                                      max_downscale=cap / view.scale if cap else cap,
+            fixed, fov_diameter, cap = self._view_scaling(view)
+            scaled = to_working_scale(photo, prepared.fov_raw, fov_diameter, fixed, max_downscale=cap,
                                       raw_fov_diameter=self.config.raw_fov_diameter, raw_size=prepared.raw_size)
             image, fov = scaled.image, scaled.fov_work
         return (torch.flip(image, view.dims) if view.dims else image), fov
+
+    def _view_scaling(self, view: View) -> tuple:
+        """(fixed working size (width, height) or None, working FOV diameter, max downscale) at a view's scale."""
+        fixed = self.config.resize and tuple(round(side * view.scale) for side in self.config.resize)
+        cap = self.config.max_downscale
+        return fixed, round(self.model.fov_diameter * view.scale), cap / view.scale if cap else cap
 
     def predict_prepared(self, items: Iterable[Prepared]) -> Iterator[tuple[Prepared, list]]:
         """Yield (prepared, crop probabilities) in input order: one KxHxW tensor at the working scale, or with
