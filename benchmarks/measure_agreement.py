@@ -1,16 +1,20 @@
 """How far measurements from a model's A/V maps agree with the same measurements from the manual labels.
 
     python benchmarks/measure_agreement.py [--data-root ../shared/data] [--datasets drive-av,les-av,hrf-av]
-                                           [--calibres-from photo|map]
+                                           [--calibres-from photo|map] [--held-out 1]
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
 Segmenter, default options, the photo read as `run` reads it) are measured by `retinaseg measure`'s code, with the same disc (found by the disc
 model in the photo) and the dataset's FOV mask. Prints, per measure, the intraclass correlations ICC(2,1)
 (two-way random effects, absolute agreement, single measure; Shrout and Fleiss 1979; the one issue 32's targets
 are judged by) and ICC(3,1) (consistency: blind to a constant offset), the mean difference (map - manual, the
-offset) and the mean absolute difference over all photos, and the photos' count. Also prints the time measuring
-took per photo, beside the network's, for DRIVE-size and HRF-size maps. --calibres-from: what zone B's calibres are
-measured on, as `retinaseg measure`'s option (default as shipped).
+offset), the mean absolute difference over all photos and that divided by the standard deviation of the manual
+values (the error against the spread between photos), and the photos' count; the fractal dimension once for each
+definition (measure.FRACTAL_SOURCES: of the filled map, of its centre lines), from the same maps. Also prints the
+time measuring took per photo, beside the network's, for DRIVE-size and HRF-size maps. --calibres-from: what zone
+B's calibres are measured on, as `retinaseg measure`'s option (default as shipped). --held-out SEED: instead of the
+test photos, the training images that av-fusion's run with this --seed (and --val-fraction) held out, as
+benchmarks/held_out_tta.py draws them; a rule may look at these, not at the test photos.
 """
 from __future__ import annotations
 
@@ -27,11 +31,22 @@ from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
-from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, measure
+from retinaseg.fov import fov_diameter
+from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, fractal_dimension, measure
 from retinaseg.models import load_model
+from retinaseg.training.engine import held_out_ids
 
 MEASURES = ("crae_dd", "crve_dd", "avr", "fractal_dimension_all", "density_fov_all", "density_zone_c_all",
-            "mean_calibre_zone_b_dd_all", "distance_factor_all", "length_dd_all")
+            "mean_calibre_zone_b_dd_all", "distance_factor_all", "length_dd_all") + tuple(
+    f"fractal_dimension_all, {source}" for source in FRACTAL_SOURCES)
+
+
+def measured(labels, disc, fov, prob, photo, calibres_from) -> dict:
+    """`retinaseg measure`'s values of one map, with the fractal dimension of every definition beside them."""
+    values = measure(labels, disc, fov, prob, photo=photo, calibres_from=calibres_from).values
+    for source in FRACTAL_SOURCES:
+        values[f"fractal_dimension_all, {source}"] = fractal_dimension(labels > 0, fov, fov_diameter(fov), source)
+    return values
 
 
 def _mean_squares(pairs: np.ndarray) -> tuple[float, float, float]:
@@ -65,13 +80,19 @@ def main():
     parser.add_argument("--datasets", default="drive-av,les-av,hrf-av")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calibres-from", choices=CALIBRE_SOURCES, default=CALIBRES_FROM)
+    parser.add_argument("--held-out", type=int, default=None, metavar="SEED",
+                        help="the training images av-fusion's run with this --seed held out, not the test photos")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="that run's --val-fraction")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu"), notify=lambda m: None)
     disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
     manual, predicted, times = [], [], {}
     for dataset in args.datasets.split(","):
-        _, samples = load_samples(dataset, args.data_root, "test")
+        _, samples = load_samples(dataset, args.data_root, "test" if args.held_out is None else "training")
+        if args.held_out is not None:
+            ids = held_out_ids(dataset, args.data_root, args.val_fraction, args.held_out)
+            samples = [s for s in samples if s.id in ids]
         for sample in samples:
             photo = read_photo(sample.image)
             fov = read_fov(sample, photo)
@@ -82,23 +103,24 @@ def main():
             network = time.perf_counter() - started
             labels = class_map(prob)
             started = time.perf_counter()
-            predicted.append(measure(labels, disc, fov, prob, photo=photo, calibres_from=args.calibres_from).values)
+            predicted.append(measured(labels, disc, fov, prob, photo, args.calibres_from))
             measuring = time.perf_counter() - started
-            manual.append(measure(read_label(sample.label, "av"), disc, fov, photo=photo,
-                                  calibres_from=args.calibres_from).values)
+            manual.append(measured(read_label(sample.label, "av"), disc, fov, None, photo, args.calibres_from))
             times.setdefault(dataset, []).append((network, measuring))
             print(f"  {dataset:<9} {sample.id:<14} disc {disc.status:<9} CRAE {manual[-1]['crae_dd']:.4f} / "
                   f"{predicted[-1]['crae_dd']:.4f} DD", flush=True)
     print(f"\nagreement over {len(manual)} photos (manual label vs av-fusion's map; photos without a disc left out "
           f"of the zone measures)")
-    print(f"{'measure':<30}{'ICC(2,1)':>10}{'ICC(3,1)':>10}{'mean diff':>12}{'mean |diff|':>13}{'mean manual':>13}"
-          f"{'photos':>8}   (diff: map - manual)")
+    print(f"{'measure':<36}{'ICC(2,1)':>10}{'ICC(3,1)':>10}{'mean diff':>12}{'mean |diff|':>13}{'|diff| / sd':>13}"
+          f"{'mean manual':>13}{'photos':>8}   (diff: map - manual; sd: of the manual values)")
     for key in MEASURES:
         pairs = np.array([[m[key], p[key]] for m, p in zip(manual, predicted)], float)
         pairs = pairs[np.isfinite(pairs).all(axis=1)]
         difference = pairs[:, 1] - pairs[:, 0]
-        print(f"{key:<30}{icc_2_1(pairs):>10.3f}{icc_3_1(pairs):>10.3f}{difference.mean():>12.4f}"
-              f"{np.abs(difference).mean():>13.4f}{pairs[:, 0].mean():>13.4f}{len(pairs):>8}")
+        spread = pairs[:, 0].std(ddof=1)
+        print(f"{key:<36}{icc_2_1(pairs):>10.3f}{icc_3_1(pairs):>10.3f}{difference.mean():>12.4f}"
+              f"{np.abs(difference).mean():>13.4f}{np.abs(difference).mean() / spread:>13.3f}"
+              f"{pairs[:, 0].mean():>13.4f}{len(pairs):>8}")
     print("\nseconds per photo (median): network (av-fusion, default TTA) / measuring (graph + measures)")
     for dataset, pairs in times.items():
         print(f"  {dataset:<9} {statistics.median(p[0] for p in pairs):.2f} / "

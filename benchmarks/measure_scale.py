@@ -6,8 +6,9 @@
 Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
 model finds in it. Prints, per measure, the median and the largest relative difference (half vs full) over the
-photos, and for the fractal dimension the absolute difference, once for each source of zone B's calibres (the
-photo, the map). --max-downscale 0 segments both at the model's working scale (by default the full photo is shrunk
+photos, and for the fractal dimension the absolute difference (also once for each of its definitions,
+measure.FRACTAL_SOURCES, from the same maps), once for each source of zone B's calibres (the photo, the map).
+--max-downscale 0 segments both at the model's working scale (by default the full photo is shrunk
 by at most av-fusion's cap, so the two are segmented at different scales).
 """
 from __future__ import annotations
@@ -22,16 +23,16 @@ from PIL import Image
 from retinaseg.av import class_map
 from retinaseg.datasets import load_samples
 from retinaseg.disc import find_disc
-from retinaseg.fov import estimate_fov
+from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 import retinaseg.measure as measuring
-from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, measure
+from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, fractal_dimension, measure
 from retinaseg.models import load_model
 
 RELATIVE = ("crae_dd", "crve_dd", "avr", "mean_calibre_zone_b_dd_all", "density_fov_all", "density_zone_c_all",
             "length_dd_all", "distance_factor_all")
-ABSOLUTE = ("fractal_dimension_all",)
+ABSOLUTE = ("fractal_dimension_all",) + tuple(f"fractal_dimension_all, {source}" for source in FRACTAL_SOURCES)
 
 
 def measured(photo, av_model, disc_model) -> dict:
@@ -39,7 +40,10 @@ def measured(photo, av_model, disc_model) -> dict:
     prob = av_model.predict(photo)
     disc = find_disc(disc_model.predict(photo)[0])
     fov = estimate_fov(photo)
-    return {source: measure(class_map(prob), disc, fov, prob, photo=photo, calibres_from=source).values
+    labels = class_map(prob)
+    fractal = {f"fractal_dimension_all, {source}": fractal_dimension(labels > 0, fov, fov_diameter(fov), source)
+               for source in FRACTAL_SOURCES}
+    return {source: {**measure(labels, disc, fov, prob, photo=photo, calibres_from=source).values, **fractal}
             for source in CALIBRE_SOURCES}
 
 
@@ -75,13 +79,13 @@ def main():
     for source in CALIBRE_SOURCES:
         print(f"\nhalf resolution against full, {len(pairs)} HRF-AV {args.split} photos, --max-downscale {cap}, "
               f"zone B's calibres measured on the {source}")
-        print(f"{'measure':<30}{'median':>10}{'largest':>10}  (relative difference; fractal dimension: absolute)")
+        print(f"{'measure':<36}{'median':>10}{'largest':>10}  (relative difference; fractal dimension: absolute)")
         for key in RELATIVE + ABSOLUTE:
             full = np.array([p[0][source][key] for p in pairs], float)
             half = np.array([p[1][source][key] for p in pairs], float)
             keep = np.isfinite(full) & np.isfinite(half)
             diff = np.abs(half[keep] - full[keep]) if key in ABSOLUTE else np.abs(half[keep] / full[keep] - 1)
-            print(f"{key:<30}{np.median(diff):>10.4f}{diff.max():>10.4f}  ({keep.sum()} photos)")
+            print(f"{key:<36}{np.median(diff):>10.4f}{diff.max():>10.4f}  ({keep.sum()} photos)")
 
 
 if __name__ == "__main__":

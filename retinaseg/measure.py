@@ -37,6 +37,8 @@ DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diamet
 MIN_DISC_PEERS = 5  # photos of one size with a disc, for a median to compare a disc with
 CALIBRE_SOURCES = ("photo", "map")  # what zone B's calibres are measured on, given a photo (docs/experiments.md)
 CALIBRES_FROM = "map"
+FRACTAL_SOURCES = ("map", "centre lines")  # what the fractal dimension counts boxes of (docs/experiments.md)
+FRACTAL_OF = "map"
 
 
 @dataclass
@@ -89,6 +91,16 @@ def box_counting_dimension(mask: np.ndarray, fov_diameter: Optional[float] = Non
         return float("nan")
     slope = np.polyfit(np.log(1 / np.array(sides, float)), np.log(np.array(counts, float)), 1)[0]
     return float(slope)
+
+
+def fractal_dimension(mask: np.ndarray, fov: np.ndarray, fov_diameter: float, of: Optional[str] = None) -> float:
+    """The box-counting dimension of a vessel mask inside the FOV, of the filled map or of its centre lines (its
+    skeleton: the vessels' widths left out); `of` defaults to FRACTAL_OF."""
+    if (of or FRACTAL_OF) == "centre lines":
+        from skimage.morphology import skeletonize
+
+        mask = skeletonize(mask)
+    return box_counting_dimension(mask & fov, fov_diameter)
 
 
 def smooth_path(path: np.ndarray) -> np.ndarray:
@@ -200,7 +212,7 @@ def _whole_map_measures(result: Measurements, graph: VesselGraph, vessels: np.nd
             continue
         mask = vessels if code is None else (labels == code)
         values[f"density_fov_{name}"] = float((mask & fov).sum() / in_fov)
-        values[f"fractal_dimension_{name}"] = box_counting_dimension(mask & fov, diameter)
+        values[f"fractal_dimension_{name}"] = fractal_dimension(mask, fov, diameter)
         segments = _segments_of(graph, code)
         shapes = [tortuosity(s.path) for s in segments]
         arcs = np.array([t["arc"] for t in shapes])

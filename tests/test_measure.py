@@ -13,7 +13,7 @@ from scipy import ndimage
 from retinaseg import av
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.disc import Disc, find_disc
-from retinaseg.measure import box_counting_dimension, knudtson, measure, tortuosity
+from retinaseg.measure import box_counting_dimension, fractal_dimension, knudtson, measure, tortuosity
 from retinaseg.synthetic import DrawnVessel, draw_vessels
 
 CENTRE, DD = (200.0, 200.0), 40.0
@@ -50,6 +50,19 @@ def test_box_counting_dimension_of_a_line_and_a_filled_square():
     line[256] = True
     assert box_counting_dimension(line) == pytest.approx(1.0, abs=0.02)
     assert box_counting_dimension(np.ones((512, 512), bool)) == pytest.approx(2.0, abs=0.02)
+
+
+def test_the_fractal_dimension_of_centre_lines_leaves_the_width_out():
+    fov = np.ones((512, 512), bool)
+    dimensions = {}
+    for width in (3, 15):
+        band = np.zeros((512, 512), bool)
+        band[256 - width // 2:256 + width // 2 + 1] = True
+        dimensions[width] = {of: fractal_dimension(band, fov, 512, of) for of in ("map", "centre lines")}
+    # the filled band's finest boxes count its width; its centre line is a line, whatever the width
+    assert dimensions[15]["map"] > dimensions[3]["map"] + 0.05
+    assert dimensions[3]["centre lines"] == pytest.approx(1.0, abs=0.05)
+    assert dimensions[15]["centre lines"] == pytest.approx(dimensions[3]["centre lines"], abs=0.01)
 
 
 def radial_map(artery_widths, vein_widths):
