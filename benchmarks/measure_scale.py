@@ -5,7 +5,7 @@
 
 Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
-model finds in it. Prints, per measure, the median and the largest relative difference (half vs full) over the
+model finds in it. Prints, per measure, the median, mean and largest relative difference (half vs full) over the
 photos, and for the fractal dimension the absolute difference (also once for each of its definitions,
 measure.FRACTAL_SOURCES, from the same maps), once for each source of zone B's calibres (the photo, the map).
 --max-downscale 0 segments both at the model's working scale (by default the full photo is shrunk
@@ -79,13 +79,14 @@ def main():
     for source in CALIBRE_SOURCES:
         print(f"\nhalf resolution against full, {len(pairs)} HRF-AV {args.split} photos, --max-downscale {cap}, "
               f"zone B's calibres measured on the {source}")
-        print(f"{'measure':<36}{'median':>10}{'largest':>10}  (relative difference; fractal dimension: absolute)")
+        print(f"{'measure':<36}{'median':>10}{'mean':>10}{'largest':>10}  (relative difference; fractal dimension: "
+              f"absolute)")
         for key in RELATIVE + ABSOLUTE:
             full = np.array([p[0][source][key] for p in pairs], float)
             half = np.array([p[1][source][key] for p in pairs], float)
             keep = np.isfinite(full) & np.isfinite(half)
             diff = np.abs(half[keep] - full[keep]) if key in ABSOLUTE else np.abs(half[keep] / full[keep] - 1)
-            print(f"{key:<36}{np.median(diff):>10.4f}{diff.max():>10.4f}  ({keep.sum()} photos)")
+            print(f"{key:<36}{np.median(diff):>10.4f}{diff.mean():>10.4f}{diff.max():>10.4f}  ({keep.sum()} photos)")
 
 
 if __name__ == "__main__":
