@@ -7,7 +7,8 @@ Each HRF-AV test photo (3504x2336) and a copy resized to half its width and heig
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
 model finds in it. Prints, per measure, the median, mean and largest relative difference (half vs full) over the
 photos, and for the fractal dimension the absolute difference (also once for each of its definitions,
-measure.FRACTAL_SOURCES, from the same maps), once for each source of zone B's calibres (the photo, the map).
+measure.FRACTAL_SOURCES, from the same maps), and how often a map had fewer than six arteries or veins for CRAE or
+CRVE, once for each source of zone B's calibres (the photo, the map).
 --max-downscale 0 segments both at the model's working scale (by default the full photo is shrunk
 by at most av-fusion's cap, so the two are segmented at different scales).
 """
@@ -27,7 +28,8 @@ from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 import retinaseg.measure as measuring
-from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, fractal_dimension, measure
+from retinaseg.measure import (CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, KNUDTSON_VESSELS, fractal_dimension,
+                               measure)
 from retinaseg.models import load_model
 
 RELATIVE = ("crae_dd", "crve_dd", "avr", "mean_calibre_zone_b_dd_all", "density_fov_all", "density_zone_c_all",
@@ -87,6 +89,11 @@ def main():
             keep = np.isfinite(full) & np.isfinite(half)
             diff = np.abs(half[keep] - full[keep]) if key in ABSOLUTE else np.abs(half[keep] / full[keep] - 1)
             print(f"{key:<36}{np.median(diff):>10.4f}{diff.mean():>10.4f}{diff.max():>10.4f}  ({keep.sum()} photos)")
+        both = [p for p in pairs if all(np.isfinite(copy[source]["crae_dd"]) for copy in p)]
+        short = sum(copy[source][f"{kind}_zone_b"] < KNUDTSON_VESSELS for p in both for copy in p
+                    for kind in ("arteries", "veins"))
+        print(f"fewer than {KNUDTSON_VESSELS} arteries or veins for CRAE or CRVE: {short} of the {2 * len(both)} "
+              f"maps' {4 * len(both)} counts")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ widest arteries crossing zone B) and CRVE (the six widest veins) is given the ty
 centre line in the zone (the majority of artery and vein label pixels within 2 px of it; "none" where the manual
 label has no vessel there). Prints, per photo, AVR from the manual label and from the map, the mean calibre of the
 chosen arteries and veins in each, and how many of the map's chosen arteries and veins the manual label calls
-artery, vein or nothing; then the mean absolute differences of AVR, CRAE and CRVE (DD), with zone B's calibres
-measured on the photo and on the maps (measure.CALIBRE_SOURCES; the table is the default's), and the totals. Test
-photos are not used.
+artery, vein or nothing; how many of the maps have fewer than six arteries or veins for CRAE or CRVE; then the mean
+absolute differences of AVR, CRAE and CRVE (DD), with zone B's calibres measured on the photo and on the maps
+(measure.CALIBRE_SOURCES; the table is the default's), and the totals. Test photos are not used.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 import retinaseg.measure as measuring
-from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, measure
+from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, KNUDTSON_VESSELS, measure
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
 
@@ -69,6 +69,7 @@ def main():
                          notify=lambda m: None)
     disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
     totals = {code: {"artery": 0, "vein": 0, "none": 0} for code in (av.ARTERY, av.VEIN)}
+    references, predictions = [], []  # the default calibres' values of each photo
     differences = {source: {key: [] for key in ("avr", "crae_dd", "crve_dd")} for source in CALIBRE_SOURCES}
     print(f"{'photo':<24}{'AVR manual':>11}{'AVR map':>9}{'artery px manual/map':>22}{'vein px manual/map':>20}"
           f"   chosen arteries: manual a/v/none   veins: a/v/none")
@@ -88,6 +89,9 @@ def main():
                 # its vessels are the ones tabled
                 predicted = measure(av.class_map(prob), disc, fov, prob, photo=photo, calibres_from=source)
                 reference = measure(manual, disc, fov, photo=photo, calibres_from=source)
+                if source == CALIBRES_FROM:
+                    references.append(reference.values)
+                    predictions.append(predicted.values)
                 for key, values in differences[source].items():
                     values.append(abs(reference.values[key] - predicted.values[key]))
             counts = {code: {"artery": 0, "vein": 0, "none": 0} for code in (av.ARTERY, av.VEIN)}
@@ -101,6 +105,10 @@ def main():
                       for code in (av.ARTERY, av.VEIN)]
             print(f"{dataset + ' ' + sample.id:<24}{reference.values['avr']:>11.3f}{predicted.values['avr']:>9.3f}"
                   f"{widths[0]:>22}{widths[1]:>20}   {shown[0]:>32}   {shown[1]:>12}", flush=True)
+    short = [sum(v[f"{kind}_zone_b"] < KNUDTSON_VESSELS for v in rows for kind in ("arteries", "veins"))
+             for rows in (references, predictions)]
+    print(f"fewer than {KNUDTSON_VESSELS} arteries or veins for CRAE or CRVE: manual labels {short[0]}, maps "
+          f"{short[1]}, of {2 * len(references)} counts each")
     for source in CALIBRE_SOURCES:
         print(f"mean absolute difference, manual label vs map, calibres measured on the {source}: " + ", ".join(
             f"{key} {np.nanmean(values):.4f}" for key, values in differences[source].items()))
