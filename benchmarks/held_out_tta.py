@@ -3,6 +3,7 @@
 for validation.
 
     python benchmarks/held_out_tta.py --model av-fusion --datasets drive-av,les-av,hrf-av --seed 1
+    python benchmarks/held_out_tta.py --model av-fusion --seed 1 --views h   # the model's views / plain + mirror
     python benchmarks/held_out_tta.py --model av-fusion --datasets hrf-av --seed 0 --vessel-model vesselnet
     python benchmarks/held_out_tta.py --model av-fusion --datasets drive-av,les-av,hrf-av --seed 1 --av-graph
     python benchmarks/held_out_tta.py ... --av-graph --gate vesselnet     # the graph step, vessels from vesselnet
@@ -24,6 +25,7 @@ from retinaseg import av, disc
 from retinaseg.evaluation.evaluate import HEADLINE, evaluate
 from retinaseg.evaluation.metrics import summarize
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
+from retinaseg.inference.views import PLAIN, View
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
 
@@ -45,6 +47,9 @@ def main():
                         help="compare the A/V map as the arg-max / decided vessel first (av.class_map)")
     parser.add_argument("--disc-grow", action="store_true",
                         help="compare the disc as the blob at 0.5 / grown to its faint rim (disc.GROW_TO, 0.25)")
+    parser.add_argument("--views", default=None, metavar="FLIPS",
+                        help="compare TTA with the model's views / with the photo and these flips at the working "
+                             "scale (comma-separated: h, v, hv)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,6 +71,12 @@ def main():
             what, labels = "the A/V map as the arg-max / decided vessel first", {False: "arg-max", True: "vessel first"}
         else:
             what, labels = "the disc as the blob at 0.5 / grown to its rim", {False: "at 0.5", True: "grown"}
+    elif args.views:
+        runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", tta=True))
+                   for on in (False, True)}
+        runners[True].views = (PLAIN,) + tuple(View(flip=flip) for flip in args.views.split(","))
+        what = f"TTA with the model's views / with {', '.join(map(str, runners[True].views))}"
+        labels = {False: f"{len(runners[False].views)} views", True: f"{len(runners[True].views)} views"}
     else:
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", tta=on))
                    for on in (False, True)}
