@@ -16,12 +16,14 @@ import retinaseg.io.atomic as atomic
 from retinaseg import av, hookimpl
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.inference import FEW_VESSELS
+from retinaseg.inference.rescale import merge_views
 from retinaseg.inference.runner import run_batch
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.inference.views import View
 from retinaseg.errors import ImageReadError
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
+from retinaseg.preprocess import resize
 from retinaseg.registry import ModelSpec
 from retinaseg.synthetic import synthetic_fundus
 
@@ -208,6 +210,16 @@ def test_each_test_time_view_is_undone_before_views_are_averaged(views):
         viewed = Segmenter(model, SegmentConfig(device="cpu", tta=True)).predict(photo, fov)[0]
     assert plain[:, -1].mean() - plain[:, 0].mean() > 0.6  # what a view left flipped would get wrong
     assert np.abs(viewed - plain).mean() < 0.01
+
+
+def test_views_of_one_size_are_summed_before_their_one_resize_to_the_same_mean():
+    generator = torch.Generator().manual_seed(0)
+    flips = [torch.rand(4, 60, 64, generator=generator) for _ in range(4)]
+    larger = torch.rand(4, 68, 72, generator=generator)  # a view at another scale
+    for probs in (flips, flips + [larger]):
+        for size in ((150, 161), (40, 43)):  # grown, and shrunk (antialiased)
+            each = torch.stack([resize(prob, size) for prob in probs]).mean(dim=0)
+            torch.testing.assert_close(merge_views(probs, size), each, atol=1e-6, rtol=0)
 
 
 def test_views_of_several_photos_sharing_batches_stay_with_their_photo(cli, tmp_path, photo_folder):
