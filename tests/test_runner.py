@@ -216,10 +216,12 @@ def test_views_of_one_size_are_summed_before_their_one_resize_to_the_same_mean()
     generator = torch.Generator().manual_seed(0)
     flips = [torch.rand(4, 60, 64, generator=generator) for _ in range(4)]
     larger = torch.rand(4, 68, 72, generator=generator)  # a view at another scale
-    for probs in (flips, flips + [larger]):
-        for size in ((150, 161), (40, 43)):  # grown, and shrunk (antialiased)
+    for probs in (flips, flips + [larger], [flips[0], larger]):
+        copies = [prob.clone() for prob in probs]
+        for size in ((150, 161), (40, 43), (60, 64)):  # grown, shrunk (antialiased), as it is
             each = torch.stack([resize(prob, size) for prob in probs]).mean(dim=0)
             torch.testing.assert_close(merge_views(probs, size), each, atol=1e-6, rtol=0)
+        assert all(torch.equal(prob, copy) for prob, copy in zip(probs, copies))  # merged in place, but not these
 
 
 def test_views_of_several_photos_sharing_batches_stay_with_their_photo(cli, tmp_path, photo_folder):

@@ -112,13 +112,20 @@ def merge_views(probs: list, size: tuple) -> torch.Tensor:
     larger view onto a coarser grid first blurred thin vessels (on HRF-size photos F1 fell below the plain view's).
     Views of one size (flips) are summed before their one resize: resizing is linear, so the mean is the same, for
     a quarter of the resizing and memory of four flips."""
-    sums: dict = {}
-    for prob in probs:
-        shape = tuple(prob.shape)
-        sums[shape] = prob if shape not in sums else sums[shape] + prob
     if len(probs) == 1:
         return resize(probs[0], size)
-    return sum(resize(total, size) for total in sums.values()) / len(probs)
+    sums: dict = {}  # fresh tensors, so everything after adds and divides in place (raw-size maps are large)
+    for prob in probs:
+        shape = tuple(prob.shape)
+        if shape in sums:
+            sums[shape] += prob
+        else:
+            sums[shape] = prob.clone()
+    merged = None
+    for total in sums.values():
+        resized = resize(total, size)
+        merged = resized if merged is None else merged.add_(resized)
+    return merged.div_(len(probs))
 
 
 def gate_with_fov(prob: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
