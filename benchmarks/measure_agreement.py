@@ -4,8 +4,8 @@
                                            [--calibres-from photo|map] [--held-out 1]
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
-Segmenter, default options, the photo read as `run` reads it) are measured by `retinaseg measure`'s code, with the same disc (found by the disc
-model in the photo) and the dataset's FOV mask. Prints, per measure, the intraclass correlations ICC(2,1)
+Segmenter, default options, the photo read as `run` reads it) are measured by `retinaseg measure`'s code, with the
+same disc (found by the disc model in the photo) and the dataset's FOV mask. Prints, per measure, the intraclass correlations ICC(2,1)
 (two-way random effects, absolute agreement, single measure; Shrout and Fleiss 1979; the one issue 32's targets
 are judged by) and ICC(3,1) (consistency: blind to a constant offset), the mean difference (map - manual, the
 offset), the mean absolute difference over all photos and that divided by the standard deviation of the manual

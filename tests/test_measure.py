@@ -68,8 +68,9 @@ def test_the_fractal_dimension_of_centre_lines_leaves_the_width_out():
 def radial_map(artery_widths, vein_widths):
     """Arteries and veins leaving a disc of diameter DD at CENTRE, as spokes; labels, 4xHxW probabilities."""
     vessels = []
-    for index, (width, code) in enumerate([(w, av.ARTERY) for w in artery_widths] + [(w, av.VEIN) for w in vein_widths]):
-        angle = 2 * math.pi * index / (len(artery_widths) + len(vein_widths))
+    typed = [(w, av.ARTERY) for w in artery_widths] + [(w, av.VEIN) for w in vein_widths]
+    for index, (width, code) in enumerate(typed):
+        angle = 2 * math.pi * index / len(typed)
         inner = (CENTRE[0] + 0.6 * DD * math.sin(angle), CENTRE[1] + 0.6 * DD * math.cos(angle))
         outer = (CENTRE[0] + 4.5 * DD * math.sin(angle), CENTRE[1] + 4.5 * DD * math.cos(angle))
         vessels.append(DrawnVessel([inner, outer], width, code))
