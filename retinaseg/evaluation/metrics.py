@@ -52,12 +52,13 @@ def auc_scores(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     negatives = truth.size - positives
     if positives == 0 or negatives == 0:
         return float("nan"), float("nan")
-    values, inverse = np.unique(scores, return_inverse=True)
-    pos_at = np.bincount(inverse, weights=truth, minlength=values.size)[::-1]  # descending threshold
-    all_at = np.bincount(inverse, minlength=values.size)[::-1].astype(np.float64)
-    del inverse
-    tps = np.cumsum(pos_at)
-    fps = np.cumsum(all_at - pos_at)
+    order = np.argsort(scores)[::-1]  # descending threshold
+    ranked, hits = scores[order], truth[order]
+    del order
+    # the counts at each distinct score's last pixel: tied pixels cross the threshold together
+    last = np.append(np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1)
+    tps = np.cumsum(hits, dtype=np.float64)[last]
+    fps = (last + 1) - tps
     tpr = np.concatenate([[0.0], tps / positives])
     fpr = np.concatenate([[0.0], fps / negatives])
     auc_roc = float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
