@@ -5,15 +5,15 @@
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
 Segmenter, default options, the photo read as `run` reads it) are measured by `retinaseg measure`'s code, with the
-same disc (found by the disc model in the photo) and the dataset's FOV mask. Prints, per measure, the intraclass correlations ICC(2,1)
-(two-way random effects, absolute agreement, single measure; Shrout and Fleiss 1979; the one issue 32's targets
-are judged by) and ICC(3,1) (consistency: blind to a constant offset), the mean difference (map - manual, the
-offset), the mean absolute difference over all photos and that divided by the standard deviation of the manual
-values (the error against the spread between photos), and the photos' count; the fractal dimension once for each
-definition (measure.FRACTAL_SOURCES: of the filled map, of its centre lines), from the same maps. Also prints the
-time measuring took per photo, beside the network's, for DRIVE-size and HRF-size maps. --calibres-from: what zone
-B's calibres are measured on, as `retinaseg measure`'s option (default as shipped). --held-out SEED: instead of the
-test photos, the training images that av-fusion's run with this --seed (and --val-fraction) held out, as
+same disc (found by the disc model in the photo) and the dataset's FOV mask. Prints, per measure, the intraclass
+correlations ICC(2,1) (two-way random effects, absolute agreement, single measure; Shrout and Fleiss 1979; the one
+issue 32's targets are judged by) and ICC(3,1) (consistency: blind to a constant offset), the mean difference (map -
+manual, the offset), the mean absolute difference over all photos and that divided by the standard deviation of the
+manual values (the error against the spread between photos), and the photos' count; the fractal dimension once for
+each definition (measure.FRACTAL_SOURCES: of the filled map, of its centre lines), from the same maps. Also prints
+the time measuring took per photo, beside the network's, for DRIVE-size and HRF-size maps. --calibres-from: what
+zone B's calibres are measured on, as `retinaseg measure`'s option (default as shipped). --held-out SEED: instead of
+the test photos, the training images that av-fusion's run with this --seed (and --val-fraction) held out, as
 benchmarks/held_out_tta.py draws them; a rule may look at these, not at the test photos.
 """
 from __future__ import annotations
@@ -31,8 +31,7 @@ from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
-from retinaseg.fov import fov_diameter
-from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, fractal_dimension, measure
+from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, fractal_dimensions, measure
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
 
@@ -44,8 +43,8 @@ MEASURES = ("crae_dd", "crve_dd", "avr", "fractal_dimension_all", "density_fov_a
 def measured(labels, disc, fov, prob, photo, calibres_from) -> dict:
     """`retinaseg measure`'s values of one map, with the fractal dimension of every definition beside them."""
     values = measure(labels, disc, fov, prob, photo=photo, calibres_from=calibres_from).values
-    for source in FRACTAL_SOURCES:
-        values[f"fractal_dimension_all, {source}"] = fractal_dimension(labels > 0, fov, fov_diameter(fov), source)
+    for of, dimension in fractal_dimensions(labels > 0, fov, values["fov_diameter_px"]).items():
+        values[f"fractal_dimension_all, {of}"] = dimension
     return values
 
 

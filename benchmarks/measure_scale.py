@@ -28,7 +28,7 @@ from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 import retinaseg.measure as measuring
-from retinaseg.measure import (CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, KNUDTSON_VESSELS, fractal_dimension,
+from retinaseg.measure import (CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, KNUDTSON_VESSELS, fractal_dimensions,
                                measure)
 from retinaseg.models import load_model
 
@@ -43,8 +43,8 @@ def measured(photo, av_model, disc_model) -> dict:
     disc = find_disc(disc_model.predict(photo)[0])
     fov = estimate_fov(photo)
     labels = class_map(prob)
-    fractal = {f"fractal_dimension_all, {source}": fractal_dimension(labels > 0, fov, fov_diameter(fov), source)
-               for source in FRACTAL_SOURCES}
+    fractal = {f"fractal_dimension_all, {of}": dimension
+               for of, dimension in fractal_dimensions(labels > 0, fov, fov_diameter(fov)).items()}
     return {source: {**measure(labels, disc, fov, prob, photo=photo, calibres_from=source).values, **fractal}
             for source in CALIBRE_SOURCES}
 

@@ -103,6 +103,11 @@ def fractal_dimension(mask: np.ndarray, fov: np.ndarray, fov_diameter: float, of
     return box_counting_dimension(mask & fov, fov_diameter)
 
 
+def fractal_dimensions(mask: np.ndarray, fov: np.ndarray, fov_diameter: float) -> dict:
+    """{definition: fractal_dimension} for every definition in FRACTAL_SOURCES (benchmarks compare them)."""
+    return {of: fractal_dimension(mask, fov, fov_diameter, of) for of in FRACTAL_SOURCES}
+
+
 def smooth_path(path: np.ndarray) -> np.ndarray:
     """A centre line with the pixel staircase smoothed away (Gaussian, SMOOTHING px), ends kept in place."""
     from scipy import ndimage
