@@ -4,12 +4,13 @@ A disc model (task "disc") marks disc pixels; bright lesions can be marked too. 
 blob at probability >= 0.5, grown by its faint rim (the pixels connected to it at >= GROW_TO), holes filled. A
 photo with no such blob, or one too small, too elongated or marked too faintly to be a disc, has no disc: the status
 says so and nothing is guessed. Other blobs that would pass as a disc and are at least half its size are counted
-(rivals), so a choice that may be wrong is said.
+(rivals), so a choice that may be wrong is said; given the photo's vessel map, the disc is the one of them the
+vessels converge on (the densest ring of vessels around it).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -27,6 +28,9 @@ GROW_TO = 0.25  # the blob grows by the pixels connected to it at this probabili
 # largest worth a look (`retinaseg measure`'s disc_check): discs differ by about 26% in area between people, so a
 # region half as large is no fragment of the same disc. Fixed, not fitted (docs/measurements.md).
 RIVAL_SHARE = 0.5
+# Among rivals, given the vessel map: the disc the vessels converge on (converging_disc), not the largest; chosen by
+# a rule written first and a test on training photos with pasted rivals (docs/experiments.md). Recorded by measure.
+AMONG_RIVALS = "converging vessels"
 
 
 @dataclass
@@ -54,26 +58,74 @@ def _blobs(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def disc_blob(prob: np.ndarray, labelled: Optional[tuple] = None) -> np.ndarray:
     """The disc's pixels (HxW bool): the largest blob at probability >= 0.5 (grown to GROW_TO, if set), holes
     filled; empty if none. labelled: _blobs(prob), when the caller has it."""
-    from scipy import ndimage
-
     prob = np.asarray(prob)
     blobs, sizes = labelled or _blobs(prob)
     if sizes.size == 0:
         return np.zeros(blobs.shape, bool)
-    blob = blobs == 1 + int(np.argmax(sizes))
-    if GROW_TO is not None:  # the faint rim connected to the firmly marked blob
+    return _grown(prob, blobs == 1 + int(np.argmax(sizes)))
+
+
+def _grown(prob: np.ndarray, blob: np.ndarray) -> np.ndarray:
+    """A blob grown by the faint rim connected to it (GROW_TO, if set), holes filled."""
+    from scipy import ndimage
+
+    if GROW_TO is not None:
         faint, _ = ndimage.label(prob >= GROW_TO)
         blob = faint == faint[blob][0]
     return ndimage.binary_fill_holes(blob)
 
 
-def find_disc(prob: np.ndarray) -> Disc:
-    """The disc in a HxW disc probability map (or a mask), with the count of its rivals."""
+def find_disc(prob: np.ndarray, vessels: Optional[np.ndarray] = None, fov: Optional[np.ndarray] = None) -> Disc:
+    """The disc in a HxW disc probability map (or a mask), with the count of its rivals. vessels (HxW bool, the
+    photo's vessel map) and fov (HxW bool; default all): with rivals, the disc is the candidate the vessels converge
+    on (converging_disc) instead of the largest."""
     labelled = _blobs(prob)
     disc = _disc_of(disc_blob(prob, labelled), prob)
     if disc.found:
         disc.rivals = rival_discs(prob, labelled)
+        if disc.rivals and vessels is not None:
+            disc = replace(converging_disc(disc_candidates(prob, labelled), vessels, fov), rivals=disc.rivals)
     return disc
+
+
+def disc_candidates(prob: np.ndarray, labelled: Optional[tuple] = None) -> list[Disc]:
+    """The largest blob and its rivals (rival_discs) as discs, each grown and filled as the kept disc is, the
+    largest first; those that no longer pass as a disc once grown, or grow into one already listed, are left out."""
+    prob = np.asarray(prob)
+    blobs, sizes = labelled or _blobs(prob)
+    if sizes.size == 0:
+        return []
+    largest = int(np.argmax(sizes))
+    candidates, taken = [], np.zeros(blobs.shape, bool)
+    for index in [largest] + [int(i) for i in np.flatnonzero(sizes >= RIVAL_SHARE * sizes[largest]) if i != largest]:
+        blob = _grown(prob, blobs == 1 + index)
+        disc = _disc_of(blob, prob)
+        if disc.found and not (blob & taken).any():
+            candidates.append(disc)
+            taken |= blob
+    return candidates
+
+
+def converging_disc(candidates: list[Disc], vessels: np.ndarray, fov: Optional[np.ndarray] = None) -> Disc:
+    """The candidate with the highest ring_density of vessels: every large trunk leaves the eye through the disc and
+    crosses its ring, while around a bright lesion the ring holds only the vessels passing by. Ties: the first (the
+    largest)."""
+    return max(candidates, key=lambda disc: ring_density(disc, vessels, fov))  # max keeps the first of equals
+
+
+def ring_density(disc: Disc, vessels: np.ndarray, fov: Optional[np.ndarray] = None) -> float:
+    """The share of vessel pixels among the (FOV) pixels of the ring from 0.5 to 1.5 of the disc's diameter from its
+    centre: from its margin to 1 DD beyond."""
+    reach = int(np.ceil(1.5 * disc.diameter))
+    top, left = max(int(disc.row) - reach, 0), max(int(disc.col) - reach, 0)
+    height, width = vessels.shape
+    window = np.s_[top:min(int(disc.row) + reach + 1, height), left:min(int(disc.col) + reach + 1, width)]
+    rows, cols = np.ogrid[window]
+    radius = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
+    ring = (radius >= 0.5) & (radius <= 1.5)
+    if fov is not None:
+        ring &= fov[window]
+    return float(vessels[window][ring].sum() / ring.sum()) if ring.any() else 0.0
 
 
 def rival_discs(prob: np.ndarray, labelled: Optional[tuple] = None) -> int:

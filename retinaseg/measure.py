@@ -462,7 +462,7 @@ def check_discs(rows: list, notify=print) -> None:
     groups: dict = {}
     for row in rows:
         rivals = row.get("disc_rivals")
-        row["disc_check"] = (f"{rivals} other region(s) at least half its size would pass as a disc"
+        row["disc_check"] = (f"{rivals} other region(s) would pass as a disc"
                              if isinstance(rivals, (int, float)) and rivals == rivals and rivals > 0 else "")
         disc, fov = row.get("disc_diameter_px"), row.get("fov_diameter_px")
         if isinstance(disc, (int, float)) and isinstance(fov, (int, float)) and disc == disc and fov > 0:
@@ -540,6 +540,7 @@ def _key(job: MeasureJob, item: tuple) -> dict:
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
             "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
             "disc_weights": None if job.disc_dir else _disc_weights(), "disc_grown_to": disc_finding.GROW_TO,
+            "disc_among_rivals": None if job.disc_dir else disc_finding.AMONG_RIVALS,
             "jpeg_decoding": None if job.disc_dir else _jpeg_decoding(),
             "pixel_size_um": job.pixel_size_um, "disc_diameter_um": job.disc_diameter_um,
             "calibres_from": job.calibres_from}
@@ -716,17 +717,18 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
     if prob_path is not None:
         probability = np.asarray(tifffile.imread(prob_path), np.float32)
         probability = probability[None] if probability.ndim == 2 else probability
+    fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)
     if job.disc_dir:
         disc_mask = _disc_mask(job.disc_dir, stem)
         if disc_mask is None:
             raise RetinasegError(f"{shown(job.disc_dir)}: no disc mask for {shown(stem)}")
         disc = find_disc(read_binary_mask(disc_mask).astype(np.float32))
     elif photo is not None:
-        # the disc `retinaseg run -m disc` keeps, found in the map before the others are dropped: its rivals counted
-        disc = find_disc(disc_segmenter.predict_file(photo_path, finished=False, whole=photo)[0])
+        # found in the disc model's map before the others are dropped: its rivals counted and, where there are
+        # some, the one the map's vessels converge on kept (not always the largest, which `run -m disc` keeps)
+        disc = find_disc(disc_segmenter.predict_file(photo_path, finished=False, whole=photo)[0], labels > 0, fov)
     else:
         raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos or --disc-dir)")
-    fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)
     pixel_size = job.pixel_size_um
     if pixel_size is None and job.disc_diameter_um and disc.found:
         pixel_size = job.disc_diameter_um / disc.diameter

@@ -129,3 +129,22 @@ def test_a_region_that_would_pass_as_a_disc_beside_the_kept_one_is_counted_as_a_
     disc = find_disc(prob)
     assert disc.found and disc.col == pytest.approx(200, abs=1) and disc.rivals == 1
     assert find_disc(keep_disc(prob[None])[0]).rivals == 0  # the kept map holds the one disc
+
+
+def test_among_rivals_the_disc_is_the_one_the_vessels_converge_on():
+    prob = np.maximum(disc_map(centre=(90, 200), diameter=40) * 0.95, disc_map(centre=(90, 80), diameter=32) * 0.9)
+    vessels = np.zeros(prob.shape, bool)
+    rows, cols = np.indices(prob.shape)
+    for angle in np.linspace(0, 2 * np.pi, 8, endpoint=False):  # trunks leaving the smaller blob every way
+        along = (cols - 80) * np.cos(angle) + (rows - 90) * np.sin(angle)
+        across = -(cols - 80) * np.sin(angle) + (rows - 90) * np.cos(angle)
+        vessels |= (along > 0) & (np.abs(across) <= 2)
+    largest, converged = find_disc(prob), find_disc(prob, vessels)
+    assert largest.col == pytest.approx(200, abs=1) and largest.rivals == 1
+    assert converged.col == pytest.approx(80, abs=1) and converged.rivals == 1
+    assert converged.diameter == pytest.approx(32, rel=0.05)
+    fov = cols < 140  # the FOV ends between them: the larger's ring holds no FOV pixel, so its density is 0
+    assert find_disc(prob, vessels, fov).col == pytest.approx(80, abs=1)
+    no_rival = disc_map(centre=(90, 200), diameter=40) * 0.95
+    assert find_disc(no_rival, vessels).col == pytest.approx(200, abs=1)  # without rivals the vessels are not read
+    assert find_disc(prob, np.zeros(prob.shape, bool)).col == pytest.approx(200, abs=1)  # a tie: the largest
