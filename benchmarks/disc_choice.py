@@ -4,14 +4,16 @@
                                      [--split training] [--limit N] [--real-rivals]
 
 No training photo has a real rival (benchmarks/disc_spread.py), so each photo in which the shipped disc model finds
-a disc (centre c, diameter D) gets up to three made ones, each on its own copy of the photo: its own disc pasted 3 D
-above c, 3 D below c, and 2.5 D from c towards the FOV's centre, where the circle of radius 2 D around the paste
-lies inside the FOV. The paste is the photo within 0.75 D of c, at full weight within 0.6 D, fading linearly to
-none at 0.75 D. Each copy is segmented by the shipped disc model and by the default vessel model (its map at 0.5,
-the FOV estimated as `retinaseg run` does). A case counts when the paste became a rival: among disc.disc_candidates,
-one centred within 0.5 D of c and one within 0.5 D of the paste. Prints each case and, over the counted ones, how
-often the largest blob (the disc kept before) and disc.converging_disc (the densest ring of vessels) choose the
-blob at c. The rule these decided is in docs/experiments.md ("A disc chosen among rivals ...").
+a disc (centre c, diameter D) gets up to five made ones, each on its own copy of the photo: its own disc pasted 3 D
+above c, 3 D below c and 2.5 D from c towards the FOV's centre, where the circle of radius 2 D around the paste lies
+inside the FOV, and 2 D above and below c (on the arcades), where the circle of radius 1 D does. The paste is the
+photo within 0.75 D of c, at full weight within 0.6 D, fading linearly to none at 0.75 D. Each copy is segmented by
+the shipped disc model and by the default vessel model (its map at 0.5, the FOV estimated as `retinaseg run` does).
+A case counts when the paste became a rival: among disc.disc_candidates, one centred within 0.5 D of c and one within
+0.5 D of the paste. Prints each case and, over the counted ones, how often the largest blob (the disc kept before),
+the densest ring of vessels (disc.ring_density) and the ring most vessels cross (disc.ring_crossings) choose the blob
+at c, on the arcades and elsewhere. The rules these decided are in docs/experiments.md ("A disc chosen among rivals
+by where the vessels converge").
 --real-rivals: no pastes; each photo that has a rival of its own, with the centre the largest blob and the vessels
 choose, and each one's centre error in disc diameters where the data set labels the disc (IDRiD-OD).
 """
@@ -24,27 +26,31 @@ import numpy as np
 import torch
 
 from retinaseg.datasets import load_samples, read_label
-from retinaseg.disc import converging_disc, disc_candidates, find_disc, ring_density
+from retinaseg.disc import disc_candidates, find_disc, ring_crossings, ring_density
 from retinaseg.fov import estimate_fov
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 from retinaseg.models import load_model
 
 DATASETS = ("idrid-od", "drive", "les-av", "hrf-av")
-OFFSETS = (("above", -3.0, 0.0), ("below", 3.0, 0.0), ("inward", 0.0, 2.5))  # in D; "inward": towards the FOV centre
-PASTE_FULL, PASTE_EDGE, CLEAR = 0.6, 0.75, 2.0  # in D: the paste's full-weight radius, its edge, the room it needs
+# in D: name, down, across ("inward": towards the FOV centre), the room the paste needs
+OFFSETS = (("above", -3.0, 0.0, 2.0), ("below", 3.0, 0.0, 2.0), ("inward", 0.0, 2.5, 2.0),
+           ("arcade+", -2.0, 0.0, 1.0), ("arcade-", 2.0, 0.0, 1.0))
+PASTE_FULL, PASTE_EDGE = 0.6, 0.75  # in D: the paste's full-weight radius and its edge
+CHOOSERS = {"largest": lambda disc, vessels, fov: 0,  # max keeps the first of equals: the largest
+            "density": ring_density, "crossings": ring_crossings}
 NEAR = 0.5  # in D: a blob this close to a centre is the blob there
 
 
 def rival_positions(fov: np.ndarray, row: float, col: float, diameter: float) -> list[tuple[str, float, float]]:
-    """Where a pasted disc fits: the circle of radius CLEAR D around it inside the frame and the FOV."""
+    """Where a pasted disc fits: the circle of the room it needs around it inside the frame and the FOV."""
     inward = 1.0 if np.nonzero(fov)[1].mean() >= col else -1.0
     rows, cols = np.indices(fov.shape)
     places = []
-    for name, down, across in OFFSETS:
+    for name, down, across, clear in OFFSETS:
         r, c = row + down * diameter, col + across * inward * diameter
-        room = np.hypot(rows - r, cols - c) <= CLEAR * diameter
-        reach = CLEAR * diameter
+        room = np.hypot(rows - r, cols - c) <= clear * diameter
+        reach = clear * diameter
         if r - reach >= 0 and c - reach >= 0 and r + reach < fov.shape[0] and c + reach < fov.shape[1] \
                 and fov[room].all():
             places.append((name, r, c))
@@ -87,8 +93,10 @@ def main():
     vessel_model = Segmenter(load_model("vesselnet"), SegmentConfig(device="cpu"), notify=quiet)
     if args.real_rivals:
         return real_rivals(args, disc_model, vessel_model)
-    counted = largest_right = vessels_right = made = 0
-    print(f"{'photo':<24}{'paste':<8}{'rival':>6}{'largest':>9}{'vessels':>9}  ring density at c / at the paste")
+    made = 0
+    right = {group: {chooser: [] for chooser in CHOOSERS} for group in ("arcade", "other")}
+    print(f"{'photo':<24}{'paste':<9}{'rival':>6}" + "".join(f"{name:>10}" for name in CHOOSERS)
+          + "  ring density and crossings at c / at the paste")
     for name in args.datasets.split(","):
         _, samples = load_samples(name, args.data_root, args.split)
         for sample in samples[:args.limit]:
@@ -104,22 +112,22 @@ def main():
                 candidates = disc_candidates(disc_model.predict(copy, finished=False)[0])
                 real = blob_near(candidates, disc.row, disc.col, disc.diameter)
                 pasted = blob_near(candidates, row, col, disc.diameter)
-                label = f"{name + ' ' + sample.id:<24}{place:<8}"
+                label = f"{name + ' ' + sample.id:<24}{place:<9}"
                 if real is None or pasted is None:
                     print(f"{label}{'no':>6}  ({len(candidates)} candidate(s))", flush=True)
                     continue
                 vessels = vessel_model.predict(copy, fov)[0] >= 0.5
-                by_vessels = converging_disc(candidates, vessels, fov)
-                densities = [ring_density(d, vessels, fov) for d in (real, pasted)]
-                right = [blob_near([choice], disc.row, disc.col, disc.diameter) is not None
-                         for choice in (candidates[0], by_vessels)]
-                counted += 1
-                largest_right += right[0]
-                vessels_right += right[1]
-                print(f"{label}{'yes':>6}{'right' if right[0] else 'wrong':>9}{'right' if right[1] else 'wrong':>9}"
-                      f"  {densities[0]:.3f} / {densities[1]:.3f}", flush=True)
-    print(f"{made} pastes, {counted} became rivals; right: the largest {largest_right}/{counted}, "
-          f"the vessels {vessels_right}/{counted}")
+                line = f"{label}{'yes':>6}"
+                for chooser, score in CHOOSERS.items():
+                    choice = max(candidates, key=lambda d: score(d, vessels, fov))
+                    correct = blob_near([choice], disc.row, disc.col, disc.diameter) is not None
+                    right["arcade" if place.startswith("arcade") else "other"][chooser].append(correct)
+                    line += f"{'right' if correct else 'wrong':>10}"
+                print(f"{line}  {ring_density(real, vessels, fov):.3f}, {ring_crossings(real, vessels, fov)} / "
+                      f"{ring_density(pasted, vessels, fov):.3f}, {ring_crossings(pasted, vessels, fov)}", flush=True)
+    print(f"{made} pastes; chosen right, of those that became rivals:")
+    for group, choosers in right.items():
+        print(f"  {group:<8}" + "  ".join(f"{chooser} {sum(hits)}/{len(hits)}" for chooser, hits in choosers.items()))
 
 
 def real_rivals(args, disc_model: Segmenter, vessel_model: Segmenter) -> None:

@@ -95,12 +95,13 @@ def main():
         for sample in samples:
             photo = read_photo(sample.image)
             fov = read_fov(sample, photo)
-            # the photo read as `retinaseg run` and `measure` read it (a large JPEG decoded at a reduced size)
-            disc = find_disc(disc_model.predict_file(sample.image, finished=False, whole=photo)[0])
             started = time.perf_counter()
             prob = av_model.predict_file(sample.image, fov, whole=photo)
             network = time.perf_counter() - started
             labels = class_map(prob)
+            # as `measure` finds it in av-fusion's map's photo (a large JPEG decoded at a reduced size; among rivals,
+            # the one the map's vessels converge on), and the same disc for the manual label
+            disc = find_disc(disc_model.predict_file(sample.image, finished=False, whole=photo)[0], labels > 0, fov)
             started = time.perf_counter()
             predicted.append(measured(labels, disc, fov, prob, photo, args.calibres_from))
             measuring = time.perf_counter() - started

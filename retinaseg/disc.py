@@ -116,16 +116,38 @@ def converging_disc(candidates: list[Disc], vessels: np.ndarray, fov: Optional[n
 def ring_density(disc: Disc, vessels: np.ndarray, fov: Optional[np.ndarray] = None) -> float:
     """The share of vessel pixels among the (FOV) pixels of the ring from 0.5 to 1.5 of the disc's diameter from its
     centre: from its margin to 1 DD beyond."""
-    reach = int(np.ceil(1.5 * disc.diameter))
+    window, ring, _ = _ring(disc, vessels.shape, fov)
+    return float(vessels[window][ring].sum() / ring.sum()) if ring.any() else 0.0
+
+
+def ring_crossings(disc: Disc, vessels: np.ndarray, fov: Optional[np.ndarray] = None) -> int:
+    """How many vessels cross the disc's ring (ring_density's): connected pieces of the vessel map within it that
+    touch both its inner and its outer circle (within 1.5 px), each counted once whatever its width."""
+    from scipy import ndimage
+
+    window, ring, radius = _ring(disc, vessels.shape, fov)
+    pieces, count = ndimage.label(vessels[window] & ring, np.ones((3, 3)))
+    edge = 1.5 / disc.diameter
+    inner = np.unique(pieces[ring & (radius <= RING[0] + edge)])
+    outer = np.unique(pieces[ring & (radius >= RING[1] - edge)])
+    return int(np.count_nonzero(np.intersect1d(inner, outer)))
+
+
+RING = (0.5, 1.5)  # of the disc's diameter from its centre: from the margin to 1 DD beyond
+
+
+def _ring(disc: Disc, shape: tuple, fov: Optional[np.ndarray]) -> tuple:
+    """The window around the disc's ring, the ring's (FOV) pixels in it, and their distances from the centre in
+    diameters."""
+    reach = int(np.ceil(RING[1] * disc.diameter))
     top, left = max(int(disc.row) - reach, 0), max(int(disc.col) - reach, 0)
-    height, width = vessels.shape
-    window = np.s_[top:min(int(disc.row) + reach + 1, height), left:min(int(disc.col) + reach + 1, width)]
+    window = np.s_[top:min(int(disc.row) + reach + 1, shape[0]), left:min(int(disc.col) + reach + 1, shape[1])]
     rows, cols = np.ogrid[window]
     radius = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
-    ring = (radius >= 0.5) & (radius <= 1.5)
+    ring = (radius >= RING[0]) & (radius <= RING[1])
     if fov is not None:
         ring &= fov[window]
-    return float(vessels[window][ring].sum() / ring.sum()) if ring.any() else 0.0
+    return window, ring, radius
 
 
 def rival_discs(prob: np.ndarray, labelled: Optional[tuple] = None) -> int:
