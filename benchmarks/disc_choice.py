@@ -24,9 +24,10 @@ import os
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from retinaseg.datasets import load_samples, read_label
-from retinaseg.disc import disc_candidates, find_disc, ring_crossings, ring_density
+from retinaseg.disc import RING, disc_candidates, disc_ring, find_disc, ring_density
 from retinaseg.fov import estimate_fov
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
@@ -37,9 +38,23 @@ DATASETS = ("idrid-od", "drive", "les-av", "hrf-av")
 OFFSETS = (("above", -3.0, 0.0, 2.0), ("below", 3.0, 0.0, 2.0), ("inward", 0.0, 2.5, 2.0),
            ("arcade+", -2.0, 0.0, 1.0), ("arcade-", 2.0, 0.0, 1.0))
 PASTE_FULL, PASTE_EDGE = 0.6, 0.75  # in D: the paste's full-weight radius and its edge
+NEAR = 0.5  # in D: a blob this close to a centre is the blob there
+
+
+def ring_crossings(disc, vessels: np.ndarray, fov: np.ndarray) -> int:
+    """How many vessels cross the disc's ring (disc.ring_density's): connected pieces of the vessel map within it
+    that touch both its inner and its outer circle (within 1.5 px), each counted once whatever its width; the measure
+    tried beside the density, and not adopted."""
+    window, ring, radius = disc_ring(disc, vessels.shape, fov)
+    pieces, count = ndimage.label(vessels[window] & ring, np.ones((3, 3)))
+    edge = 1.5 / disc.diameter
+    inner = np.unique(pieces[ring & (radius <= RING[0] + edge)])
+    outer = np.unique(pieces[ring & (radius >= RING[1] - edge)])
+    return int(np.count_nonzero(np.intersect1d(inner, outer)))
+
+
 CHOOSERS = {"largest": lambda disc, vessels, fov: 0,  # max keeps the first of equals: the largest
             "density": ring_density, "crossings": ring_crossings}
-NEAR = 0.5  # in D: a blob this close to a centre is the blob there
 
 
 def rival_positions(fov: np.ndarray, row: float, col: float, diameter: float) -> list[tuple[str, float, float]]:

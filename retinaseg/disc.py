@@ -31,6 +31,7 @@ RIVAL_SHARE = 0.5
 # Among rivals, given the vessel map: the disc the vessels converge on (converging_disc), not the largest; chosen by
 # a rule written first and a test on training photos with pasted rivals (docs/experiments.md). Recorded by measure.
 AMONG_RIVALS = "converging vessels"
+RING = (0.5, 1.5)  # where the vessels are counted, in the disc's diameters from its centre: the margin to 1 DD beyond
 
 
 @dataclass
@@ -114,30 +115,13 @@ def converging_disc(candidates: list[Disc], vessels: np.ndarray, fov: Optional[n
 
 
 def ring_density(disc: Disc, vessels: np.ndarray, fov: Optional[np.ndarray] = None) -> float:
-    """The share of vessel pixels among the (FOV) pixels of the ring from 0.5 to 1.5 of the disc's diameter from its
-    centre: from its margin to 1 DD beyond."""
-    window, ring, _ = _ring(disc, vessels.shape, fov)
+    """The share of vessel pixels among the (FOV) pixels of the disc's ring (RING: from its margin to 1 DD beyond)."""
+    window, ring, _ = disc_ring(disc, vessels.shape, fov)
     return float(vessels[window][ring].sum() / ring.sum()) if ring.any() else 0.0
 
 
-def ring_crossings(disc: Disc, vessels: np.ndarray, fov: Optional[np.ndarray] = None) -> int:
-    """How many vessels cross the disc's ring (ring_density's): connected pieces of the vessel map within it that
-    touch both its inner and its outer circle (within 1.5 px), each counted once whatever its width."""
-    from scipy import ndimage
-
-    window, ring, radius = _ring(disc, vessels.shape, fov)
-    pieces, count = ndimage.label(vessels[window] & ring, np.ones((3, 3)))
-    edge = 1.5 / disc.diameter
-    inner = np.unique(pieces[ring & (radius <= RING[0] + edge)])
-    outer = np.unique(pieces[ring & (radius >= RING[1] - edge)])
-    return int(np.count_nonzero(np.intersect1d(inner, outer)))
-
-
-RING = (0.5, 1.5)  # of the disc's diameter from its centre: from the margin to 1 DD beyond
-
-
-def _ring(disc: Disc, shape: tuple, fov: Optional[np.ndarray]) -> tuple:
-    """The window around the disc's ring, the ring's (FOV) pixels in it, and their distances from the centre in
+def disc_ring(disc: Disc, shape: tuple, fov: Optional[np.ndarray] = None) -> tuple:
+    """A window around the disc's ring (RING), the ring's (FOV) pixels in it, and their distances from the centre in
     diameters."""
     reach = int(np.ceil(RING[1] * disc.diameter))
     top, left = max(int(disc.row) - reach, 0), max(int(disc.col) - reach, 0)
