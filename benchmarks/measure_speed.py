@@ -21,7 +21,7 @@ import torch
 
 from retinaseg.inference.runner import BatchConfig, run_batch
 from retinaseg.inference.segmenter import segmenter_of
-from retinaseg.measure import MeasureJob, items_of_run, measure_items
+from retinaseg.measure_batch import MeasureJob, items_of_run, measure_items
 
 SETS = {"DRIVE-size 565x584": "DRIVE_AV/test/images", "HRF-size 3504x2336": "HRF-AV/test/images"}
 SIZES = {"DRIVE-size 565x584": (584, 565), "HRF-size 3504x2336": (2336, 3504)}

@@ -305,7 +305,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
         click.echo(f"{summary.line()}; outputs in {shown(output_dir)}")
         measured_ok = True
         if also_measure and not summary.error:  # this run's photos; a shard's into measurements-K-of-N.csv
-            from retinaseg.measure import measure_run, measured_line
+            from retinaseg.measure_batch import measure_run, measured_line
 
             name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
             rows = measure_run(output_dir, summary.records, name, overlay, notify=_message, progress=not quiet,
@@ -515,8 +515,8 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
       retinaseg measure out/ --disc-diameter-um 1800 --overlay
       retinaseg measure labels/ --maps labels/ --photos photos/ --disc-dir discs/
     """
-    from retinaseg.measure import (CALIBRES_FROM, MeasureJob, items_of_folders, items_of_run, measure_items,
-                                   measured_line)
+    from retinaseg.measure import CALIBRES_FROM
+    from retinaseg.measure_batch import MeasureJob, items_of_folders, items_of_run, measure_items, measured_line
 
     if (maps_dir is None) != (photos_dir is None) and not (maps_dir and disc_dir):
         raise click.UsageError("--maps goes with --photos (or --disc-dir), and --photos with --maps")

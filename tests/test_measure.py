@@ -291,7 +291,7 @@ def test_measuring_in_worker_processes_gives_the_same_tables_in_the_same_order(c
 def test_a_measuring_process_that_dies_fails_its_photos_and_the_rest_are_written(cli, tmp_path, monkeypatch):
     import os
 
-    import retinaseg.measure as measuring
+    import retinaseg.measure_batch as measuring
 
     stems = ["a1", "a2", "crash", "a4"]
     maps, discs = _label_maps_with_discs(tmp_path, stems)
@@ -316,7 +316,7 @@ def test_a_measuring_process_that_dies_fails_its_photos_and_the_rest_are_written
 def test_measuring_again_reuses_the_rows_of_unchanged_maps_and_measures_changed_ones(cli, tmp_path, monkeypatch):
     import os
 
-    import retinaseg.measure as measuring
+    import retinaseg.measure_batch as measuring
 
     maps, discs = _label_maps_with_discs(tmp_path, ["e1", "e2", "e3"])
     out = tmp_path / "out"
@@ -346,7 +346,7 @@ def test_measuring_again_reuses_the_rows_of_unchanged_maps_and_measures_changed_
 
 
 def test_a_disc_mask_is_the_photos_own_not_one_whose_stem_begins_with_it(tmp_path):
-    from retinaseg.measure import _disc_mask
+    from retinaseg.measure_batch import _disc_mask
 
     for name in ("eye10_disc.png", "eye1_disc.png", "eye2.png", "eye3-od.tif", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
@@ -356,7 +356,7 @@ def test_a_disc_mask_is_the_photos_own_not_one_whose_stem_begins_with_it(tmp_pat
 
 
 def test_a_disc_far_from_the_size_of_its_cameras_others_is_flagged_for_a_look():
-    from retinaseg.measure import check_discs
+    from retinaseg.measure_batch import check_discs
 
     def row(stem, disc, size="3504x2336", fov=3300.0, rivals=0):
         return {"stem": stem, "photo_size": size, "disc_diameter_px": disc, "fov_diameter_px": fov,
@@ -374,7 +374,7 @@ def test_a_disc_far_from_the_size_of_its_cameras_others_is_flagged_for_a_look():
                                         "overlay")
     assert camera[1]["disc_check"] == "1 other region(s) would pass as a disc: check its overlay"
     assert notes == [f"check: eye1: {camera[1]['disc_check']}", f"check: eye5: {camera[-1]['disc_check']}"]
-    from retinaseg.measure import measured_line
+    from retinaseg.measure_batch import measured_line
 
     rows = [{**r, "status": "ok"} for r in camera] + [{"stem": "failed", "status": "failed"}]
     assert measured_line(rows) == "6 ok, 0 partial, 1 failed, 2 disc(s) to check (disc_check)"

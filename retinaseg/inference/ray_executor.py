@@ -67,14 +67,14 @@ class MeasureWorker:
     def __init__(self, job, threads: int):
         import torch
 
-        from retinaseg.measure import DiscFinder
+        from retinaseg.measure_batch import DiscFinder
 
         torch.set_num_threads(threads)  # as PhotoWorker: the driver's, so the disc maps are the local ones
         self.job, self.notes = job, []
         self.disc = DiscFinder(job, self.notes.append)
 
     def __call__(self, rows: dict) -> dict:
-        from retinaseg.measure import measure_item
+        from retinaseg.measure_batch import measure_item
 
         out = {"index": [], "result": [], "notes": []}
         for index in rows["index"]:

@@ -141,7 +141,7 @@ def segment_photos(files: list, choice: Choice, models: Models, work_dir) -> Res
             raise RetinasegError(summary.error)
         result = Result(out, request / ARCHIVE_NAME, summary.line())
         if choice.measure and summary.ok:
-            from retinaseg.measure import measure_run
+            from retinaseg.measure_batch import measure_run
 
             result.measurements = measure_run(out, summary.records, overlay=APP_BATCH["overlay"],
                                               notify=lines.append, progress=False)
@@ -183,7 +183,7 @@ def _view(record, name: str, out: Path, views: Path) -> PhotoView:
     photo, probability = views / f"{record.stem}-photo.png", views / f"{record.stem}-probability.png"
     write_png(photo, np.clip(read_photo(record.input) * 255 + 0.5, 0, 255).astype(np.uint8))
     write_png(probability, probability_picture(tifffile.imread(out / OUTPUT_FOLDERS["prob"] / f"{record.stem}.tif")))
-    from retinaseg.measure import OVERLAY_FOLDER
+    from retinaseg.measure_batch import OVERLAY_FOLDER
 
     zones = out / OVERLAY_FOLDER / f"{record.stem}.png"
     return PhotoView(name, photo, out / OUTPUT_FOLDERS["overlay"] / f"{record.stem}.png", probability,

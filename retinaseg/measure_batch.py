@@ -1,0 +1,460 @@
+"""`retinaseg measure` over a folder of maps: the photos to measure, each measured once (a stopped run resumes), in
+worker processes side by side, each photo's disc found; then the tables (measurements.csv and .json), the discs to
+check, and with --overlay an image per photo. The measures themselves are measure.py's.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from retinaseg import av
+from retinaseg.disc import Disc
+from retinaseg.measure import CALIBRES_FROM, ZONE_B, ZONE_C, Measurements, measure
+
+DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diameters between people (check_discs)
+MIN_DISC_PEERS = 5  # photos of one size with a disc, for a median to compare a disc with
+
+
+@dataclass(frozen=True)
+class MeasureJob:
+    """What `retinaseg measure` measures: (stem, photo path, map path, probability path or None) items."""
+    items: list
+    out_dir: str
+    disc_dir: Optional[str] = None
+    pixel_size_um: Optional[float] = None
+    disc_diameter_um: Optional[float] = None
+    overlay: bool = False
+    name: str = "measurements"  # the tables' file name, without extension (a shard's: measurements-K-of-N)
+    overwrite: bool = False  # measure again what was measured before with the same files and settings
+    calibres_from: str = CALIBRES_FROM  # zone B's calibres measured on the photo (when there is one) or the map
+
+
+# Each photo's row as measured, in OUT_DIR/measured/<stem>.json, so that a measure run that was stopped resumes:
+# a photo whose map, probabilities, photo, disc mask or disc weights and settings are unchanged is not measured
+# again. Raise the format whenever a measure's definition changes, so rows measured before are measured again.
+MEASURED_FOLDER = "measured"
+OVERLAY_FOLDER = "measure_overlay"  # with --overlay: <stem>.png, the disc, zones B and C and the CRAE/CRVE vessels
+MEASURED_FORMAT = "retinaseg-measured/4"
+
+
+def items_of_run(run_dir) -> list:
+    """The photos earlier `retinaseg run`s wrote maps of, from their run records."""
+    from retinaseg.errors import RetinasegError
+    from retinaseg.inference.runner import run_records
+
+    run_dir = Path(run_dir)
+    done = {}
+    for _, report in run_records(run_dir):  # run.json, and every shard's run-K-of-N.json
+        done.update({r["stem"]: r for r in report["images"] if r.get("status") in ("ok", "skipped")})
+    if not done:
+        raise RetinasegError(f"{run_dir}: no run.json of a `retinaseg run` with photos done; give --maps and "
+                             f"--photos for maps no run made")
+    return items_of_records(run_dir, [done[stem] for stem in sorted(done)])
+
+
+def measure_run(out_dir, records: list, name: str = "measurements", overlay: bool = False, notify=print,
+                progress: bool = True, process=None, workers: int = 0, overwrite: bool = False) -> list:
+    """measure_items over the photos of a run that have maps (its ImageRecords ok or skipped): `run --measure`
+    (with its --overlay, measure_overlay/ too; with its --overwrite, every photo measured again)."""
+    done = [{"stem": r.stem, "input": r.input} for r in records if r.status in ("ok", "skipped")]
+    job = MeasureJob(items_of_records(out_dir, done), str(out_dir), overlay=overlay, name=name, overwrite=overwrite)
+    return measure_items(job, notify, progress, process, workers)
+
+
+def items_of_records(run_dir, records: list) -> list:
+    """(stem, photo, map, probabilities or None) of run records' photos (dicts with stem and input)."""
+    from retinaseg.inference.outputs import OUTPUT_FOLDERS
+
+    items = []
+    for record in records:
+        stem = record["stem"]
+        prob = Path(run_dir) / OUTPUT_FOLDERS["prob"] / f"{stem}.tif"
+        items.append((stem, Path(record["input"]), Path(run_dir) / OUTPUT_FOLDERS["raw"] / f"{stem}.png",
+                      prob if prob.is_file() else None))
+    return items
+
+
+def items_of_folders(maps_dir, photos_dir) -> list:
+    """Label maps no model made (e.g. a data set's manual A/V labels), paired with photos by file stem; a map
+    whose stem starts with a photo's (e.g. 01_test_AVmanual for 01_test) counts as that photo's."""
+    from retinaseg.io.images import is_image_name
+
+    photos = {p.stem: p for p in sorted(Path(photos_dir).iterdir()) if is_image_name(p.name)} if photos_dir else {}
+    items = []
+    for map_path in sorted(Path(maps_dir).iterdir()):
+        if not is_image_name(map_path.name):
+            continue
+        stem = next((s for s in sorted(photos, key=len, reverse=True) if map_path.stem.startswith(s)), None)
+        items.append((map_path.stem if stem is None else stem, photos.get(stem), map_path, None))
+    return items
+
+
+def read_map(path) -> np.ndarray:
+    """A map as measure() takes it: bool for a binary vessel map (0/255 or 0/1), uint8 av codes for an A/V one
+    (codes 0-3 or the red/blue/green colour map)."""
+    from retinaseg.io.images import read_binary_mask, read_mask
+
+    stored = read_mask(path)
+    if stored.ndim == 3:
+        return av.decode_colours(stored)
+    if stored.max() <= 3 and stored.max() > 1:
+        return stored.astype(np.uint8)
+    return read_binary_mask(path)
+
+
+def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=None, workers: int = 0) -> list:
+    """Measures each item into a row (dict); a bad item gives a failed row with its reason, never an exception.
+    Writes measurements.csv and measurements.json (and measure_overlay/ with job.overlay) into job.out_dir.
+    process(job, notify, progress), when given, measures the items elsewhere (the Ray executor) and returns
+    measure_item's results in their order; by default they are measured here, in `workers` processes side by
+    side when more than one (the graph and the measures run on one core each)."""
+    _names_in.cache_clear()  # the disc masks as they are now, listed once for this folder
+    before = {} if job.overwrite else _measured_before(job)
+    if before:
+        notify(f"{len(before)} of {len(job.items)} photo(s) measured before with the same files and settings: "
+               f"their rows are reused (--overwrite measures them again)")
+    todo = replace(job, items=[item for index, item in enumerate(job.items) if index not in before])
+    if process is None:
+        side_by_side = workers > 1 and len(todo.items) > 1 and _can_fork()
+        process = partial(_measure_in_processes, workers=workers) if side_by_side else _measure_here
+    measured = iter(process(todo, notify, progress) if todo.items else [])
+    results = [before[index] if index in before else next(measured) for index in range(len(job.items))]
+    check_discs([row for row, _ in results], notify)
+    for row, detail in results:
+        detail["disc_check"] = row["disc_check"]
+    _write_tables(Path(job.out_dir), [row for row, _ in results], [detail for _, detail in results], job.name)
+    return [row for row, _ in results]
+
+
+def check_discs(rows: list, notify=print) -> None:
+    """Sets each row's disc_check: empty, or a note to look at its overlay where the disc's diameter relative to the
+    FOV's is more than DISC_SIZE_TOLERANCE off the median over this table's photos of the same size (one camera, one
+    setting), at least MIN_DISC_PEERS of them with a disc, or where another region of the photo would pass as a disc
+    (disc_rivals). Disc diameters vary by about 13% between people (Jonas et al. 1988: disc area 2.7 +- 0.7 mm2); a
+    disc this far off is most likely a fragment of a pale disc or a bright region beyond it, which moves zone B and
+    every measure made there. The row's measures stand."""
+    groups: dict = {}
+    for row in rows:
+        rivals = row.get("disc_rivals")
+        row["disc_check"] = (f"{rivals} other region(s) would pass as a disc"
+                             if isinstance(rivals, (int, float)) and rivals == rivals and rivals > 0 else "")
+        disc, fov = row.get("disc_diameter_px"), row.get("fov_diameter_px")
+        if isinstance(disc, (int, float)) and isinstance(fov, (int, float)) and disc == disc and fov > 0:
+            groups.setdefault(row.get("photo_size"), []).append((row, disc / fov))
+    for size, members in groups.items():
+        if len(members) < MIN_DISC_PEERS:
+            continue
+        median = float(np.median([ratio for _, ratio in members]))
+        for row, ratio in members:
+            if abs(ratio / median - 1) > DISC_SIZE_TOLERANCE:
+                row["disc_check"] = "; ".join(filter(None, [
+                    f"disc {ratio / median:.2f} times the median of the {len(members)} {size} photos with a disc",
+                    row["disc_check"]]))
+    for row in rows:
+        if row["disc_check"]:
+            row["disc_check"] += ": check its overlay"
+            notify(f"check: {row['stem']}: {row['disc_check']}")
+
+
+def measured_line(rows: list) -> str:
+    """The rows' statuses counted, and the discs to check: the last line `retinaseg measure` prints."""
+    counts = {status: sum(row["status"] == status for row in rows) for status in ("ok", "partial", "failed")}
+    checks = sum(bool(row.get("disc_check")) for row in rows)
+    return (f"{counts['ok']} ok, {counts['partial']} partial, {counts['failed']} failed"
+            + (f", {checks} disc(s) to check (disc_check)" if checks else ""))
+
+
+def _measure_here(job: MeasureJob, notify, progress: bool) -> list:
+    from tqdm import tqdm
+
+    disc = DiscFinder(job, notify)
+    return [measure_item(job, item, disc, notify)
+            for item in tqdm(job.items, desc="measuring", unit="img", disable=not progress)]
+
+
+def _measured_before(job: MeasureJob) -> dict:
+    """{item index: (row, detail)} of the photos measured before with the same files and settings (with --overlay,
+    their overlays written too)."""
+    import json
+
+    found = {}
+    for index, item in enumerate(job.items):
+        path = _measured_path(job, item[0])
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        overlay = _overlay_path(job, item[0])
+        if saved.get("key") == _key(job, item) and (overlay.is_file() or not job.overlay):
+            found[index] = (saved["row"], saved["detail"])
+    return found
+
+
+def _measured_path(job: MeasureJob, stem: str) -> Path:
+    return Path(job.out_dir) / MEASURED_FOLDER / f"{stem}.json"
+
+
+def _overlay_path(job: MeasureJob, stem: str) -> Path:
+    return Path(job.out_dir) / OVERLAY_FOLDER / f"{stem}.png"
+
+
+def _key(job: MeasureJob, item: tuple) -> dict:
+    """What a photo's row follows from: its files (path, size, modification time) and the settings."""
+    def state(path) -> Optional[list]:
+        try:
+            stat = os.stat(path)
+            return [str(path), stat.st_size, stat.st_mtime_ns]
+        except (OSError, TypeError, ValueError):
+            return None if path is None else [str(path)]
+
+    from retinaseg import disc as disc_finding
+
+    stem, photo_path, map_path, prob_path = item
+    disc_mask = _disc_mask(job.disc_dir, stem) if job.disc_dir else None
+    return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
+            "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
+            "disc_weights": None if job.disc_dir else _disc_weights(), "disc_grown_to": disc_finding.GROW_TO,
+            "disc_among_rivals": None if job.disc_dir else disc_finding.AMONG_RIVALS,
+            "jpeg_decoding": None if job.disc_dir else _jpeg_decoding(),
+            "pixel_size_um": job.pixel_size_um, "disc_diameter_um": job.disc_diameter_um,
+            "calibres_from": job.calibres_from}
+
+
+def _jpeg_decoding() -> str:
+    """How the disc model's photos are decoded (torch imported here: only where the disc model runs)."""
+    from retinaseg.inference.segmenter import jpeg_decoding
+
+    return jpeg_decoding()
+
+
+def _disc_mask(disc_dir, stem: str) -> Optional[Path]:
+    """The disc mask of a photo in --disc-dir: the first file, by name, named its stem and then anything but a letter
+    or digit (eye1.png, eye1_disc.png; never eye10's mask for eye1)."""
+    import bisect
+
+    names = _names_in(str(disc_dir))
+    at = bisect.bisect_left(names, stem)
+    while at < len(names) and names[at].startswith(stem):
+        rest = names[at][len(stem):]
+        if not rest or not rest[0].isalnum():
+            return Path(disc_dir) / names[at]
+        at += 1
+    return None
+
+
+@lru_cache(maxsize=4)
+def _names_in(folder: str) -> tuple:
+    """The sorted file names in a folder, listed once per measure_items call (not once per photo: a study's folder
+    of masks holds thousands)."""
+    return tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_file()))
+
+
+@lru_cache(maxsize=1)
+def _disc_weights() -> Optional[str]:
+    """The sha256 of the disc model's shipped weights, which find the disc when no masks are given."""
+    from retinaseg.checkpoint import sha256
+    from retinaseg.models import default_weights
+    from retinaseg.registry import get_model
+
+    path = default_weights(get_model("disc"))
+    return sha256(path) if path is not None and path.is_file() else None
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _measure_in_processes(job: MeasureJob, notify, progress: bool, workers: int) -> list:
+    """measure_item on each item in forked processes, the results in the items' order; each process's messages
+    said here as its photos finish. A process that dies (the out-of-memory killer, a crash) fails the photos it and
+    the pool had not finished, with that reason; the rest stand."""
+    import gc
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tqdm import tqdm
+
+    from retinaseg.errors import shown
+
+    results: list = [None] * len(job.items)
+    with ProcessPoolExecutor(min(workers, len(job.items)), mp_context=multiprocessing.get_context("fork"),
+                             initializer=_start_measuring, initargs=(job,)) as pool:
+        gc.freeze()  # the processes fork at the first submit; no finaliser of this process's objects runs there
+        try:
+            futures = {pool.submit(_measure_in_process, index): index for index in range(len(job.items))}
+        finally:
+            gc.unfreeze()
+        for future in tqdm(as_completed(futures), total=len(futures), desc="measuring", unit="img",
+                           disable=not progress):
+            index = futures[future]
+            try:
+                row, detail, messages = future.result()
+            except BrokenProcessPool:
+                reason = (f"{shown(job.items[index][2])}: a measuring process died (out of memory, or a crash) before "
+                          f"this map was measured")
+                row, detail, messages = *_failed(job.items[index], reason), [f"failed: {reason}"]
+            for message in messages:
+                notify(message)
+            results[index] = (row, detail)
+    return results
+
+
+_process_job: Optional[MeasureJob] = None  # in a measuring process: its job, disc model and messages
+_process_disc = None
+_process_messages: list = []
+
+
+def _start_measuring(job: MeasureJob) -> None:
+    global _process_job, _process_disc
+    import sys
+
+    if "torch" in sys.modules:  # OpenMP's thread team does not survive fork: a second thread would hang
+        sys.modules["torch"].set_num_threads(1)
+    _process_job, _process_disc = job, DiscFinder(job, _process_messages.append)
+
+
+def _measure_in_process(index: int) -> tuple:
+    row, detail = measure_item(_process_job, _process_job.items[index], _process_disc, _process_messages.append)
+    messages = list(_process_messages)
+    _process_messages.clear()
+    return row, detail, messages
+
+
+class DiscFinder:
+    """The disc model, loaded at the first photo that needs it (none do with job.disc_dir)."""
+
+    def __init__(self, job: MeasureJob, notify):
+        self.needed, self.notify, self._segmenter = not job.disc_dir, notify, None
+
+    @property
+    def segmenter(self):
+        if self.needed and self._segmenter is None:
+            from retinaseg.inference.segmenter import Segmenter
+            from retinaseg.models import load_model
+
+            self._segmenter = Segmenter(load_model("disc"), notify=self.notify)
+        return self._segmenter
+
+
+def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tuple[dict, dict]:
+    """(the table row, the JSON detail) of one (stem, photo, map, probabilities) item; writes its overlay and keeps
+    the row in measured/ for a later run to reuse."""
+    from retinaseg.errors import RetinasegError, shown
+    from retinaseg.io.atomic import write_json, write_png
+
+    stem, photo_path, map_path, prob_path = item
+    try:
+        result, overlay_image = _measure_one(job, stem, photo_path, map_path, prob_path, disc.segmenter)
+    except Exception as exc:  # one bad map must not stop the folder
+        reason = str(exc) if isinstance(exc, RetinasegError) \
+            else f"{shown(map_path)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        notify(f"failed: {reason}")
+        return _failed(item, reason)
+    row = _row_of(item)
+    row.update(status=result.status, reason="; ".join(result.reasons), **result.values)
+    if result.status != "ok":
+        notify(f"{result.status}: {shown(stem)}: {row['reason']}")
+    if overlay_image is not None:
+        write_png(_overlay_path(job, stem), overlay_image)
+    detail = {**row, "zone_b": result.zone_b}
+    write_json(_measured_path(job, stem), {"key": _key(job, item), "row": row, "detail": detail}, indent=None)
+    return row, detail
+
+
+def _row_of(item: tuple) -> dict:
+    stem, photo_path, map_path, _ = item
+    return {"stem": stem, "input": str(photo_path) if photo_path else "", "map": str(map_path)}
+
+
+def _failed(item: tuple, reason: str) -> tuple[dict, dict]:
+    row = {**_row_of(item), "status": "failed", "reason": reason}
+    return row, {**row, "zone_b": []}
+
+
+def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, disc_segmenter):
+    import tifffile
+
+    from retinaseg.disc import find_disc
+    from retinaseg.errors import RetinasegError, shown
+    from retinaseg.fov import estimate_fov
+    from retinaseg.io.images import read_binary_mask, read_photo
+
+    labels = read_map(map_path)
+    photo = read_photo(photo_path) if photo_path is not None and Path(photo_path).exists() else None
+    if photo is not None and photo.shape[:2] != labels.shape:
+        raise RetinasegError(f"{shown(map_path)}: the map is {labels.shape[1]}x{labels.shape[0]} but its photo "
+                             f"{shown(photo_path)} is {photo.shape[1]}x{photo.shape[0]}")
+    probability = None
+    if prob_path is not None:
+        probability = np.asarray(tifffile.imread(prob_path), np.float32)
+        probability = probability[None] if probability.ndim == 2 else probability
+    fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)
+    if job.disc_dir:
+        disc_mask = _disc_mask(job.disc_dir, stem)
+        if disc_mask is None:
+            raise RetinasegError(f"{shown(job.disc_dir)}: no disc mask for {shown(stem)}")
+        disc = find_disc(read_binary_mask(disc_mask).astype(np.float32))
+    elif photo is not None:
+        # found in the disc model's map before the others are dropped: its rivals counted and, where there are
+        # some, the one the map's vessels converge on kept (not always the largest, which `run -m disc` keeps)
+        disc = find_disc(disc_segmenter.predict_file(photo_path, finished=False, whole=photo)[0], labels > 0, fov)
+    else:
+        raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos or --disc-dir)")
+    pixel_size = job.pixel_size_um
+    if pixel_size is None and job.disc_diameter_um and disc.found:
+        pixel_size = job.disc_diameter_um / disc.diameter
+    result = measure(labels, disc, fov, probability, pixel_size, photo, job.calibres_from)
+    return result, (_overlay(photo, labels, disc, result) if job.overlay else None)
+
+
+def _overlay(photo, labels, disc: Disc, result: Measurements) -> np.ndarray:
+    """The photo (or the map) with the disc, the zone B and zone C rings, and the zone-B vessels that CRAE and
+    CRVE were computed from drawn over it."""
+    base = (photo * 255).astype(np.uint8) if photo is not None else av.encode_colours(labels.astype(np.uint8))
+    image = base.copy()
+    if not disc.found:
+        return image
+    rows, cols = np.indices(labels.shape)
+    radius = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
+    line = 1.5 / disc.diameter
+    for ring, colour in ((0.5, (255, 255, 255)), (ZONE_B[0], (255, 255, 0)), (ZONE_B[1], (255, 255, 0)),
+                         (ZONE_C[1], (0, 255, 255))):
+        image[np.abs(radius - ring) < line] = colour
+    colours = {av.ARTERY: (255, 40, 40), av.VEIN: (40, 80, 255)}
+    for path, code, calibre in result.used:  # each drawn as wide as it was measured
+        half = max(calibre / 2, 0.5)
+        reach = int(np.ceil(half))
+        for row, col in path:
+            top, left = max(row - reach, 0), max(col - reach, 0)
+            patch = (np.hypot(rows[top:row + reach + 1, left:col + reach + 1] - row,
+                              cols[top:row + reach + 1, left:col + reach + 1] - col) <= half)
+            image[top:row + reach + 1, left:col + reach + 1][patch] = colours[code]
+    return image
+
+
+def _write_tables(out_dir, rows: list, details: list, name: str) -> None:
+    import csv
+    import io
+
+    from retinaseg.io.atomic import atomic_path, write_json
+
+    fields = ["stem", "input", "map", "status", "reason"]
+    for row in rows:
+        fields += [key for key in row if key not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    writer.writeheader()
+    for row in rows:  # a measure that could not be made is an empty cell, its reason in the reason column
+        writer.writerow({k: ("" if v != v else f"{v:.6g}") if isinstance(v, float) else v for k, v in row.items()})
+    with atomic_path(out_dir / f"{name}.csv") as tmp:
+        tmp.write_text(buffer.getvalue())
+    clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in details]
+    write_json(out_dir / f"{name}.json", {"format": "retinaseg-measurements/1", "photos": clean})
