@@ -24,9 +24,9 @@ MIN_MEAN_PROBABILITY = 0.85  # over the blob: a disc is marked firmly
 MAX_ELONGATION = 2.5  # a blob this many times longer than wide is not a disc (a vessel reflex, a lesion)
 GROW_TO = 0.25  # the blob grows by the pixels connected to it at this probability or more, a pale disc's faint
 # rim (decided on held-out and unlabelled training photos, docs/experiments.md; None: the blob at 0.5 alone)
-# Another blob that would pass as a disc, with at least this share of the kept blob's area, makes the choice of the
-# largest worth a look (`retinaseg measure`'s disc_check): discs differ by about 26% in area between people, so a
-# region half as large is no fragment of the same disc. Fixed, not fitted (docs/measurements.md).
+# Another blob that would pass as a disc, with at least this share of the largest blob's area, makes the choice
+# worth a look (`retinaseg measure`'s disc_check): discs differ by about 26% in area between people, so a region
+# half as large is no fragment of the same disc. Fixed, not fitted (docs/measurements.md).
 RIVAL_SHARE = 0.5
 # Among rivals, given the vessel map: the disc the vessels converge on (converging_disc), not the largest; chosen by
 # a rule written first and a test on training photos with pasted rivals (docs/experiments.md). Recorded by measure.
@@ -41,7 +41,7 @@ class Disc:
     row: float = float("nan")  # centre, pixels
     col: float = float("nan")
     diameter: float = float("nan")  # of the circle of the blob's area, pixels
-    rivals: int = 0  # other blobs that would pass as a disc, at least RIVAL_SHARE of this one's area at 0.5
+    rivals: int = 0  # other blobs that would pass as a disc, at least RIVAL_SHARE of the largest one's area at 0.5
 
     @property
     def found(self) -> bool:
@@ -73,7 +73,13 @@ def _grown(prob: np.ndarray, blob: np.ndarray) -> np.ndarray:
     if GROW_TO is not None:
         faint, _ = ndimage.label(prob >= GROW_TO)
         blob = faint == faint[blob][0]
-    return ndimage.binary_fill_holes(blob)
+    # the holes filled within the blob's bounding box and a margin of one pixel, which holds the same holes as the
+    # whole frame (the margin joins all that surrounds the blob) at a fraction of the cost on a large photo
+    rows, cols = np.flatnonzero(blob.any(axis=1)), np.flatnonzero(blob.any(axis=0))
+    box = np.s_[max(rows[0] - 1, 0):rows[-1] + 2, max(cols[0] - 1, 0):cols[-1] + 2]
+    filled = np.zeros_like(blob)
+    filled[box] = ndimage.binary_fill_holes(blob[box])
+    return filled
 
 
 def find_disc(prob: np.ndarray, vessels: Optional[np.ndarray] = None, fov: Optional[np.ndarray] = None) -> Disc:
@@ -123,15 +129,22 @@ def ring_density(disc: Disc, vessels: np.ndarray, fov: Optional[np.ndarray] = No
 def disc_ring(disc: Disc, shape: tuple, fov: Optional[np.ndarray] = None) -> tuple:
     """A window around the disc's ring (RING), the ring's (FOV) pixels in it, and their distances from the centre in
     diameters."""
-    reach = int(np.ceil(RING[1] * disc.diameter))
-    top, left = max(int(disc.row) - reach, 0), max(int(disc.col) - reach, 0)
-    window = np.s_[top:min(int(disc.row) + reach + 1, shape[0]), left:min(int(disc.col) + reach + 1, shape[1])]
-    rows, cols = np.ogrid[window]
-    radius = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
+    window, radius = around(disc, RING[1], shape)
     ring = (radius >= RING[0]) & (radius <= RING[1])
     if fov is not None:
         ring &= fov[window]
     return window, ring, radius
+
+
+def around(disc: Disc, reach: float, shape: tuple) -> tuple:
+    """The window of an HxW frame that holds every pixel within `reach` disc diameters of the disc's centre, and
+    each of its pixels' distance from the centre in disc diameters: what rings and zones are cut from, without
+    an index grid of the whole frame."""
+    span = int(np.ceil(reach * disc.diameter))
+    row, col = int(disc.row), int(disc.col)
+    window = np.s_[max(row - span, 0):min(row + span + 1, shape[0]), max(col - span, 0):min(col + span + 1, shape[1])]
+    rows, cols = np.ogrid[window]
+    return window, np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
 
 
 def rival_discs(prob: np.ndarray, labelled: Optional[tuple] = None) -> int:

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from retinaseg import av
-from retinaseg.disc import Disc
+from retinaseg.disc import Disc, around
 from retinaseg.vessel_graph import VesselGraph, build_graph, label_vessels, photo_calibres
 
 ZONE_B = (1.0, 1.5)  # radius from the disc centre, in disc diameters
@@ -240,9 +240,8 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
         values[key] = float("nan")
     if not disc.found:
         return
-    rows, cols = np.indices(vessels.shape)
-    radius = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
-    zone_c = (radius >= ZONE_C[0]) & (radius <= ZONE_C[1]) & fov
+    window, radius = around(disc, ZONE_C[1], vessels.shape)
+    zone_c = (radius >= ZONE_C[0]) & (radius <= ZONE_C[1]) & fov[window]
     crossing_b = []
     for ids in graph.vessels():  # a vessel split by a crossing, or leaving the ring and coming back, counts once
         segments = [graph.segments[i] for i in ids]
@@ -265,7 +264,7 @@ def _zone_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray
         values[f"mean_calibre_zone_b_px_{name}"] = float(np.average([v["calibre_px"] for v in chosen],
                                                                     weights=[v["pixels"] for v in chosen])) \
             if chosen else float("nan")
-        mask = vessels if code is None else labels == code
+        mask = vessels[window] if code is None else labels[window] == code
         values[f"density_zone_c_{name}"] = float((mask & zone_c).sum() / max(int(zone_c.sum()), 1))
     if labels is not None:
         for code, key, count_key in ((av.ARTERY, "crae_px", "arteries_zone_b"),

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from retinaseg import av
-from retinaseg.disc import Disc
+from retinaseg.disc import Disc, around
 from retinaseg.measure import CALIBRES_FROM, ZONE_B, ZONE_C, Measurements, measure
 
 DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diameters between people (check_discs)
@@ -422,21 +422,20 @@ def _overlay(photo, labels, disc: Disc, result: Measurements) -> np.ndarray:
     image = base.copy()
     if not disc.found:
         return image
-    rows, cols = np.indices(labels.shape)
-    radius = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
     line = 1.5 / disc.diameter
+    window, radius = around(disc, ZONE_C[1] + line, labels.shape)
     for ring, colour in ((0.5, (255, 255, 255)), (ZONE_B[0], (255, 255, 0)), (ZONE_B[1], (255, 255, 0)),
                          (ZONE_C[1], (0, 255, 255))):
-        image[np.abs(radius - ring) < line] = colour
+        image[window][np.abs(radius - ring) < line] = colour
     colours = {av.ARTERY: (255, 40, 40), av.VEIN: (40, 80, 255)}
     for path, code, calibre in result.used:  # each drawn as wide as it was measured
         half = max(calibre / 2, 0.5)
         reach = int(np.ceil(half))
         for row, col in path:
-            top, left = max(row - reach, 0), max(col - reach, 0)
-            patch = (np.hypot(rows[top:row + reach + 1, left:col + reach + 1] - row,
-                              cols[top:row + reach + 1, left:col + reach + 1] - col) <= half)
-            image[top:row + reach + 1, left:col + reach + 1][patch] = colours[code]
+            box = np.s_[max(row - reach, 0):min(row + reach + 1, image.shape[0]),
+                        max(col - reach, 0):min(col + reach + 1, image.shape[1])]
+            rows, cols = np.ogrid[box]
+            image[box][np.hypot(rows - row, cols - col) <= half] = colours[code]
     return image
 
 

@@ -148,3 +148,30 @@ def test_among_rivals_the_disc_is_the_one_the_vessels_converge_on():
     no_rival = disc_map(centre=(90, 200), diameter=40) * 0.95
     assert find_disc(no_rival, vessels).col == pytest.approx(200, abs=1)  # without rivals the vessels are not read
     assert find_disc(prob, np.zeros(prob.shape, bool)).col == pytest.approx(200, abs=1)  # a tie: the largest
+
+
+@pytest.mark.parametrize("centre", [(90, 200), (3, 5), (196, 297)])  # inside; at the corners, the frame cuts it
+def test_the_window_around_a_disc_holds_every_pixel_within_reach_at_its_exact_distance(centre):
+    from retinaseg.disc import Disc, around
+
+    disc = Disc("ok", "", centre[0] + 0.4, centre[1] + 0.7, 21.3)
+    rows, cols = np.indices((200, 300))
+    everywhere = np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
+    window, radius = around(disc, 2.5, everywhere.shape)
+    assert np.array_equal(radius, everywhere[window])
+    outside = np.ones(everywhere.shape, bool)
+    outside[window] = False
+    assert (everywhere[outside] > 2.5).all()
+
+
+def test_a_disc_touching_the_frame_has_its_holes_filled_as_over_the_whole_frame():
+    from scipy import ndimage
+
+    from retinaseg.disc import disc_blob
+
+    prob = disc_map(centre=(10, 20), diameter=40) * 0.95  # cut by the top edge
+    prob[8:12, 18:22] = 0  # a hole
+    prob[0:3, 15:25] = 0  # a notch open to the frame's edge: not a hole
+    blob = disc_blob(prob)
+    assert np.array_equal(blob, ndimage.binary_fill_holes(prob >= 0.5))
+    assert blob[10, 20] and not blob[0, 20]
