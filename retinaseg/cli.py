@@ -179,9 +179,10 @@ def _inference_options(f):
     f = click.option("--vessel-weights", type=click.Path(dir_okay=False), default=None,
                      help="Checkpoint for --vessel-model instead of its shipped weights.")(f)
     f = click.option("--vessel-model", default=None, metavar="NAME",
-                     help="A/V models only: a binary model (e.g. vesselnet) that decides vessel or background, "
-                          "run beside the A/V model at its own scale and defaults; the A/V model names each vessel "
-                          "pixel artery, vein or uncertain.")(f)
+                     help="A binary vessel model (e.g. vesselnet) run beside the model at its own scale and "
+                          "defaults. With an A/V model it decides vessel or background, and the A/V model names each "
+                          "vessel pixel artery, vein or uncertain. With a disc model, where another region would "
+                          "pass as a disc, the disc kept is the one its vessels converge on, not the largest.")(f)
     return f
 
 

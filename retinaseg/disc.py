@@ -86,19 +86,32 @@ def find_disc(prob: np.ndarray, vessels: Optional[np.ndarray] = None, fov: Optio
     """The disc in a HxW disc probability map (or a mask), with the count of its rivals. vessels (HxW bool, the
     photo's vessel map) and fov (HxW bool; default all): with rivals, the disc is the candidate the vessels converge
     on (converging_disc) instead of the largest."""
+    return _kept(np.asarray(prob), vessels, fov)[0]
+
+
+def _kept(prob: np.ndarray, vessels: Optional[np.ndarray], fov: Optional[np.ndarray]) -> tuple[Disc, np.ndarray]:
+    """find_disc's disc and its pixels."""
     labelled = _blobs(prob)
-    disc = _disc_of(disc_blob(prob, labelled), prob)
+    blob = disc_blob(prob, labelled)
+    disc = _disc_of(blob, prob)
     if disc.found:
         disc.rivals = rival_discs(prob, labelled)
         if disc.rivals and vessels is not None:
-            disc = replace(converging_disc(disc_candidates(prob, labelled), vessels, fov), rivals=disc.rivals)
-    return disc
+            candidates = _candidates(prob, labelled)
+            chosen = converging_disc([candidate for candidate, _ in candidates], vessels, fov)
+            blob = next(pixels for candidate, pixels in candidates if candidate is chosen)
+            disc = replace(chosen, rivals=disc.rivals)
+    return disc, blob
 
 
 def disc_candidates(prob: np.ndarray, labelled: Optional[tuple] = None) -> list[Disc]:
     """The largest blob and its rivals (rival_discs) as discs, each grown and filled as the kept disc is, the
     largest first; those that no longer pass as a disc once grown, or grow into one already listed, are left out."""
-    prob = np.asarray(prob)
+    return [disc for disc, _ in _candidates(np.asarray(prob), labelled)]
+
+
+def _candidates(prob: np.ndarray, labelled: Optional[tuple] = None) -> list[tuple[Disc, np.ndarray]]:
+    """disc_candidates with their pixels."""
     blobs, sizes = labelled or _blobs(prob)
     if sizes.size == 0:
         return []
@@ -108,7 +121,7 @@ def disc_candidates(prob: np.ndarray, labelled: Optional[tuple] = None) -> list[
         blob = _grown(prob, blobs == 1 + index)
         disc = _disc_of(blob, prob)
         if disc.found and not (blob & taken).any():
-            candidates.append(disc)
+            candidates.append((disc, blob))
             taken |= blob
     return candidates
 
@@ -188,12 +201,13 @@ def marked_probability(blob: np.ndarray, prob: np.ndarray) -> float:
     return float(prob[firm].mean()) if firm.any() else 0.0
 
 
-def keep_disc(prob: np.ndarray) -> np.ndarray:
+def keep_disc(prob: np.ndarray, vessels: Optional[np.ndarray] = None,
+              fov: Optional[np.ndarray] = None) -> tuple[np.ndarray, Disc]:
     """A disc model's 1xHxW probabilities with everything outside the kept disc set below the threshold (the disc
-    itself as predicted, holes filled), so its map shows one disc or none."""
-    blob = disc_blob(prob[0])
-    disc = _disc_of(blob, prob[0])
+    itself as predicted, holes filled), so its map shows one disc or none; and that disc (find_disc's, chosen among
+    rivals by the vessels when given)."""
+    disc, blob = _kept(prob[0], vessels, fov)
     out = np.minimum(prob, np.float32(VESSEL_THRESHOLD * 0.999))
     if disc.found:
         out[0][blob] = np.maximum(prob[0][blob], VESSEL_THRESHOLD)
-    return out
+    return out, disc

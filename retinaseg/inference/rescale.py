@@ -39,7 +39,8 @@ class Prepared:
     seconds: float = 0.0
     source: Optional[str] = None  # the photo's file, when read from one (an overlay is drawn on it decoded whole)
     frame_is_fov: bool = False  # no FOV edge was found: the frame was taken as the FOV
-    vessel: Optional[np.ndarray] = None  # raw-size vessel probability (1xHxW) of the gating binary model, if any
+    vessel: Optional[np.ndarray] = None  # raw-size probability (1xHxW) of the binary vessel model beside this one,
+    # if any: it gates an A/V map's vessels, and chooses a disc model's disc among rivals
     # (image, FOV) of the crop as each test-time view sees it (the image scaled and flipped, the FOV at the view's
     # scale); without --tta one plain view, the image itself
     view_inputs: Optional[list] = None
@@ -143,7 +144,7 @@ def to_work_size(probs: list, prepared: Prepared) -> torch.Tensor:
     prob = merge_views(probs, (bottom - top, right - left))
     canvas = _canvas(prob.shape[0], prepared.work_size)
     canvas[:, top:bottom, left:right] = prob
-    if prepared.vessel is not None:
+    if prepared.vessel is not None and canvas.shape[0] > 1:
         vessel = resize(torch.from_numpy(prepared.vessel), prepared.work_size).clamp_(0, 1).numpy()
         canvas = torch.from_numpy(av.gate_with_vessels(canvas.numpy(), vessel))
     return canvas
@@ -160,6 +161,19 @@ def to_raw_size(probs: list, prepared: Prepared) -> np.ndarray:
     np.multiply(prob.numpy(), inside, out=canvas[:, top:bottom, left:right])
     if canvas.shape[0] > 1:
         canvas[av.BACKGROUND, top:bottom, left:right] += ~inside
-    if prepared.vessel is not None:
-        canvas = av.gate_with_vessels(canvas, prepared.vessel)
+        if prepared.vessel is not None:
+            canvas = av.gate_with_vessels(canvas, prepared.vessel)
     return canvas
+
+
+def vessels_of(prepared: Prepared, size: tuple) -> tuple:
+    """The vessel model's map (at 0.5) and the FOV of the photo at a size (raw or working): what a disc model's
+    disc is chosen by among rivals. (None, None) without a vessel model."""
+    from retinaseg.inference import VESSEL_THRESHOLD
+
+    if prepared.vessel is None:
+        return None, None
+    if tuple(size) == tuple(prepared.raw_size):
+        return prepared.vessel[0] >= VESSEL_THRESHOLD, prepared.fov_raw
+    vessel = resize(torch.from_numpy(prepared.vessel), tuple(size))[0].numpy()
+    return vessel >= VESSEL_THRESHOLD, resize_mask(prepared.fov_raw, tuple(size)).numpy()

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from retinaseg import __version__
-from retinaseg.disc import rival_discs
 from retinaseg.errors import ImageReadError, RetinasegError, shown
 from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.outputs import OUTPUT_FOLDERS, labels_of, overlay, render
@@ -73,7 +72,7 @@ class ImageRecord:
 
 MEASURED = ("raw_size", "working_size", "fov_diameter", "vessel_fraction", "flag")  # kept across resumed runs
 FEW_VESSELS_FOUND, NO_DISC_FOUND = "few vessels found", "no optic disc found"
-DISC_RIVALS = "another region that would pass as a disc"  # disc.rival_discs: the largest, kept, may be a lesion
+DISC_RIVALS = "another region that would pass as a disc"  # disc.rival_discs: the disc kept may be a lesion
 
 
 def flag_for(task: str, fraction: float, rivals: int = 0) -> Optional[str]:
@@ -419,12 +418,11 @@ class _BatchJob:
             return self._write(paths, prepared, probs)
 
     def _write(self, paths: dict, prepared: Prepared, probs: list) -> tuple:
-        small = labels_of(self.segmenter.finish(to_work_size(probs, prepared).numpy())[0])
+        small = labels_of(self.segmenter.finish(to_work_size(probs, prepared).numpy(), prepared)[0])
         write_png(paths["small"], render(small))
-        unfinished = to_raw_size(probs, prepared)
         task = self.segmenter.model.spec.task
-        rivals = rival_discs(unfinished[0]) if task == "disc" else 0  # before the one disc is kept
-        prob, graph = self.segmenter.finish(unfinished)
+        prob, found = self.segmenter.finish(to_raw_size(probs, prepared), prepared)
+        rivals, graph = (found.rivals, None) if task == "disc" else (0, found)  # the disc kept, or the vessel graph
         labels = labels_of(prob)
         if "graph" in paths:
             if graph is None:

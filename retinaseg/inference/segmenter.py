@@ -20,7 +20,8 @@ from retinaseg import av
 from retinaseg.errors import ImageReadError, RetinasegError, shown
 from retinaseg.inference.predictor import make_predictor
 from retinaseg.fov import estimate_fov
-from retinaseg.inference.rescale import Prepared, gate_with_fov, measured_diameter, to_raw_size, to_working_scale
+from retinaseg.inference.rescale import (Prepared, gate_with_fov, measured_diameter, to_raw_size, to_working_scale,
+                                        vessels_of)
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.inference.views import PLAIN, View
 from retinaseg.io.images import JPEG_REDUCTIONS, jpeg_size, read_photo
@@ -63,17 +64,18 @@ class SegmentConfig:
 
 
 class Segmenter:
-    """Segments photos in memory with one loaded model. An A/V model may take its vessel/background split from
-    a binary vessel model (vessel_model), which then runs beside it on each photo at its own working scale."""
+    """Segments photos in memory with one loaded model. A binary vessel model (vessel_model) may run beside it on
+    each photo at its own working scale: an A/V model then takes its vessel/background split from it, and a disc
+    model's disc among rivals is the one its vessels converge on (disc.converging_disc)."""
 
     def __init__(self, model: LoadedModel, config: SegmentConfig = SegmentConfig(),
                  notify: Callable[[str], None] = print, vessel_model: Optional[LoadedModel] = None):
         self.model, self.notify = model, notify
         self.vessel_segmenter = None
         if vessel_model is not None:
-            if model.classes == 1:
-                raise RetinasegError(f"a vessel model gates an A/V model's vessels; {model.spec.name!r} is itself "
-                                     f"a binary vessel model")
+            if model.classes == 1 and model.spec.task != "disc":
+                raise RetinasegError(f"a vessel model goes with an A/V model (its vessels) or a disc model (its "
+                                     f"disc among rivals); {model.spec.name!r} is itself a binary vessel model")
             if vessel_model.classes != 1:
                 raise RetinasegError(f"the vessel model must be a binary vessel model; {vessel_model.spec.name!r} "
                                      f"has {vessel_model.classes} classes")
@@ -228,7 +230,7 @@ class Segmenter:
         prepared = self.prepare(photo, fov, raw_size=raw_size)
         _, probs = next(self.predict_prepared([prepared]))
         prob = to_raw_size(probs, prepared)
-        return self.finish(prob)[0] if finished else prob
+        return self.finish(prob, prepared)[0] if finished else prob
 
     def predict_file(self, path, fov: Optional[np.ndarray] = None, finished: bool = True,
                      whole: Optional[np.ndarray] = None) -> np.ndarray:
@@ -237,9 +239,11 @@ class Segmenter:
         photo, fov, raw_size = self.read(path, fov, whole=whole)
         return self.predict(photo, fov, raw_size, finished)
 
-    def finish(self, prob: np.ndarray) -> tuple[np.ndarray, Optional[object]]:
-        """The last step on a probability map at its output size: with av_graph, one type per vessel; for a disc
-        model, the one disc kept. Returns the map and the vessel graph when one was built."""
+    def finish(self, prob: np.ndarray, prepared: Optional[Prepared] = None) -> tuple[np.ndarray, Optional[object]]:
+        """The last step on a probability map at its output size (raw or working): with av_graph, one type per
+        vessel; for a disc model, the one disc kept (among rivals, the one the vessel model's vessels converge on,
+        given the photo's prepared). Returns the map and what was found on the way: the vessel graph when one was
+        built, the disc (disc.Disc) for a disc model."""
         if self.config.av_graph:
             from retinaseg.vessel_graph import consistent_av
 
@@ -247,7 +251,7 @@ class Segmenter:
         if self.model.spec.task == "disc":
             from retinaseg.disc import keep_disc
 
-            return keep_disc(prob), None
+            return keep_disc(prob, *(vessels_of(prepared, prob.shape[1:]) if prepared else (None, None)))
         return prob, None
 
     def settings(self) -> dict:
