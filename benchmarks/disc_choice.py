@@ -1,7 +1,7 @@
 """Which blob is the disc when two would pass? The largest, or the one the vessels converge on? With made rivals.
 
     python benchmarks/disc_choice.py [--data-root ../shared/data] [--datasets idrid-od,drive,les-av,hrf-av]
-                                     [--split training] [--limit N] [--real-rivals]
+                                     [--split training] [--limit N] [--real-rivals | --off-disc]
 
 No training photo has a real rival (benchmarks/disc_spread.py), so each photo in which the shipped disc model finds
 a disc (centre c, diameter D) gets up to five made ones, each on its own copy of the photo: its own disc pasted 3 D
@@ -16,11 +16,14 @@ at c, on the arcades and elsewhere. The rules these decided are in docs/experime
 by where the vessels converge").
 --real-rivals: no pastes; each photo that has a rival of its own, with the centre the largest blob and the vessels
 choose, and each one's centre error in disc diameters where the data set labels the disc (IDRiD-OD).
+--off-disc: no pastes; each photo's ring density over its FOV's vessel density (the ratio `measure` flags under 1),
+for the disc found and for the same disc moved to each position above that fits, and how many of each fall under 1.
 """
 from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -100,6 +103,7 @@ def main():
     parser.add_argument("--split", default="training", choices=["training", "test"])
     parser.add_argument("--limit", type=int, default=None, help="at most this many photos per data set")
     parser.add_argument("--real-rivals", action="store_true", help="the photos' own rivals, no pastes")
+    parser.add_argument("--off-disc", action="store_true", help="the vessel ratio at the disc and away from it")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,6 +112,8 @@ def main():
     vessel_model = Segmenter(load_model("vesselnet"), SegmentConfig(device="cpu"), notify=quiet)
     if args.real_rivals:
         return real_rivals(args, disc_model, vessel_model)
+    if args.off_disc:
+        return off_disc(args, disc_model, vessel_model)
     made = 0
     right = {group: {chooser: [] for chooser in CHOOSERS} for group in ("arcade", "other")}
     print(f"{'photo':<24}{'paste':<9}{'rival':>6}" + "".join(f"{name:>10}" for name in CHOOSERS)
@@ -164,6 +170,30 @@ def real_rivals(args, disc_model: Segmenter, vessel_model: Segmenter) -> None:
                 errors = [np.hypot(d.row - truth.row, d.col - truth.col) / truth.diameter for d in (largest, chosen)]
                 line += f"; {errors[0]:.2f} / {errors[1]:.2f} DD"
             print(line, flush=True)
+
+
+def off_disc(args, disc_model: Segmenter, vessel_model: Segmenter) -> None:
+    print(f"{'photo':<24}{'at the disc':>12}  moved: ratio of ring density to FOV vessel density")
+    at_disc, moved = [], []
+    for name in args.datasets.split(","):
+        _, samples = load_samples(name, args.data_root, args.split)
+        for sample in samples[:args.limit]:
+            photo = read_photo(sample.image)
+            disc = find_disc(disc_model.predict(photo, finished=False)[0])
+            if not disc.found:
+                continue
+            fov = estimate_fov(photo)
+            vessels = vessel_model.predict(photo, fov)[0] >= 0.5
+            in_fov = float(vessels[fov].mean())
+            at_disc.append(ring_density(disc, vessels, fov) / in_fov)
+            here = [(place, ring_density(replace(disc, row=row, col=col), vessels, fov) / in_fov)
+                    for place, row, col in rival_positions(fov, disc.row, disc.col, disc.diameter)]
+            moved += [ratio for _, ratio in here]
+            print(f"{name + ' ' + sample.id:<24}{at_disc[-1]:>12.2f}  "
+                  + "  ".join(f"{place} {ratio:.2f}" for place, ratio in here), flush=True)
+    print(f"under 1: {sum(r < 1 for r in at_disc)} of {len(at_disc)} discs found, {sum(r < 1 for r in moved)} of "
+          f"{len(moved)} moved; ratio at the disc: median {np.median(at_disc):.2f}, lowest {min(at_disc):.2f}; "
+          f"moved: median {np.median(moved):.2f}, highest {max(moved):.2f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from retinaseg import av
-from retinaseg.disc import Disc, around
+from retinaseg.disc import Disc, around, ring_density
 from retinaseg.vessel_graph import VesselGraph, build_graph, label_vessels, photo_calibres
 
 ZONE_B = (1.0, 1.5)  # radius from the disc centre, in disc diameters
@@ -173,7 +173,8 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
         label_vessels(graph, prob, vessels)
     values = result.values
     values.update(photo_size=f"{labels.shape[1]}x{labels.shape[0]}", disc_x=disc.col, disc_y=disc.row,
-                  disc_diameter_px=disc.diameter, disc_rivals=disc.rivals if disc.found else float("nan"))
+                  disc_diameter_px=disc.diameter, disc_rivals=disc.rivals if disc.found else float("nan"),
+                  disc_vessel_ratio=_vessel_ratio(disc, vessels, fov))
     if not disc.found:
         result.missing(f"no optic disc: {disc.reason}; zone measures and DD units are empty")
     if not is_av:
@@ -186,6 +187,13 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
         result.status = "failed"
         result.reasons.insert(0, "no vessels in the map")
     return result
+
+
+def _vessel_ratio(disc: Disc, vessels: np.ndarray, fov: np.ndarray) -> float:
+    """The vessel density of the disc's ring (disc.ring_density: its margin to 1 DD beyond) over the FOV's: above 1
+    where the vessels converge on the disc, as they do on every training photo's (docs/experiments.md)."""
+    in_fov = float(vessels[fov].mean()) if fov.any() else 0.0
+    return ring_density(disc, vessels, fov) / in_fov if disc.found and in_fov > 0 else float("nan")
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ class MeasureJob:
 # again. Raise the format whenever a measure's definition changes, so rows measured before are measured again.
 MEASURED_FOLDER = "measured"
 OVERLAY_FOLDER = "measure_overlay"  # with --overlay: <stem>.png, the disc, zones B and C and the CRAE/CRVE vessels
-MEASURED_FORMAT = "retinaseg-measured/4"
+MEASURED_FORMAT = "retinaseg-measured/5"
 
 
 def items_of_run(run_dir) -> list:
@@ -134,15 +134,18 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
 def check_discs(rows: list, notify=print) -> None:
     """Sets each row's disc_check: empty, or a note to look at its overlay where the disc's diameter relative to the
     FOV's is more than DISC_SIZE_TOLERANCE off the median over this table's photos of the same size (one camera, one
-    setting), at least MIN_DISC_PEERS of them with a disc, or where another region of the photo would pass as a disc
-    (disc_rivals). Disc diameters vary by about 13% between people (Jonas et al. 1988: disc area 2.7 +- 0.7 mm2); a
-    disc this far off is most likely a fragment of a pale disc or a bright region beyond it, which moves zone B and
-    every measure made there. The row's measures stand."""
+    setting), at least MIN_DISC_PEERS of them with a disc, where another region of the photo would pass as a disc
+    (disc_rivals), or where the vessels do not converge on it (disc_vessel_ratio under 1). Disc diameters vary by
+    about 13% between people (Jonas et al. 1988: disc area 2.7 +- 0.7 mm2); a disc this far off is most likely a
+    fragment of a pale disc or a bright region beyond it, which moves zone B and every measure made there. The row's
+    measures stand."""
     groups: dict = {}
     for row in rows:
-        rivals = row.get("disc_rivals")
-        row["disc_check"] = (f"{rivals} other region(s) would pass as a disc"
-                             if isinstance(rivals, (int, float)) and rivals == rivals and rivals > 0 else "")
+        rivals, ratio = row.get("disc_rivals"), row.get("disc_vessel_ratio")
+        row["disc_check"] = "; ".join(filter(None, [
+            f"{rivals} other region(s) would pass as a disc" if _number(rivals) and rivals > 0 else "",
+            f"the vessels do not converge on it (ring / FOV vessel density {ratio:.2f})"
+            if _number(ratio) and ratio < 1 else ""]))
         disc, fov = row.get("disc_diameter_px"), row.get("fov_diameter_px")
         if isinstance(disc, (int, float)) and isinstance(fov, (int, float)) and disc == disc and fov > 0:
             groups.setdefault(row.get("photo_size"), []).append((row, disc / fov))
@@ -159,6 +162,10 @@ def check_discs(rows: list, notify=print) -> None:
         if row["disc_check"]:
             row["disc_check"] += ": check its overlay"
             notify(f"check: {row['stem']}: {row['disc_check']}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and value == value
 
 
 def measured_line(rows: list) -> str:

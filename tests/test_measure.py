@@ -374,7 +374,25 @@ def test_a_disc_far_from_the_size_of_its_cameras_others_is_flagged_for_a_look():
                                         "overlay")
     assert camera[1]["disc_check"] == "1 other region(s) would pass as a disc: check its overlay"
     assert notes == [f"check: eye1: {camera[1]['disc_check']}", f"check: eye5: {camera[-1]['disc_check']}"]
+    converging = [row("eye6", 340), row("eye7", 340)]
+    converging[0]["disc_vessel_ratio"], converging[1]["disc_vessel_ratio"] = 0.8, 1.2
+    check_discs(converging, notes.append)
+    assert converging[0]["disc_check"] == ("the vessels do not converge on it (ring / FOV vessel density 0.80): check "
+                                           "its overlay") and converging[1]["disc_check"] == ""
     from retinaseg.measure_batch import measured_line
 
     rows = [{**r, "status": "ok"} for r in camera] + [{"stem": "failed", "status": "failed"}]
     assert measured_line(rows) == "6 ok, 0 partial, 1 failed, 2 disc(s) to check (disc_check)"
+
+
+def test_the_vessel_density_around_the_disc_over_the_fovs_is_above_1_where_the_vessels_converge():
+    from dataclasses import replace
+
+    labels, prob = radial_map([4.0] * 6, [6.0] * 6)
+    rows, cols = np.indices(labels.shape)
+    fov = np.hypot(rows - CENTRE[0], cols - CENTRE[1]) < 4.5 * DD
+    at_the_disc = measure(labels, known_disc(), fov, prob).values["disc_vessel_ratio"]
+    between = math.radians(15)  # halfway between two of the twelve spokes, 3 DD out: a lesion taken for the disc
+    away = replace(known_disc(), row=CENTRE[0] + 3 * DD * math.sin(between), col=CENTRE[1] + 3 * DD * math.cos(between))
+    assert at_the_disc > 1.5 and measure(labels, away, fov, prob).values["disc_vessel_ratio"] < 1
+    assert math.isnan(measure(labels, Disc("not found", "none"), fov, prob).values["disc_vessel_ratio"])
