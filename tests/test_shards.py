@@ -62,3 +62,16 @@ def test_a_shard_measures_its_own_photos_into_its_own_table(cli, tmp_path, photo
     assert result.exit_code == 0, result.output
     table = (out / "measurements-1-of-2.csv").read_text().splitlines()
     assert len(table) == 3 and not (out / "measurements.csv").exists()  # a header and photos a and c
+
+
+def test_measure_after_the_shards_joins_their_rows_into_one_table_without_measuring_again(cli, tmp_path, photo_folder,
+                                                                                          fake_models):
+    out = tmp_path / "out"
+    for k in (1, 2):
+        assert run(cli, "--shard", f"{k}/2", "--measure", photo_folder, out).exit_code == 0
+    shards = [(out / f"measurements-{k}-of-2.csv").read_text().splitlines() for k in (1, 2)]
+    result = cli.invoke(retinaseg_cli, ["measure", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 photo(s) measured before with the same files and settings: their rows are reused" in result.output
+    joined = (out / "measurements.csv").read_text().splitlines()
+    assert joined[0] == shards[0][0] and sorted(joined[1:]) == sorted(shards[0][1:] + shards[1][1:])
