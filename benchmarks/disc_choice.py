@@ -60,6 +60,14 @@ CHOOSERS = {"largest": lambda disc, vessels, fov: 0,  # max keeps the first of e
             "density": ring_density, "crossings": ring_crossings}
 
 
+def photos_of(args):
+    """(data set, sample, photo) of each photo the options select."""
+    for name in args.datasets.split(","):
+        _, samples = load_samples(name, args.data_root, args.split)
+        for sample in samples[:args.limit]:
+            yield name, sample, read_photo(sample.image)
+
+
 def rival_positions(fov: np.ndarray, row: float, col: float, diameter: float) -> list[tuple[str, float, float]]:
     """Where a pasted disc fits: the circle of the room it needs around it inside the frame and the FOV."""
     inward = 1.0 if np.nonzero(fov)[1].mean() >= col else -1.0
@@ -118,34 +126,31 @@ def main():
     right = {group: {chooser: [] for chooser in CHOOSERS} for group in ("arcade", "other")}
     print(f"{'photo':<24}{'paste':<9}{'rival':>6}" + "".join(f"{name:>10}" for name in CHOOSERS)
           + "  ring density and crossings at c / at the paste")
-    for name in args.datasets.split(","):
-        _, samples = load_samples(name, args.data_root, args.split)
-        for sample in samples[:args.limit]:
-            photo = read_photo(sample.image)
-            disc = find_disc(disc_model.predict(photo, finished=False)[0])
-            if not disc.found:
-                print(f"{name + ' ' + sample.id:<24}no disc found in the photo itself")
+    for name, sample, photo in photos_of(args):
+        disc = find_disc(disc_model.predict(photo, finished=False)[0])
+        if not disc.found:
+            print(f"{name + ' ' + sample.id:<24}no disc found in the photo itself")
+            continue
+        for place, row, col in rival_positions(estimate_fov(photo), disc.row, disc.col, disc.diameter):
+            made += 1
+            copy = paste_disc(photo, disc.row, disc.col, disc.diameter, row, col)
+            fov = estimate_fov(copy)
+            candidates = disc_candidates(disc_model.predict(copy, finished=False)[0])
+            real = blob_near(candidates, disc.row, disc.col, disc.diameter)
+            pasted = blob_near(candidates, row, col, disc.diameter)
+            label = f"{name + ' ' + sample.id:<24}{place:<9}"
+            if real is None or pasted is None:
+                print(f"{label}{'no':>6}  ({len(candidates)} candidate(s))", flush=True)
                 continue
-            for place, row, col in rival_positions(estimate_fov(photo), disc.row, disc.col, disc.diameter):
-                made += 1
-                copy = paste_disc(photo, disc.row, disc.col, disc.diameter, row, col)
-                fov = estimate_fov(copy)
-                candidates = disc_candidates(disc_model.predict(copy, finished=False)[0])
-                real = blob_near(candidates, disc.row, disc.col, disc.diameter)
-                pasted = blob_near(candidates, row, col, disc.diameter)
-                label = f"{name + ' ' + sample.id:<24}{place:<9}"
-                if real is None or pasted is None:
-                    print(f"{label}{'no':>6}  ({len(candidates)} candidate(s))", flush=True)
-                    continue
-                vessels = vessel_model.predict(copy, fov)[0] >= 0.5
-                line = f"{label}{'yes':>6}"
-                for chooser, score in CHOOSERS.items():
-                    choice = max(candidates, key=lambda d: score(d, vessels, fov))
-                    correct = blob_near([choice], disc.row, disc.col, disc.diameter) is not None
-                    right["arcade" if place.startswith("arcade") else "other"][chooser].append(correct)
-                    line += f"{'right' if correct else 'wrong':>10}"
-                print(f"{line}  {ring_density(real, vessels, fov):.3f}, {ring_crossings(real, vessels, fov)} / "
-                      f"{ring_density(pasted, vessels, fov):.3f}, {ring_crossings(pasted, vessels, fov)}", flush=True)
+            vessels = vessel_model.predict(copy, fov)[0] >= 0.5
+            line = f"{label}{'yes':>6}"
+            for chooser, score in CHOOSERS.items():
+                choice = max(candidates, key=lambda d: score(d, vessels, fov))
+                correct = blob_near([choice], disc.row, disc.col, disc.diameter) is not None
+                right["arcade" if place.startswith("arcade") else "other"][chooser].append(correct)
+                line += f"{'right' if correct else 'wrong':>10}"
+            print(f"{line}  {ring_density(real, vessels, fov):.3f}, {ring_crossings(real, vessels, fov)} / "
+                  f"{ring_density(pasted, vessels, fov):.3f}, {ring_crossings(pasted, vessels, fov)}", flush=True)
     print(f"{made} pastes; chosen right, of those that became rivals:")
     for group, choosers in right.items():
         print(f"  {group:<8}" + "  ".join(f"{chooser} {sum(hits)}/{len(hits)}" for chooser, hits in choosers.items()))
@@ -153,44 +158,38 @@ def main():
 
 def real_rivals(args, disc_model: Segmenter, vessel_model: Segmenter) -> None:
     print(f"{'photo':<24}{'rivals':>7}  centre (x, y): the largest / the vessels' choice; error in DD where labelled")
-    for name in args.datasets.split(","):
-        _, samples = load_samples(name, args.data_root, args.split)
-        for sample in samples[:args.limit]:
-            photo = read_photo(sample.image)
-            prob = disc_model.predict(photo, finished=False)[0]
-            largest = find_disc(prob)
-            if not largest.found or not largest.rivals:
-                continue
-            fov = estimate_fov(photo)
-            chosen = find_disc(prob, vessel_model.predict(photo, fov)[0] >= 0.5, fov)
-            line = f"{name + ' ' + sample.id:<24}{largest.rivals:>7}  ({largest.col:.0f}, {largest.row:.0f}) / " \
-                   f"({chosen.col:.0f}, {chosen.row:.0f})"
-            if name == "idrid-od" and sample.label is not None:
-                truth = find_disc(read_label(sample.label, "disc").astype(np.float32))
-                errors = [np.hypot(d.row - truth.row, d.col - truth.col) / truth.diameter for d in (largest, chosen)]
-                line += f"; {errors[0]:.2f} / {errors[1]:.2f} DD"
-            print(line, flush=True)
+    for name, sample, photo in photos_of(args):
+        prob = disc_model.predict(photo, finished=False)[0]
+        largest = find_disc(prob)
+        if not largest.found or not largest.rivals:
+            continue
+        fov = estimate_fov(photo)
+        chosen = find_disc(prob, vessel_model.predict(photo, fov)[0] >= 0.5, fov)
+        line = f"{name + ' ' + sample.id:<24}{largest.rivals:>7}  ({largest.col:.0f}, {largest.row:.0f}) / " \
+               f"({chosen.col:.0f}, {chosen.row:.0f})"
+        if name == "idrid-od" and sample.label is not None:
+            truth = find_disc(read_label(sample.label, "disc").astype(np.float32))
+            errors = [np.hypot(d.row - truth.row, d.col - truth.col) / truth.diameter for d in (largest, chosen)]
+            line += f"; {errors[0]:.2f} / {errors[1]:.2f} DD"
+        print(line, flush=True)
 
 
 def off_disc(args, disc_model: Segmenter, vessel_model: Segmenter) -> None:
     print(f"{'photo':<24}{'at the disc':>12}  moved: ratio of ring density to FOV vessel density")
     at_disc, moved = [], []
-    for name in args.datasets.split(","):
-        _, samples = load_samples(name, args.data_root, args.split)
-        for sample in samples[:args.limit]:
-            photo = read_photo(sample.image)
-            disc = find_disc(disc_model.predict(photo, finished=False)[0])
-            if not disc.found:
-                continue
-            fov = estimate_fov(photo)
-            vessels = vessel_model.predict(photo, fov)[0] >= 0.5
-            in_fov = float(vessels[fov].mean())
-            at_disc.append(ring_density(disc, vessels, fov) / in_fov)
-            here = [(place, ring_density(replace(disc, row=row, col=col), vessels, fov) / in_fov)
-                    for place, row, col in rival_positions(fov, disc.row, disc.col, disc.diameter)]
-            moved += [ratio for _, ratio in here]
-            print(f"{name + ' ' + sample.id:<24}{at_disc[-1]:>12.2f}  "
-                  + "  ".join(f"{place} {ratio:.2f}" for place, ratio in here), flush=True)
+    for name, sample, photo in photos_of(args):
+        disc = find_disc(disc_model.predict(photo, finished=False)[0])
+        if not disc.found:
+            continue
+        fov = estimate_fov(photo)
+        vessels = vessel_model.predict(photo, fov)[0] >= 0.5
+        in_fov = float(vessels[fov].mean())
+        at_disc.append(ring_density(disc, vessels, fov) / in_fov)
+        here = [(place, ring_density(replace(disc, row=row, col=col), vessels, fov) / in_fov)
+                for place, row, col in rival_positions(fov, disc.row, disc.col, disc.diameter)]
+        moved += [ratio for _, ratio in here]
+        print(f"{name + ' ' + sample.id:<24}{at_disc[-1]:>12.2f}  "
+              + "  ".join(f"{place} {ratio:.2f}" for place, ratio in here), flush=True)
     print(f"under 1: {sum(r < 1 for r in at_disc)} of {len(at_disc)} discs found, {sum(r < 1 for r in moved)} of "
           f"{len(moved)} moved; ratio at the disc: median {np.median(at_disc):.2f}, lowest {min(at_disc):.2f}; "
           f"moved: median {np.median(moved):.2f}, highest {max(moved):.2f}")
