@@ -9,6 +9,7 @@ for validation.
     python benchmarks/held_out_tta.py ... --av-graph --gate vesselnet     # the graph step, vessels from vesselnet
     python benchmarks/held_out_tta.py --model av-fusion --seed 1 --vessel-first   # A/V maps: arg-max / vessel first
     python benchmarks/held_out_tta.py --model disc --datasets idrid-od --seed 0 --disc-grow   # the disc grown or not
+    python benchmarks/held_out_tta.py --model disc --datasets idrid-od --seed 0 --disc-open   # opened or not
 
 The held-out images are drawn exactly as `retinaseg train` drew them (same datasets, --seed, --val-fraction),
 so the comparison never touches a test split. Prints each image's headline score both ways, then the means
@@ -47,6 +48,8 @@ def main():
                         help="compare the A/V map as the arg-max / decided vessel first (av.class_map)")
     parser.add_argument("--disc-grow", action="store_true",
                         help="compare the disc as the blob at 0.5 / grown to its faint rim (disc.GROW_TO, 0.25)")
+    parser.add_argument("--disc-open", action="store_true",
+                        help="compare the disc as shipped / opened to its round body (disc.OPEN_SHARE 0.25)")
     parser.add_argument("--views", default=None, metavar="FLIPS",
                         help="compare TTA with the model's views / with the photo and these flips at the working "
                              "scale (comma-separated: h, v, hv)")
@@ -54,6 +57,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     grown = disc.GROW_TO or 0.25  # the shipped rim threshold (0.25 when growing is off, the variant it was)
+    opened_share = 0.25  # the variant's opening, a share of the disc's diameter (docs/experiments.md)
     if args.av_graph:
         gate = load_model(args.gate) if args.gate else None
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", av_graph=on),
@@ -64,13 +68,15 @@ def main():
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"),
                               vessel_model=gate if on else None) for on in (False, True)}
         what, labels = f"without / with --vessel-model {args.vessel_model}", {False: "without", True: "with"}
-    elif args.vessel_first or args.disc_grow:
+    elif args.vessel_first or args.disc_grow or args.disc_open:
         runner = Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu"))
         runners = {False: runner, True: runner}
         if args.vessel_first:
             what, labels = "the A/V map as the arg-max / decided vessel first", {False: "arg-max", True: "vessel first"}
-        else:
+        elif args.disc_grow:
             what, labels = "the disc as the blob at 0.5 / grown to its rim", {False: "at 0.5", True: "grown"}
+        else:
+            what, labels = "the disc as shipped / opened to its round body", {False: "as shipped", True: "opened"}
     elif args.views:
         runners = {on: Segmenter(load_model(args.model, args.weights), SegmentConfig(device="cpu", tta=True))
                    for on in (False, True)}
@@ -90,6 +96,8 @@ def main():
                 av.VESSEL_FIRST = on
             if args.disc_grow:
                 disc.GROW_TO = grown if on else None
+            if args.disc_open:
+                disc.OPEN_SHARE = opened_share if on else None
             evaluation = evaluate(dataset, args.data_root, "training", segmenter=runner, ids=ids)
             rows[on] += [{"dataset": dataset, **row} for row in evaluation.rows]
             task = evaluation.task

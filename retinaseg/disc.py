@@ -24,6 +24,8 @@ MIN_MEAN_PROBABILITY = 0.85  # over the blob: a disc is marked firmly
 MAX_ELONGATION = 2.5  # a blob this many times longer than wide is not a disc (a vessel reflex, a lesion)
 GROW_TO = 0.25  # the blob grows by the pixels connected to it at this probability or more, a pale disc's faint
 # rim (decided on held-out and unlabelled training photos, docs/experiments.md; None: the blob at 0.5 alone)
+OPEN_SHARE = None  # the kept blob opened by a disc of this share of its diameter, its largest piece kept (parts
+# narrower than twice that dropped): a variant put to a rule and not adopted (docs/experiments.md); None: not opened
 # Another blob that would pass as a disc, with at least this share of the largest blob's area, makes the choice
 # worth a look (`retinaseg measure`'s disc_check): discs differ by about 26% in area between people, so a region
 # half as large is no fragment of the same disc. Fixed, not fitted (docs/measurements.md).
@@ -79,7 +81,23 @@ def _grown(prob: np.ndarray, blob: np.ndarray) -> np.ndarray:
     box = np.s_[max(rows[0] - 1, 0):rows[-1] + 2, max(cols[0] - 1, 0):cols[-1] + 2]
     filled = np.zeros_like(blob)
     filled[box] = ndimage.binary_fill_holes(blob[box])
+    if OPEN_SHARE is not None:
+        filled[box] = _opened(filled[box], OPEN_SHARE)
     return filled
+
+
+def _opened(blob: np.ndarray, share: float) -> np.ndarray:
+    """The blob opened by a disc of radius share x its diameter (the circle of its area), by distances rather than
+    a structuring element as large as that; its largest piece, or the blob itself if nothing is left."""
+    from scipy import ndimage
+
+    radius = share * 2 * math.sqrt(blob.sum() / math.pi)
+    core = ndimage.distance_transform_edt(blob) > radius
+    if not core.any():
+        return blob
+    opened = (ndimage.distance_transform_edt(~core) <= radius) & blob
+    pieces, count = ndimage.label(opened)
+    return pieces == 1 + int(np.argmax(np.bincount(pieces.ravel())[1:])) if count > 1 else opened
 
 
 def find_disc(prob: np.ndarray, vessels: Optional[np.ndarray] = None, fov: Optional[np.ndarray] = None) -> Disc:

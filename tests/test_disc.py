@@ -225,3 +225,18 @@ def test_run_and_eval_keep_the_disc_the_vessel_models_vessels_converge_on(cli, t
     small_map = iio.imread(tmp_path / "out" / "small_pre" / "eye.png") > 0
     small = find_disc(small_map.astype(np.float32))
     assert small.col * 300 / small_map.shape[1] == pytest.approx(column, abs=4)  # the working-scale map: the same
+
+
+@pytest.mark.parametrize("open_share, centre_col", [(None, 211), (0.25, 200)])
+def test_a_disc_opened_to_its_round_body_drops_a_streak_joined_to_it(monkeypatch, open_share, centre_col):
+    import retinaseg.disc
+
+    monkeypatch.setattr(retinaseg.disc, "OPEN_SHARE", open_share)
+    prob = disc_map(centre=(90, 200), diameter=40) * 0.95
+    prob[84:96, 200:260] = 0.95  # a pale streak 12 px wide (0.3 of the disc) joined to its edge
+    disc = find_disc(prob)
+    assert disc.found and disc.row == pytest.approx(90, abs=1) and disc.col == pytest.approx(centre_col, abs=2)
+    if open_share:
+        assert disc.diameter == pytest.approx(40, rel=0.05)
+        plain = disc_map(centre=(90, 200), diameter=40) * 0.95  # a round disc keeps its area
+        assert find_disc(plain).diameter == pytest.approx(2 * math.sqrt((plain >= 0.5).sum() / math.pi), rel=0.02)
