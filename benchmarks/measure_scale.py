@@ -40,9 +40,9 @@ ABSOLUTE = ("fractal_dimension_all",) + tuple(f"fractal_dimension_all, {source}"
 def measured(photo, av_model, disc_model) -> dict:
     """{calibre source: the measures} of one photo."""
     prob = av_model.predict(photo)
-    disc = find_disc(disc_model.predict(photo)[0])
     fov = estimate_fov(photo)
     labels = class_map(prob)
+    disc = find_disc(disc_model.predict(photo, finished=False)[0], labels > 0, fov)  # as measure finds it
     fractal = {f"fractal_dimension_all, {of}": dimension
                for of, dimension in fractal_dimensions(labels > 0, fov, fov_diameter(fov)).items()}
     return {source: {**measure(labels, disc, fov, prob, photo=photo, calibres_from=source).values, **fractal}

@@ -79,11 +79,12 @@ def main():
         for sample in (s for s in samples if s.id in ids):
             photo = read_photo(sample.image)
             fov = read_fov(sample, photo)
-            disc = find_disc(disc_model.predict(photo)[0])
+            prob = av_model.predict(photo, fov)
+            # as measure finds it: among rivals, the one the map's vessels converge on
+            disc = find_disc(disc_model.predict(photo, finished=False)[0], av.class_map(prob) > 0, fov)
             if not disc.found:
                 print(f"{dataset + ' ' + sample.id:<24} no disc found")
                 continue
-            prob = av_model.predict(photo, fov)
             manual = read_label(sample.label, "av")
             for source in sorted(CALIBRE_SOURCES, key=lambda name: name == CALIBRES_FROM):  # the default last:
                 # its vessels are the ones tabled
