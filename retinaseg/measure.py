@@ -174,12 +174,16 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
     values = result.values
     values.update(photo_size=f"{labels.shape[1]}x{labels.shape[0]}", disc_x=disc.col, disc_y=disc.row,
                   disc_diameter_px=disc.diameter, disc_rivals=disc.rivals if disc.found else float("nan"),
-                  disc_vessel_ratio=_vessel_ratio(disc, vessels, fov))
+                  disc_vessel_ratio=float("nan"))  # set once the FOV's vessel density is known
     if not disc.found:
         result.missing(f"no optic disc: {disc.reason}; zone measures and DD units are empty")
     if not is_av:
         result.missing("a binary vessel map: artery and vein measures are empty")
     _whole_map_measures(result, graph, vessels, labels if is_av else None, fov)
+    if disc.found and values["density_fov_all"] > 0:
+        # the ring's vessel density over the FOV's: above 1 where the vessels converge on the disc, as they do on
+        # every training photo's disc (docs/experiments.md)
+        values["disc_vessel_ratio"] = ring_density(disc, vessels, fov) / values["density_fov_all"]
     channel = photo[..., 1] if photo is not None and (calibres_from or CALIBRES_FROM) == "photo" else None
     _zone_measures(result, graph, vessels, labels if is_av else None, fov, disc, channel)
     _units(result, disc, pixel_size_um)
@@ -187,13 +191,6 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
         result.status = "failed"
         result.reasons.insert(0, "no vessels in the map")
     return result
-
-
-def _vessel_ratio(disc: Disc, vessels: np.ndarray, fov: np.ndarray) -> float:
-    """The vessel density of the disc's ring (disc.ring_density: its margin to 1 DD beyond) over the FOV's: above 1
-    where the vessels converge on the disc, as they do on every training photo's (docs/experiments.md)."""
-    in_fov = float(vessels[fov].mean()) if fov.any() else 0.0
-    return ring_density(disc, vessels, fov) / in_fov if disc.found and in_fov > 0 else float("nan")
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:

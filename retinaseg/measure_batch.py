@@ -147,7 +147,7 @@ def check_discs(rows: list, notify=print) -> None:
             f"the vessels do not converge on it (ring / FOV vessel density {ratio:.2f})"
             if _number(ratio) and ratio < 1 else ""]))
         disc, fov = row.get("disc_diameter_px"), row.get("fov_diameter_px")
-        if isinstance(disc, (int, float)) and isinstance(fov, (int, float)) and disc == disc and fov > 0:
+        if _number(disc) and _number(fov) and fov > 0:
             groups.setdefault(row.get("photo_size"), []).append((row, disc / fov))
     for size, members in groups.items():
         if len(members) < MIN_DISC_PEERS:
