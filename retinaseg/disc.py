@@ -68,12 +68,13 @@ def disc_blob(prob: np.ndarray, labelled: Optional[tuple] = None) -> np.ndarray:
     return _grown(prob, blobs == 1 + int(np.argmax(sizes)))
 
 
-def _grown(prob: np.ndarray, blob: np.ndarray) -> np.ndarray:
-    """A blob grown by the faint rim connected to it (GROW_TO, if set), holes filled."""
+def _grown(prob: np.ndarray, blob: np.ndarray, faint: Optional[np.ndarray] = None) -> np.ndarray:
+    """A blob grown by the faint rim connected to it (GROW_TO, if set), holes filled. faint: the labelled pixels at
+    GROW_TO or more, when the caller grows several blobs of one map."""
     from scipy import ndimage
 
     if GROW_TO is not None:
-        faint, _ = ndimage.label(prob >= GROW_TO)
+        faint = ndimage.label(prob >= GROW_TO)[0] if faint is None else faint
         blob = faint == faint[blob][0]
     # the holes filled within the blob's bounding box and a margin of one pixel, which holds the same holes as the
     # whole frame (the margin joins all that surrounds the blob) at a fraction of the cost on a large photo
@@ -133,10 +134,13 @@ def _candidates(prob: np.ndarray, labelled: Optional[tuple] = None) -> list[tupl
     blobs, sizes = labelled or _blobs(prob)
     if sizes.size == 0:
         return []
+    from scipy import ndimage
+
     largest = int(np.argmax(sizes))
+    faint = ndimage.label(prob >= GROW_TO)[0] if GROW_TO is not None else None  # labelled once for every blob
     candidates, taken = [], np.zeros(blobs.shape, bool)
     for index in [largest] + [int(i) for i in np.flatnonzero(sizes >= RIVAL_SHARE * sizes[largest]) if i != largest]:
-        blob = _grown(prob, blobs == 1 + index)
+        blob = _grown(prob, blobs == 1 + index, faint)
         disc = _disc_of(blob, prob)
         if disc.found and not (blob & taken).any():
             candidates.append((disc, blob))
