@@ -528,7 +528,7 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
         raise click.UsageError(f"no maps to measure in {maps_dir or out_dir}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay, overwrite=overwrite,
-                     calibres_from=calibres_from or CALIBRES_FROM)
+                     calibres_from=calibres_from or CALIBRES_FROM, maps_dir=maps_dir)
     rows = measure_items(job, notify=_message, progress=not quiet, workers=workers)
     click.echo(f"{measured_line(rows)}; {Path(out_dir) / 'measurements.csv'}")
     sys.exit(1 if any(row["status"] == "failed" for row in rows) else 0)

@@ -32,6 +32,7 @@ class MeasureJob:
     name: str = "measurements"  # the tables' file name, without extension (a shard's: measurements-K-of-N)
     overwrite: bool = False  # measure again what was measured before with the same files and settings
     calibres_from: str = CALIBRES_FROM  # zone B's calibres measured on the photo (when there is one) or the map
+    maps_dir: Optional[str] = None  # where label maps no model made come from (--maps); None: the runs in out_dir
 
 
 # Each photo's row as measured, in OUT_DIR/measured/<stem>.json, so that a measure run that was stopped resumes:
@@ -127,7 +128,7 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
     check_discs([row for row, _ in results], notify)
     for row, detail in results:
         detail["disc_check"] = row["disc_check"]
-    _write_tables(Path(job.out_dir), [row for row, _ in results], [detail for _, detail in results], job.name)
+    _write_tables(job, [row for row, _ in results], [detail for _, detail in results])
     return [row for row, _ in results]
 
 
@@ -219,17 +220,39 @@ def _key(job: MeasureJob, item: tuple) -> dict:
         except (OSError, TypeError, ValueError):
             return None if path is None else [str(path)]
 
-    from retinaseg import disc as disc_finding
-
     stem, photo_path, map_path, prob_path = item
     disc_mask = _disc_mask(job.disc_dir, stem) if job.disc_dir else None
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
-            "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
-            "disc_weights": None if job.disc_dir else _disc_weights(), "disc_grown_to": disc_finding.GROW_TO,
+            "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None, **_settings(job)}
+
+
+def _settings(job: MeasureJob) -> dict:
+    """How every row of the job is measured: the disc's finding (the disc model's weights and rules, or none with
+    --disc-dir) and the options."""
+    from retinaseg import disc as disc_finding
+
+    return {"disc_weights": None if job.disc_dir else _disc_weights(), "disc_grown_to": disc_finding.GROW_TO,
             "disc_among_rivals": None if job.disc_dir else disc_finding.AMONG_RIVALS,
             "jpeg_decoding": None if job.disc_dir else _jpeg_decoding(),
             "pixel_size_um": job.pixel_size_um, "disc_diameter_um": job.disc_diameter_um,
             "calibres_from": job.calibres_from}
+
+
+def made_with(job: MeasureJob) -> dict:
+    """What a table's numbers follow from, for a methods section: the versions, the measures' format, the maps (the
+    model and weights of each run that made them, from its run record, or the folder of maps no model made), the
+    disc (masks, or the disc model's weights and rules) and the options."""
+    from retinaseg.inference.runner import run_records
+    from retinaseg.provenance import versions
+
+    if job.maps_dir is None:
+        maps = {"runs": [{"record": path.name, **(report.get("made_with") or {"model": report.get("model"),
+                                                                             "weights_sha256": None})}
+                         for path, report in run_records(job.out_dir)]}
+    else:
+        maps = {"folder": str(job.maps_dir)}
+    return {"versions": versions("numpy", "scipy", "scikit-image", "torch"), "measures": MEASURED_FORMAT,
+            "maps": maps, "disc_masks": job.disc_dir, **_settings(job)}
 
 
 def _jpeg_decoding() -> str:
@@ -446,7 +469,7 @@ def _overlay(photo, labels, disc: Disc, result: Measurements) -> np.ndarray:
     return image
 
 
-def _write_tables(out_dir, rows: list, details: list, name: str) -> None:
+def _write_tables(job: MeasureJob, rows: list, details: list) -> None:
     import csv
     import io
 
@@ -460,7 +483,9 @@ def _write_tables(out_dir, rows: list, details: list, name: str) -> None:
     writer.writeheader()
     for row in rows:  # a measure that could not be made is an empty cell, its reason in the reason column
         writer.writerow({k: ("" if v != v else f"{v:.6g}") if isinstance(v, float) else v for k, v in row.items()})
-    with atomic_path(out_dir / f"{name}.csv") as tmp:
+    out_dir = Path(job.out_dir)
+    with atomic_path(out_dir / f"{job.name}.csv") as tmp:
         tmp.write_text(buffer.getvalue())
     clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in details]
-    write_json(out_dir / f"{name}.json", {"format": "retinaseg-measurements/1", "photos": clean})
+    write_json(out_dir / f"{job.name}.json", {"format": "retinaseg-measurements/2", "made_with": made_with(job),
+                                              "photos": clean})

@@ -219,6 +219,20 @@ def test_measure_command_on_label_maps_with_disc_masks(cli, tmp_path):
     assert float(rows["eye1"]["crae_um"]) == pytest.approx(float(rows["eye1"]["crae_dd"]) * 1800, rel=1e-4)
     detail = json.loads((out / "measurements.json").read_text())
     assert len(detail["photos"][1]["zone_b"]) == 12 and (out / "measure_overlay" / "eye1.png").is_file()
+    made = detail["made_with"]  # what a methods section names: the maps, the discs, the scale, the versions
+    assert made["maps"] == {"folder": str(maps)} and made["disc_masks"] == str(discs)
+    assert made["disc_weights"] is None and made["disc_diameter_um"] == 1800 and made["versions"]["scipy"]
+
+
+def test_measurements_name_the_run_that_made_the_maps(cli, tmp_path, photo_folder, fake_models):
+    out = tmp_path / "out"
+    assert cli.invoke(retinaseg_cli, ["run", "-q", "-m", "dark-vessels", str(photo_folder), str(out)]).exit_code == 0
+    cli.invoke(retinaseg_cli, ["measure", "-q", "--workers", "0", str(out)])
+    made = json.loads((out / "measurements.json").read_text())["made_with"]
+    run = json.loads((out / "run.json").read_text())
+    assert made["maps"]["runs"] == [{"record": "run.json", **run["made_with"]}]
+    assert made["maps"]["runs"][0]["model"] == "dark-vessels" and made["calibres_from"] == "map"
+    assert made["disc_masks"] is None and len(made["disc_weights"]) == 64  # the disc model's weights, by content
 
 
 def test_run_measure_with_overlay_draws_the_measurements_too(cli, tmp_path, photo_folder, fake_models):

@@ -11,7 +11,6 @@ to redo them (--overwrite).
 from __future__ import annotations
 
 import json
-import platform
 import re
 import time
 from collections import deque
@@ -20,10 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-import numpy as np
 import torch
 
-from retinaseg import __version__
 from retinaseg.errors import ImageReadError, RetinasegError, shown
 from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.outputs import OUTPUT_FOLDERS, labels_of, overlay, render
@@ -33,6 +30,7 @@ from retinaseg.inference.workers import Workers, perform, single_threaded
 from retinaseg.io.atomic import TEMP_SUFFIX, remove_stale_temp_files, write_float_tiff, write_json, write_png
 from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto
+from retinaseg.provenance import versions
 from retinaseg.vessel_graph import graph_of
 
 REPORT = "run.json"  # a shard's is run-K-of-N.json (--shard K/N), so shards share a folder without clashing
@@ -400,7 +398,7 @@ class _BatchJob:
         once per run."""
         if prepared.frame_is_fov and not self.told_frame_is_fov:  # no FOV edge: nothing to measure its size by
             self.told_frame_is_fov = True
-            self.notify(f"warning: {shown(Path(path).name)}: no dark surround, so the frame is taken as the FOV; for "
+            self.notify(f"warning: {shown(path)}: no dark surround, so the frame is taken as the FOV; for "
                         f"crops of a larger retina give --raw-fov-diameter (said once per run)")
         return prepared
 
@@ -476,14 +474,6 @@ class _BatchJob:
             self.notify(f"error: {summary.error}")
 
     def _report(self, summary: RunSummary, final: bool) -> dict:
-        from importlib.metadata import PackageNotFoundError, version
-
-        def installed(package):
-            try:
-                return version(package)
-            except PackageNotFoundError:
-                return None
-
         segmenter = self.segmenter
         device = str(segmenter.device)
         if segmenter.device.type == "cuda":
@@ -502,9 +492,7 @@ class _BatchJob:
             "made_with": made_with(description),
             "settings": {**segmenter.settings(), **asdict(self.config)},
             "device": device,
-            "versions": {"retinaseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                         "torchvision": installed("torchvision"), "numpy": np.__version__,
-                         "segmentation_models_pytorch": installed("segmentation-models-pytorch")},
+            "versions": versions("torch", "torchvision", "numpy", "segmentation-models-pytorch"),
             "started": self.started_at,
             "finished": final,
             "seconds": round(summary.seconds, 3),
