@@ -44,6 +44,8 @@ def make_predictor(model: LoadedModel, device: torch.device, notify: Callable[[s
         chunk = state["chunk"] or len(batch)
         while True:
             try:
+                if chunk >= len(batch):  # one pass: no copy into a new tensor
+                    return forward(batch).cpu()
                 return torch.cat([forward(batch[i:i + chunk]).cpu() for i in range(0, len(batch), chunk)])
             except torch.cuda.OutOfMemoryError:
                 if chunk == 1:

@@ -120,7 +120,8 @@ def predict_stream(items: Iterable[tuple[Hashable, torch.Tensor]], predictor: Pr
     batch: list[tuple[_Canvas, tuple]] = []
 
     def run_batch():
-        inputs = torch.stack([c.image[:, t:t + h, l:l + w] for c, (t, l, h, w) in batch])
+        tiles = [c.image[:, t:t + h, l:l + w] for c, (t, l, h, w) in batch]
+        inputs = tiles[0][None] if len(tiles) == 1 else torch.stack(tiles)  # a view, not a copy, for batch 1
         outputs = predictor(inputs)
         for (canvas, window), output in zip(batch, outputs):
             canvas.add(window, output, config)
