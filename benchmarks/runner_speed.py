@@ -20,6 +20,10 @@ runner  `retinaseg run`'s batch runner end to end (read, FOV, working scale, for
         for the default file, about the naive loop's pixel count); and batch 1 with --tta (the model's test-time
         views).
 
+main CPU ms: the CPU time of the row's main process per photo (all its threads; not its workers'). For the runner
+that is the network and taking photos in and out; on a GPU machine, where the network's share is small, it bounds
+how many photos a second one runner can take (1000 / it), however many workers prepare them.
+
 null    the runner with a model that returns zeros at once (`null`, registered by this script, at the default
         model's working scale), with --workers 1 and 2: the pipeline's own cost per photo (reading, FOV,
         scaling, resizing back, encoding, writing), and how it scales with workers. `--null-only` runs only these.
@@ -151,17 +155,23 @@ def _worker(args) -> None:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     (out / "timed").mkdir()
     method(files, out / "timed")
     if cuda:
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker process
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     print(json.dumps({"seconds": seconds, "images": len(files), "peak_mb": peak_mb, "worker_mb": worker_mb,
-                      "gpu_mb": gpu_mb}))
+                      "gpu_mb": gpu_mb, "main_cpu_seconds": cpu_seconds}))
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process alone (user and system, all its threads; not its workers')."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _measure(args, mode, files, batch_size, max_downscale, tta, backend="torch", workers=2, whole=False) -> dict:
@@ -215,7 +225,7 @@ def main():
     print(f"model {args.model} ({args.weights or 'shipped weights'}), {args.device}, {args.threads} CPU threads, "
           f"{args.images} photos per row; each row is a fresh process (peak RSS includes torch itself)")
     print(f"{'photos':<32}{'method':<52}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}{'worker MB':>10}"
-          + (f"{'GPU MB':>10}" if cuda else ""))
+          f"{'main CPU ms':>12}" + (f"{'GPU MB':>10}" if cuda else ""))
     with tempfile.TemporaryDirectory() as scratch:
         for kind, label in (("drive", "DRIVE-size 565x584"), ("hrf", "HRF-size 3504x2336")):
             count = args.images if kind == "drive" else max(2, args.images // 2)
@@ -245,8 +255,9 @@ def main():
                 name += ", JPEG decoded whole" if whole else ""
                 per = r["seconds"] / r["images"]
                 gpu = f"{r['gpu_mb']:>10.0f}" if cuda else ""
-                print(f"{label + f' ({source})':<32}{name:<52}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}{r['worker_mb']:>10.0f}{gpu}",
-                      flush=True)
+                main_ms = 1000 * r["main_cpu_seconds"] / r["images"]
+                print(f"{label + f' ({source})':<32}{name:<52}{per:>10.3f}{1 / per:>10.2f}{r['peak_mb']:>10.0f}"
+                      f"{r['worker_mb']:>10.0f}{main_ms:>12.1f}{gpu}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 import os
 
 import imageio.v3 as iio
+import pytest
 
 from retinaseg.inference.runner import BatchConfig, _BatchJob, run_batch
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
@@ -41,6 +42,41 @@ def test_any_number_of_workers_writes_the_same_files_and_one_line_per_bad_photo(
     assert len(written[0]) == 20 and written[0] == written[1] == written[3]
 
 
+def test_arrays_cross_in_a_shared_slot_or_by_value_when_they_do_not_fit():
+    import numpy as np
+
+    from retinaseg.inference.workers import SharedSlots
+
+    slots = SharedSlots(2, size=4096)
+    image, fov = np.arange(300, dtype=np.float32).reshape(3, 10, 10), np.eye(10, dtype=bool)
+    slot = slots.lend()
+    sent = slots.put(slot, [(image, fov), "kept as it is"])
+    assert not any(isinstance(part, np.ndarray) for part in sent[0])  # only where each array lies crosses
+    got = slots.get(sent)
+    assert np.array_equal(got[0][0], image) and np.array_equal(got[0][1], fov) and got[1] == "kept as it is"
+    assert got[0][0].ctypes.data % 64 == 0 and got[0][1].ctypes.data % 64 == 0
+    too_large = [np.zeros(2000, np.float32)]
+    assert slots.put(slot, too_large) is too_large and slots.put(None, too_large) is too_large
+    assert slots.lend() is not None and slots.lend() is None  # every slot lent: photos cross by value
+    slots.take_back(slot)
+    assert slots.lend() == slot
+
+
+def test_photos_too_large_for_a_slot_cross_by_value_and_write_the_same_files(tmp_path, monkeypatch):
+    from retinaseg.inference import workers
+
+    photos = photos_with_a_broken_one(tmp_path / "photos")
+    segmenter = Segmenter(load_model("vesselnet"), SegmentConfig(device="cpu"))
+    written = {}
+    for name, slot_bytes in (("inline", None), ("slots", None), ("by value", 1024)):
+        monkeypatch.setattr(workers, "SLOT_BYTES", slot_bytes or workers.SLOT_BYTES)
+        out = tmp_path / name
+        config = BatchConfig(workers=0 if name == "inline" else 2, save_prob=True)
+        assert run_batch(segmenter, photos, out, config, notify=lambda line: None, progress=False).ok == 5
+        written[name] = files_of(out)
+    assert written["inline"] == written["slots"] == written["by value"]
+
+
 def test_a_worker_that_dies_fails_its_photo_and_is_replaced(tmp_path, monkeypatch):
     photos = photos_with_a_broken_one(tmp_path / "photos")
     real_read = _BatchJob._read
@@ -64,7 +100,8 @@ def test_a_worker_that_dies_fails_its_photo_and_is_replaced(tmp_path, monkeypatc
                                                                        for stem in ("p1", "p2b")]
 
 
-def test_photos_held_by_a_dead_worker_for_writing_are_read_again_by_its_successor(tmp_path):
+@pytest.mark.parametrize("in_flight", [0, 4])  # probabilities sent back by value, or in the photo's shared slot
+def test_photos_held_by_a_dead_worker_for_writing_are_read_again_by_its_successor(tmp_path, in_flight):
     import signal
     from pathlib import Path
 
@@ -76,7 +113,7 @@ def test_photos_held_by_a_dead_worker_for_writing_are_read_again_by_its_successo
     job = _BatchJob(segmenter, BatchConfig(workers=1), print, tmp_path / "out", photos)
     (tmp_path / "out" / "raw_pre").mkdir(parents=True)
     (tmp_path / "out" / "small_pre").mkdir()
-    with Workers(job, 1) as workers:
+    with Workers(job, 1, in_flight) as workers:
         for index, photo in enumerate(photos):
             workers.read(index, Path(photo))
         prepared = [workers.event()[2] for _ in photos]  # the worker now holds both photos' raw arrays
@@ -85,6 +122,7 @@ def test_photos_held_by_a_dead_worker_for_writing_are_read_again_by_its_successo
         for item, probs in segmenter.predict_prepared(prepared):
             workers.write(item.index, output_paths(job.out_dir, job.records[item.index].stem, job.config), probs, None)
         events = sorted(workers.event() for _ in photos)
+        assert len(workers._slots.free) == in_flight  # every slot lent is back, the dead worker's too
     # the first write was the task it "died on"; the second is read again and written by the new worker
     assert events[0][:3] == ("written", 0, None) and "ended (exit code -9)" in events[0][3]
     assert events[1][:2] == ("written", 1) and events[1][3] is None and 0 < events[1][2][0] < 1

@@ -224,7 +224,9 @@ class _BatchJob:
     def _process_here(self, todo: list[int]) -> None:
         """Photos read in worker processes ahead of the network and written by them behind it (workers.py), the
         network here, in input order."""
-        with Workers(self, self.config.workers) as workers:
+        # in flight at once: up to lookahead photos read ahead, a batch in the network, lookahead being written
+        with Workers(self, self.config.workers, in_flight=2 * self.lookahead + self.segmenter.config.batch_size) \
+                as workers:
             ready, failed, writing = {}, set(), set()
 
             def handle(event: tuple) -> None:

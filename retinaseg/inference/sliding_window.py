@@ -103,8 +103,9 @@ class _Canvas:
         self.pending -= 1
 
     def result(self) -> torch.Tensor:
+        """The blended prediction cropped to the image: a view (its users compute from it, not in it)."""
         out = self.sum if self.single else self.sum / self.weight
-        return out[:, :self.height, :self.width].contiguous()
+        return out[:, :self.height, :self.width]
 
 
 def predict_stream(items: Iterable[tuple[Hashable, torch.Tensor]], predictor: Predictor, config: SlidingWindow,

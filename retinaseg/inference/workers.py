@@ -2,6 +2,9 @@
 FOV-estimated and scaled in one worker, which keeps the raw-size arrays; the main process gets only the network's
 inputs at working scale, and sends the probabilities back to that same worker, which resizes them to the photo's
 size, encodes and writes. So the GIL is shared by nobody, and only working-scale arrays cross between processes.
+They cross through blocks of memory shared with the workers (SharedSlots), not a pipe: the main process, which also
+runs the network and on a GPU machine decides how many photos a second go through, neither copies nor unpickles
+them.
 
 `--workers 0` does the same work in the main process, one photo after the other (no processes: for debugging, and
 for platforms without fork). Workers are forked from the runner's process, so they start at once with the model's
@@ -11,12 +14,13 @@ single_threaded), so the files do not depend on --workers or the executor.
 from __future__ import annotations
 
 import gc
+import mmap
 import multiprocessing
 import os
 import queue
 from contextlib import contextmanager
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -26,6 +30,9 @@ from retinaseg.errors import shown
 from retinaseg.inference.rescale import Prepared
 
 POLL_SECONDS = 1.0  # how often a wait on the workers checks that they are alive
+# A photo's arrays at working scale, each way: 4 test-time views of an HRF-size photo's FOV crop fit. Pages are
+# allocated as they are first written, so a slot holds no more memory than the largest photo that crossed in it.
+SLOT_BYTES = 48 << 20
 
 
 def _numpy(item):
@@ -45,6 +52,69 @@ def _tensors(item):
     return item
 
 
+@dataclass(frozen=True)
+class _InSlot:
+    """Where an array lies in a shared slot, in its place in what crosses between processes."""
+    slot: int
+    offset: int
+    shape: tuple
+    dtype: str
+
+
+class SharedSlots:
+    """Blocks of memory shared by the runner and the workers it forks: a photo's working-scale inputs cross to the
+    network in one, and its probabilities back in the same one, each array written once and read in place. Anonymous
+    mappings made before forking, so nothing is named and nothing outlives the processes, however they end. The
+    main process lends a slot with each photo it sends to be read and takes it back when the photo is written or
+    has failed; arrays that do not fit, or a photo sent when every slot is lent, cross by value through the pipe."""
+
+    def __init__(self, count: int, size: Optional[int] = None):
+        self.blocks = [mmap.mmap(-1, size or SLOT_BYTES) for _ in range(count)]
+        self.free = list(range(count))  # the main process's bookkeeping; a worker's copy is never used
+
+    def lend(self) -> Optional[int]:
+        return self.free.pop() if self.free else None
+
+    def take_back(self, slot: Optional[int]) -> None:
+        if slot is not None:
+            self.free.append(slot)
+
+    def put(self, slot: Optional[int], item):
+        """item (arrays in lists and tuples) with each array written into the slot and replaced by where it lies
+        there; item itself when there is no slot or its arrays do not fit."""
+        if slot is None:
+            return item
+        block, offset = self.blocks[slot], 0
+
+        def place(part):
+            nonlocal offset
+            if isinstance(part, (list, tuple)):
+                return type(part)(place(p) for p in part)
+            if not isinstance(part, np.ndarray):
+                return part
+            start = -(-offset // 64) * 64  # each array aligned for vector loads
+            end = start + part.nbytes
+            if end > len(block):
+                raise OverflowError
+            np.frombuffer(block, part.dtype, part.size, start).reshape(part.shape)[...] = part
+            offset = end
+            return _InSlot(slot, start, part.shape, part.dtype.str)
+
+        try:
+            return place(item)
+        except OverflowError:
+            return item
+
+    def get(self, item):
+        """item with each array put() wrote replaced by a view of it in its slot (no copy)."""
+        if isinstance(item, _InSlot):
+            count = int(np.prod(item.shape))
+            return np.frombuffer(self.blocks[item.slot], item.dtype, count, item.offset).reshape(item.shape)
+        if isinstance(item, (list, tuple)):
+            return type(item)(self.get(i) for i in item)
+        return item
+
+
 @contextmanager
 def single_threaded():
     """torch on one thread for the work around the network: a float32 sum's or a resampling's last bits follow the
@@ -60,10 +130,12 @@ def single_threaded():
         torch.set_num_threads(threads)
 
 
-def network_part(prepared: Prepared, keep_raw: bool) -> Prepared:
-    """What the main process needs of a prepared photo: its view inputs and sizes (and, for a vessel model, the
-    photo and its FOV), without the raw-size arrays that stay with the worker."""
-    return replace(prepared, image=None, fov_work=None, view_inputs=_numpy(prepared.view_inputs),
+def network_part(prepared: Prepared, keep_raw: bool, slots: Optional[SharedSlots] = None,
+                 slot: Optional[int] = None) -> Prepared:
+    """What the main process needs of a prepared photo: its view inputs (in the slot lent with it, if they fit) and
+    sizes (and, for a vessel model, the photo and its FOV), without the raw-size arrays that stay with the worker."""
+    inputs = _numpy(prepared.view_inputs)
+    return replace(prepared, image=None, fov_work=None, view_inputs=slots.put(slot, inputs) if slots else inputs,
                    photo=prepared.photo if keep_raw else None, fov_raw=prepared.fov_raw if keep_raw else None)
 
 
@@ -88,14 +160,20 @@ def perform(job, task: tuple, held: dict, to_main=lambda prepared: prepared) -> 
             job.error_text(exc, task[2] if kind == "read" else None)
 
 
-def _serve(job, inbox, outbox, parent: int) -> None:
-    """A worker's loop: perform() on each task from its inbox, the results to the outbox; None ends it."""
+def _serve(job, inbox, outbox, parent: int, slots: SharedSlots) -> None:
+    """A worker's loop: perform() on each task from its inbox (a photo to read comes with the slot lent for its
+    arrays, a photo to write with its probabilities, in that slot or by value), the results to the outbox; None
+    ends it."""
     torch.set_num_threads(1)  # OpenMP's thread team does not survive fork: a second thread would hang
     outbox.cancel_join_thread()  # a dead runner reads no more: exiting must not wait to flush to it
     held: dict = {}
     keep_raw = job.segmenter.vessel_segmenter is not None
     while (task := _next_task(inbox, parent)) is not None:
-        outbox.put(perform(job, task, held, lambda prepared: network_part(prepared, keep_raw)))
+        if task[0] == "read":
+            slot = task[3]
+            outbox.put(perform(job, task, held, lambda prepared: network_part(prepared, keep_raw, slots, slot)))
+        else:
+            outbox.put(perform(job, slots.get(task), held))
 
 
 def _next_task(inbox, parent: int):
@@ -117,9 +195,12 @@ class Workers:
     with that reason; the rest of its photos go to its successor: those to read, and those it held for writing
     (read again there: their probabilities are kept here until written)."""
 
-    def __init__(self, job, count: int):
+    def __init__(self, job, count: int, in_flight: int = 0):
         # where processes cannot be forked (Windows), the work stays in this process
         self.job, self.count = job, count if "fork" in multiprocessing.get_all_start_methods() else 0
+        # a shared slot for each photo that can be between read and written at once (in_flight); none inline
+        self._slots = SharedSlots(in_flight if self.count else 0)
+        self._slot: dict = {}  # index -> the slot lent with the photo, or None
         self._events: deque = deque()  # results already known: the inline ones, and a dead worker's photos
         self._held: dict = {}  # count 0: index -> the photo's full Prepared, until written
         self._owner: dict = {}  # index -> the worker holding the photo
@@ -136,8 +217,8 @@ class Workers:
 
     def _start(self, number: int) -> None:
         inbox = self._context.Queue()
-        process = self._context.Process(target=_serve, args=(self.job, inbox, self._outbox, os.getpid()),
-                                        daemon=True, name=f"retinaseg-worker-{number}")
+        process = self._context.Process(target=_serve, daemon=True, name=f"retinaseg-worker-{number}",
+                                        args=(self.job, inbox, self._outbox, os.getpid(), self._slots))
         # Objects this process holds are never collected in the child: a finaliser there (an ONNX Runtime session
         # joining its thread pool, threads a forked child does not have) would hang the worker for good.
         gc.freeze()
@@ -163,15 +244,17 @@ class Workers:
         worker = self._next % self.count
         self._next += 1
         self._owner[index] = worker
+        self._slot[index] = self._slots.lend()
         self._tasks[worker].append(("read", index, path))
-        self._inboxes[worker].put(("read", index, path))
+        self._inboxes[worker].put(("read", index, path, self._slot[index]))
 
     def write(self, index: int, paths: dict, probs: list, vessel: Optional[np.ndarray]) -> None:
         if not self.count:
             self._events.append(perform(self.job, ("write", index, paths, probs, vessel), self._held))
             return
         worker = self._owner[index]
-        self._unwritten[index] = (paths, _numpy(probs), vessel)
+        # the photo's inputs are spent: its probabilities go back in the same slot
+        self._unwritten[index] = (paths, self._slots.put(self._slot.get(index), _numpy(probs)), vessel)
         self._tasks[worker].append(("write", index, None))
         self._inboxes[worker].put(("write", index, *self._unwritten[index]))
 
@@ -189,8 +272,11 @@ class Workers:
             if kind == "written":
                 del self._owner[index]
                 self._unwritten.pop(index, None)
+                self._slots.take_back(self._slot.pop(index, None))
             elif value is not None:
-                value.view_inputs = _tensors(value.view_inputs)
+                value.view_inputs = _tensors(self._slots.get(value.view_inputs))
+            else:  # it failed to read: nothing comes back to write
+                self._slots.take_back(self._slot.pop(index, None))
             return event
         return self._events.popleft()
 
@@ -207,7 +293,7 @@ class Workers:
                     self._fail(kind, index, f"{photo}: {ended}" if kind == "read" else ended)
                 elif kind == "read":
                     self._tasks[number].append(("read", index, path))
-                    self._inboxes[number].put(("read", index, path))
+                    self._inboxes[number].put(("read", index, path, self._slot.get(index)))
                 else:
                     self._tasks[number].append(("write", index, None))
                     self._inboxes[number].put(("redo", index, self.job.records[index].input,
@@ -216,6 +302,7 @@ class Workers:
     def _fail(self, kind: str, index: int, message: str) -> None:
         self._owner.pop(index, None)
         self._unwritten.pop(index, None)
+        self._slots.take_back(self._slot.pop(index, None))
         self._events.append(("read" if kind == "read" else "written", index, None, message))
 
     def close(self) -> None:
