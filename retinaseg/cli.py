@@ -182,7 +182,8 @@ def _inference_options(f):
                      help="A binary vessel model (e.g. vesselnet) run beside the model at its own scale and "
                           "defaults. With an A/V model it decides vessel or background, and the A/V model names each "
                           "vessel pixel artery, vein or uncertain. With a disc model, where another region would "
-                          "pass as a disc, the disc kept is the one its vessels converge on, not the largest.")(f)
+                          "pass as a disc, the disc kept is the one its vessels converge on (without this option, "
+                          "vesselnet's, run on those photos only).")(f)
     return f
 
 

@@ -284,15 +284,11 @@ def _names_in(folder: str) -> tuple:
     return tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_file()))
 
 
-@lru_cache(maxsize=1)
 def _disc_weights() -> Optional[str]:
     """The sha256 of the disc model's shipped weights, which find the disc when no masks are given."""
-    from retinaseg.checkpoint import sha256
-    from retinaseg.models import default_weights
-    from retinaseg.registry import get_model
+    from retinaseg.models import shipped_weights_sha256
 
-    path = default_weights(get_model("disc"))
-    return sha256(path) if path is not None and path.is_file() else None
+    return shipped_weights_sha256("disc")
 
 
 def _can_fork() -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -107,6 +108,17 @@ def pack_ensemble(sources: list, destination, **options) -> None:
 
 def default_weights(spec: ModelSpec) -> Optional[Path]:
     return weights_dir() / spec.weights if spec.weights else None
+
+
+@lru_cache(maxsize=8)
+def shipped_weights_sha256(name: str) -> Optional[str]:
+    """The sha256 of a model's shipped weights file, without loading the model: what run records and measured rows
+    name it by (None when it has no file, or the file is missing)."""
+    try:
+        path = default_weights(get_model(name))
+    except RetinasegError:  # no such model installed
+        return None
+    return sha256(path) if path is not None and path.is_file() else None
 
 
 def load_model(name: str, weights=None) -> LoadedModel:

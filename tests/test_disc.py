@@ -203,10 +203,16 @@ def photo_with_a_lesion() -> np.ndarray:
     return photo
 
 
-@pytest.mark.parametrize("vessel_model, column", [(None, 90), ("dark-lines", 210)])
-def test_run_and_eval_keep_the_disc_the_vessel_models_vessels_converge_on(cli, tmp_path, vessel_model, column):
+# the vessel model beside the disc model; or none, and the default vessel model judges the rivals (here the fake
+# dark-lines; "no-such-model": it cannot be loaded, and the largest blob, the lesion, is kept)
+@pytest.mark.parametrize("vessel_model, default_model, column", [("dark-lines", "vesselnet", 210),
+                                                                 (None, "dark-lines", 210), (None, "no-such-model", 90)])
+def test_run_and_eval_keep_the_disc_the_vessels_converge_on(cli, tmp_path, monkeypatch, vessel_model, default_model,
+                                                            column):
+    import retinaseg.models
     from retinaseg.inference.segmenter import segmenter_of
 
+    monkeypatch.setattr(retinaseg.models, "DEFAULT_MODEL", default_model)
     folder = tmp_path / "in"
     folder.mkdir()
     iio.imwrite(folder / "eye.png", (photo_with_a_lesion() * 255).astype(np.uint8))
@@ -214,9 +220,13 @@ def test_run_and_eval_keep_the_disc_the_vessel_models_vessels_converge_on(cli, t
     with registered(FakeDiscPlugin(), "fake-disc"):
         result = cli.invoke(retinaseg_cli, ["run", "-q", "-m", "bright-disc", *option, str(folder),
                                             str(tmp_path / "out")])
-        predicted = segmenter_of("bright-disc", vessel_model=vessel_model, notify=lambda m: None).predict(
-            photo_with_a_lesion())  # as eval segments
+        said = []
+        eval_segmenter = segmenter_of("bright-disc", vessel_model=vessel_model, notify=said.append)
+        predicted = eval_segmenter.predict_file(folder / "eye.png")  # as eval segments
+        judged = json.loads((tmp_path / "out" / "run.json").read_text())["settings"]["disc_among_rivals"]
     assert result.exit_code == 0, result.output
+    assert judged.endswith("the vessel model" if vessel_model else f"{default_model} (weights sha256 None)")
+    assert any("cannot be loaded" in line for line in said) == (default_model == "no-such-model")
     report = json.loads((tmp_path / "out" / "run.json").read_text())["images"][0]
     assert report["flag"] == "another region that would pass as a disc"  # the choice is worth a look either way
     for kept in (iio.imread(tmp_path / "out" / "raw_pre" / "eye.png") > 0, predicted[0] >= 0.5):

@@ -104,6 +104,7 @@ class Segmenter:
         self._predictor = make_predictor(model, self.device, notify, config.backend) \
             if config.backend != "torch" else None
         self.views = tuple(model.spec.tta_views) if config.tta else (PLAIN,)
+        self._judge = None  # a disc model's default vessel model, loaded when first needed (_rival_judge)
 
     @property
     def predictor(self) -> Callable:
@@ -224,10 +225,11 @@ class Segmenter:
             yield item, probs
 
     def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None,
-                raw_size: Optional[tuple] = None, finished: bool = True) -> np.ndarray:
-        """Raw-size probabilities (KxHxW) for one photo in memory (raw_size: its size, when decoded reduced); with
-        finished False, the network's as they are, without the last step (finish)."""
+                raw_size: Optional[tuple] = None, finished: bool = True, source=None) -> np.ndarray:
+        """Raw-size probabilities (KxHxW) for one photo in memory (raw_size: its size, when decoded reduced; source:
+        its file, if any); with finished False, the network's as they are, without the last step (finish)."""
         prepared = self.prepare(photo, fov, raw_size=raw_size)
+        prepared.source = None if source is None else str(source)
         _, probs = next(self.predict_prepared([prepared]))
         prob = to_raw_size(probs, prepared)
         return self.finish(prob, prepared)[0] if finished else prob
@@ -237,22 +239,49 @@ class Segmenter:
         """Raw-size probabilities (KxHxW) for the photo file at path, read as `retinaseg run` reads it (whole: the
         photo already decoded whole, if the caller has it)."""
         photo, fov, raw_size = self.read(path, fov, whole=whole)
-        return self.predict(photo, fov, raw_size, finished)
+        return self.predict(photo, fov, raw_size, finished, source=path)
 
     def finish(self, prob: np.ndarray, prepared: Optional[Prepared] = None) -> tuple[np.ndarray, Optional[object]]:
         """The last step on a probability map at its output size (raw or working): with av_graph, one type per
-        vessel; for a disc model, the one disc kept (among rivals, the one the vessel model's vessels converge on,
-        given the photo's prepared). Returns the map and what was found on the way: the vessel graph when one was
-        built, the disc (disc.Disc) for a disc model."""
+        vessel; for a disc model, the one disc kept (among rivals, the one the vessels converge on, given the photo's
+        prepared: keep_disc_among_rivals). Returns the map and what was found on the way: the vessel graph when one
+        was built, the disc (disc.Disc) for a disc model."""
         if self.config.av_graph:
             from retinaseg.vessel_graph import consistent_av
 
             return consistent_av(prob)
         if self.model.spec.task == "disc":
-            from retinaseg.disc import keep_disc
-
-            return keep_disc(prob, *(vessels_of(prepared, prob.shape[1:]) if prepared else (None, None)))
+            return self.keep_disc_among_rivals(prob, prepared)
         return prob, None
+
+    def keep_disc_among_rivals(self, prob: np.ndarray, prepared: Optional[Prepared]) -> tuple:
+        """disc.keep_disc, the disc among rivals chosen by the vessels of the vessel model beside this one; without
+        one, where the map has rivals, by the default vessel model's, run then on the photo's file (rare: a few
+        photos in a hundred), so `run -m disc` keeps the disc `retinaseg measure` keeps."""
+        from retinaseg.disc import keep_disc
+
+        size = prob.shape[1:]
+        kept = keep_disc(prob, *(vessels_of(prepared, size) if prepared else (None, None)))
+        if kept[1].rivals and prepared is not None and prepared.vessel is None and prepared.source:
+            judge = self._rival_judge()
+            if judge is not None:
+                prepared.vessel = judge.predict_file(prepared.source, prepared.fov_raw)  # kept for the other size
+                kept = keep_disc(prob, *vessels_of(prepared, size))
+        return kept
+
+    def _rival_judge(self) -> Optional["Segmenter"]:
+        """The default vessel model with its shipped weights, loaded at the first photo with rivals, on the CPU (it
+        runs in the runner's forked workers, where CUDA cannot start); None where it cannot be loaded."""
+        if self._judge is None:
+            from retinaseg.models import DEFAULT_MODEL, load_model
+
+            try:
+                self._judge = Segmenter(load_model(DEFAULT_MODEL), SegmentConfig(device="cpu"), self.notify)
+            except RetinasegError as exc:
+                self.notify(f"warning: the disc among rivals is the largest: the vessel model that chooses it "
+                            f"cannot be loaded ({exc})")
+                self._judge = False
+        return self._judge or None
 
     def settings(self) -> dict:
         """The settings in force, as run.json records them."""
@@ -265,8 +294,11 @@ class Segmenter:
         decoding = {"jpeg_decoding": jpeg_decoding()}
         if self.model.spec.task == "disc":
             from retinaseg import disc
+            from retinaseg.models import DEFAULT_MODEL, shipped_weights_sha256
 
-            return {**decoding, "disc_grown_to": disc.GROW_TO}
+            judge = "the vessel model" if self.vessel_segmenter is not None else \
+                f"{DEFAULT_MODEL} (weights sha256 {str(shipped_weights_sha256(DEFAULT_MODEL))[:16]})"
+            return {**decoding, "disc_grown_to": disc.GROW_TO, "disc_among_rivals": f"{disc.AMONG_RIVALS} of {judge}"}
         if self.model.classes > 1:
             decoding["av_decoding"] = "vessel first" if av.VESSEL_FIRST else "arg-max"
         return decoding
@@ -294,4 +326,4 @@ def segmenter_of(model: Optional[str] = None, weights=None, vessel_model: Option
 
 # The settings that change what is written (device and batch size change it only at float rounding)
 OUTPUT_SETTINGS = ("tile_size", "overlap", "whole_image_pixels", "resize", "max_downscale", "raw_fov_diameter",
-                   "views", "av_graph", "av_decoding", "disc_grown_to", "jpeg_decoding")
+                   "views", "av_graph", "av_decoding", "disc_grown_to", "disc_among_rivals", "jpeg_decoding")
