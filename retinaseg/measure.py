@@ -32,8 +32,11 @@ MIN_CHORD = 10.0  # pixels: a segment whose ends are closer than this (a stub, a
 TYPES = {"all": None, "artery": av.ARTERY, "vein": av.VEIN}
 CALIBRE_SOURCES = ("photo", "map")  # what zone B's calibres are measured on, given a photo (docs/experiments.md)
 CALIBRES_FROM = "map"
-FRACTAL_SOURCES = ("map", "centre lines")  # what the fractal dimension counts boxes of (docs/experiments.md)
+# what the fractal dimension counts boxes of, and of which sides (docs/experiments.md): the filled map or its centre
+# lines with sides D/4 to D/512 of the FOV diameter D, or the filled map with the coarse sides D/4 to D/64 only
+FRACTAL_SOURCES = ("map", "centre lines", "map, coarse boxes")
 FRACTAL_OF = "map"
+BOX_DIVISIONS = {"map": range(2, 10), "centre lines": range(2, 10), "map, coarse boxes": range(2, 7)}  # D / 2^k
 
 
 @dataclass
@@ -64,17 +67,19 @@ def knudtson(widths: list, constant: float) -> float:
     return values[0]
 
 
-def box_counting_dimension(mask: np.ndarray, fov_diameter: Optional[float] = None) -> float:
+def box_counting_dimension(mask: np.ndarray, fov_diameter: Optional[float] = None,
+                           divisions: range = BOX_DIVISIONS["map"]) -> float:
     """The box-counting (Minkowski-Bouligand) dimension of a binary mask: the slope of log(boxes holding any
     pixel) against log(1 / box side). Sides 2, 4, ... up to a quarter of the mask's shorter side; or, given the FOV
-    diameter D, D/4, D/8, ..., D/512 rounded to whole pixels (the same physical scales at any resolution)."""
+    diameter D, D/2^k for k in divisions (D/4, D/8, ..., D/512 by default) rounded to whole pixels (the same
+    physical scales at any resolution)."""
     mask = np.asarray(mask, bool)
     if not mask.any():
         return float("nan")
     if fov_diameter is None:
         sides = [2 ** k for k in range(1, 64) if 2 ** k <= min(mask.shape) // 4]
     else:
-        sides = sorted({round(fov_diameter / 2 ** k) for k in range(2, 10)} - {0})
+        sides = sorted({round(fov_diameter / 2 ** k) for k in divisions} - {0})
     counts = []
     for side in sides:
         height, width = -(-mask.shape[0] // side) * side, -(-mask.shape[1] // side) * side
@@ -90,12 +95,14 @@ def box_counting_dimension(mask: np.ndarray, fov_diameter: Optional[float] = Non
 
 def fractal_dimension(mask: np.ndarray, fov: np.ndarray, fov_diameter: float, of: Optional[str] = None) -> float:
     """The box-counting dimension of a vessel mask inside the FOV, of the filled map or of its centre lines (its
-    skeleton: the vessels' widths left out); `of` defaults to FRACTAL_OF."""
-    if (of or FRACTAL_OF) == "centre lines":
+    skeleton: the vessels' widths left out), with the box sides of that definition (FRACTAL_SOURCES); `of` defaults
+    to FRACTAL_OF."""
+    of = of or FRACTAL_OF
+    if of == "centre lines":
         from skimage.morphology import skeletonize
 
         mask = skeletonize(mask)
-    return box_counting_dimension(mask & fov, fov_diameter)
+    return box_counting_dimension(mask & fov, fov_diameter, BOX_DIVISIONS[of])
 
 
 def fractal_dimensions(mask: np.ndarray, fov: np.ndarray, fov_diameter: float) -> dict:

@@ -13,7 +13,7 @@ from scipy import ndimage
 from retinaseg import av
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.disc import Disc, find_disc
-from retinaseg.measure import box_counting_dimension, fractal_dimension, knudtson, measure, tortuosity
+from retinaseg.measure import FRACTAL_SOURCES, box_counting_dimension, fractal_dimension, knudtson, measure, tortuosity
 from retinaseg.synthetic import DrawnVessel, draw_vessels
 
 CENTRE, DD = (200.0, 200.0), 40.0
@@ -58,11 +58,13 @@ def test_the_fractal_dimension_of_centre_lines_leaves_the_width_out():
     for width in (3, 15):
         band = np.zeros((512, 512), bool)
         band[256 - width // 2:256 + width // 2 + 1] = True
-        dimensions[width] = {of: fractal_dimension(band, fov, 512, of) for of in ("map", "centre lines")}
+        dimensions[width] = {of: fractal_dimension(band, fov, 512, of) for of in FRACTAL_SOURCES}
     # the filled band's finest boxes count its width; its centre line is a line, whatever the width
     assert dimensions[15]["map"] > dimensions[3]["map"] + 0.05
     assert dimensions[3]["centre lines"] == pytest.approx(1.0, abs=0.05)
     assert dimensions[15]["centre lines"] == pytest.approx(dimensions[3]["centre lines"], abs=0.01)
+    # boxes of D/64 (8 px here) and more: a band narrower than them is a line, where the finest boxes count its width
+    assert dimensions[3]["map, coarse boxes"] == pytest.approx(1.0, abs=0.01) and dimensions[3]["map"] > 1.04
 
 
 def radial_map(artery_widths, vein_widths):
