@@ -10,8 +10,8 @@ correlations ICC(2,1) (two-way random effects, absolute agreement, single measur
 issue 32's targets are judged by) and ICC(3,1) (consistency: blind to a constant offset), the mean difference (map -
 manual, the offset), the mean absolute difference over all photos and that divided by the standard deviation of the
 manual values (the error against the spread between photos), and the photos' count; the fractal dimension once for
-each definition (measure.FRACTAL_SOURCES: of the filled map, of its centre lines), from the same maps. Also prints
-the time measuring took per photo, beside the network's, for DRIVE-size and HRF-size maps. --calibres-from: what
+each definition (measure.FRACTAL_SOURCES: the filled map, its centre lines, coarse boxes), from the same maps. Also
+prints the time measuring took per photo, beside the network's, for DRIVE-size and HRF-size maps. --calibres-from: what
 zone B's calibres are measured on, as `retinaseg measure`'s option (default as shipped). --held-out SEED: instead of
 the test photos, the training images that av-fusion's run with this --seed (and --val-fraction) held out, as
 benchmarks/held_out_tta.py draws them; a rule may look at these, not at the test photos.
