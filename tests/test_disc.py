@@ -205,8 +205,8 @@ def photo_with_a_lesion() -> np.ndarray:
 
 # the vessel model beside the disc model; or none, and the default vessel model judges the rivals (here the fake
 # dark-lines; "no-such-model": it cannot be loaded, and the largest blob, the lesion, is kept)
-@pytest.mark.parametrize("vessel_model, default_model, column", [("dark-lines", "vesselnet", 210),
-                                                                 (None, "dark-lines", 210), (None, "no-such-model", 90)])
+@pytest.mark.parametrize("vessel_model, default_model, column",
+                         [("dark-lines", "vesselnet", 210), (None, "dark-lines", 210), (None, "no-such-model", 90)])
 def test_run_and_eval_keep_the_disc_the_vessels_converge_on(cli, tmp_path, monkeypatch, vessel_model, default_model,
                                                             column):
     import retinaseg.models
