@@ -43,6 +43,23 @@ def test_pointwise_predictor_is_exact_tiled_or_whole(height, width, tile, overla
     assert torch.allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.parametrize("pixels", [0, 1280 * 1280])  # tiled, whole
+def test_a_channels_last_canvas_gives_the_same_map_and_the_network_its_layout_without_a_copy(pixels):
+    image = torch.randn(3, 97, 161)
+    seen = []
+
+    def blur(batch):
+        seen.append(batch.is_contiguous(memory_format=torch.channels_last))
+        return Blur()(batch)
+
+    first = sliding_window_inference(image, blur, SlidingWindow(64, 0.5, size_divisor=16, whole_image_pixels=pixels))
+    last = sliding_window_inference(image, blur, SlidingWindow(64, 0.5, size_divisor=16, whole_image_pixels=pixels,
+                                                               channels_last=True))
+    assert torch.equal(first, last)  # the same zeros and values, padded in one copy
+    if pixels:  # the whole image in one pass: the padded frame itself, already laid out as the network takes it
+        assert seen == [False, True]
+
+
 @pytest.mark.parametrize("height,width", [(120, 90), (97, 161), (200, 200)])
 def test_translation_equivariant_model_gives_the_same_map_tiled_and_whole(height, width):
     image = torch.randn(1, height, width)

@@ -98,7 +98,8 @@ class Segmenter:
         divisor = model.config["size_divisor"]
         tile = max(divisor, config.tile_size // divisor * divisor)
         self.window = SlidingWindow(tile_size=tile, overlap=config.overlap, size_divisor=divisor,
-                                    whole_image_pixels=config.whole_image_pixels)
+                                    whole_image_pixels=config.whole_image_pixels,
+                                    channels_last=config.backend == "torch")
         # torch's is made on first use, so the runner's workers read the first photos meanwhile; ONNX Runtime's
         # export is checked here, before any photo
         self._predictor = make_predictor(model, self.device, notify, config.backend) \

@@ -25,6 +25,9 @@ class SlidingWindow:
     size_divisor: int = 32
     whole_image_pixels: int = 1280 * 1280
     sigma_scale: float = 0.125
+    # the padded image laid out channels last, as the torch predictor feeds every input to the network: the padding
+    # is then the input's one copy (ONNX Runtime takes it channels first)
+    channels_last: bool = False
 
     def __post_init__(self):
         if not 0 <= self.overlap < 1:
@@ -76,6 +79,17 @@ def gaussian_weights(height: int, width: int, sigma_scale: float) -> torch.Tenso
     return weights / weights.max()
 
 
+def _padded(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A CxHxW image in the top left of a zero frame of height x width, laid out channels last (a batch of it is
+    then channels-last contiguous), in one copy."""
+    channels, h, w = image.shape
+    frame = torch.empty((1, channels, height, width), dtype=image.dtype, memory_format=torch.channels_last)[0]
+    frame[:, h:] = 0
+    frame[:, :h, w:] = 0
+    frame[:, :h, :w] = image
+    return frame
+
+
 class _Canvas:
     """Accumulates weighted tile predictions for one image."""
 
@@ -83,7 +97,8 @@ class _Canvas:
         self.key = key
         self.height, self.width = image.shape[-2:]
         (padded_h, padded_w), self.windows = config.windows(self.height, self.width)
-        self.image = F.pad(image, (0, padded_w - self.width, 0, padded_h - self.height))
+        self.image = _padded(image, padded_h, padded_w) if config.channels_last else \
+            F.pad(image, (0, padded_w - self.width, 0, padded_h - self.height))
         self.single = len(self.windows) == 1
         self.sum = None
         self.weight = torch.zeros((1, padded_h, padded_w)) if not self.single else None
