@@ -62,6 +62,19 @@ def test_arrays_cross_in_a_shared_slot_or_by_value_when_they_do_not_fit():
     assert slots.lend() == slot
 
 
+def test_a_system_that_will_not_map_the_slots_sends_photos_by_value(monkeypatch):
+    import mmap
+
+    from retinaseg.inference import workers
+
+    def no_memory(*args):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", no_memory)
+    slots = workers.SharedSlots(3)
+    assert slots.lend() is None  # every photo by value, the run as before
+
+
 def test_photos_too_large_for_a_slot_cross_by_value_and_write_the_same_files(tmp_path, monkeypatch):
     from retinaseg.inference import workers
 

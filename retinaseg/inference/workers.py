@@ -69,8 +69,13 @@ class SharedSlots:
     has failed; arrays that do not fit, or a photo sent when every slot is lent, cross by value through the pipe."""
 
     def __init__(self, count: int, size: Optional[int] = None):
-        self.blocks = [mmap.mmap(-1, size or SLOT_BYTES) for _ in range(count)]
-        self.free = list(range(count))  # the main process's bookkeeping; a worker's copy is never used
+        self.blocks = []
+        for _ in range(count):
+            try:
+                self.blocks.append(mmap.mmap(-1, size or SLOT_BYTES))
+            except OSError:  # no memory to commit to it (strict overcommit): fewer slots, the rest by value
+                break
+        self.free = list(range(len(self.blocks)))  # the main process's bookkeeping; a worker's copy is never used
 
     def lend(self) -> Optional[int]:
         return self.free.pop() if self.free else None
