@@ -47,7 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from retinaseg.inference import MAX_DOWNSCALE
+from retinaseg.inference import MAX_DOWNSCALE, RUNNER_ENVIRONMENT
 
 
 def _photos(data_root, kind: str, count: int, scratch: Path) -> tuple[list, str]:
@@ -186,7 +186,9 @@ def _measure(args, mode, files, batch_size, max_downscale, tta, backend="torch",
         command += ["--weights", args.weights] if args.weights and mode != "null" else []
         command += ["--tta"] if tta else []
         command += ["--backend", backend] + (["--decode-whole"] if whole else [])
-        result = subprocess.run(command, capture_output=True, text=True)
+        # the runner's rows in the environment `retinaseg run` sets (the naive loop's as the seeds ran it)
+        environment = os.environ if mode == "naive" else {**RUNNER_ENVIRONMENT, **os.environ}
+        result = subprocess.run(command, capture_output=True, text=True, env=environment)
         if result.returncode:
             raise SystemExit(result.stderr)
         return json.loads(result.stdout.strip().splitlines()[-1])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import sys
 import warnings
@@ -11,7 +12,7 @@ import click
 
 from retinaseg import __version__
 from retinaseg.errors import OptionError, RetinasegError
-from retinaseg.inference import FEW_VESSELS, MAX_DOWNSCALE
+from retinaseg.inference import FEW_VESSELS, MAX_DOWNSCALE, RUNNER_ENVIRONMENT
 from retinaseg.inference.views import FLIP_VIEWS
 from retinaseg.options import check_device, check_max_downscale, parse_options, parse_shard
 from retinaseg.training.config import TrainConfig, train_options
@@ -286,6 +287,8 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
       retinaseg run -r "study/**/*.jpg" out/ --device cuda
       retinaseg run -m av-fusion --vessel-model vesselnet photos/ out/
     """
+    for key, value in RUNNER_ENVIRONMENT.items():  # before torch is imported, which reads them once
+        os.environ.setdefault(key, value)
     from retinaseg.errors import shown
     from retinaseg.inference.runner import BatchConfig, run_batch, shard_of
     from retinaseg.io.images import max_pixels

@@ -628,3 +628,18 @@ def test_out_of_memory_splits_the_batch_and_says_so(fake_models):
                         "warning: GPU out of memory; retrying with batches of 2"]
     predict(batch)
     assert len(messages) == 2  # the smaller batch is kept
+
+
+@pytest.mark.parametrize("own", [None, "ACTIVE"])
+def test_run_lets_waiting_threads_sleep_unless_the_user_says_otherwise(cli, tmp_path, photo_folder, fake_models,
+                                                                      monkeypatch, own):
+    import os
+
+    from retinaseg.inference import RUNNER_ENVIRONMENT
+
+    if own:
+        monkeypatch.setenv("OMP_WAIT_POLICY", own)
+    else:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert run(cli, "-m", "dark-vessels", photo_folder, tmp_path / "out").exit_code == 0
+    assert os.environ["OMP_WAIT_POLICY"] == (own or RUNNER_ENVIRONMENT["OMP_WAIT_POLICY"]) == (own or "PASSIVE")

@@ -12,3 +12,8 @@ VESSEL_THRESHOLD = 0.5
 # 5.8-15.9% on every DRIVE, LES-AV and HRF-AV test photo; noise and blank discs get under 1.1%, most heavily
 # blurred copies under 3% (benchmarks/degraded_photos.py).
 FEW_VESSELS = 0.03
+
+# OpenMP threads waiting for work sleep instead of spinning: spinning, the runner's main process keeps the cores busy
+# between forward passes that its worker processes need (the null model's pipeline 16% faster on 2 cores, the
+# network no slower; docs/benchmarks.md). Set by `retinaseg run` before torch is imported; a user's own value stays.
+RUNNER_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
