@@ -188,6 +188,13 @@ def _inference_options(f):
     return f
 
 
+def _runner_environment() -> None:
+    """The runner's environment (inference.RUNNER_ENVIRONMENT), where the user has not set it: before torch is
+    imported, which reads it once."""
+    for key, value in RUNNER_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+
+
 def _help_with(**values):
     """Fills {names} in a command's docstring before click reads it, so --help shows the code's own values."""
     def decorate(f):
@@ -287,8 +294,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
       retinaseg run -r "study/**/*.jpg" out/ --device cuda
       retinaseg run -m av-fusion --vessel-model vesselnet photos/ out/
     """
-    for key, value in RUNNER_ENVIRONMENT.items():  # before torch is imported, which reads them once
-        os.environ.setdefault(key, value)
+    _runner_environment()
     from retinaseg.errors import shown
     from retinaseg.inference.runner import BatchConfig, run_batch, shard_of
     from retinaseg.io.images import max_pixels
@@ -623,6 +629,7 @@ def serve(host, port, device, max_upload_mb):
       retinaseg serve
       retinaseg serve --port 8080 --device cuda
     """
+    _runner_environment()
     try:
         from retinaseg.web.app import serve as start
     except ImportError as exc:

@@ -15,5 +15,6 @@ FEW_VESSELS = 0.03
 
 # OpenMP threads waiting for work sleep instead of spinning: spinning, the runner's main process keeps the cores busy
 # between forward passes that its worker processes need (the null model's pipeline 16% faster on 2 cores, the
-# network no slower; docs/benchmarks.md). Set by `retinaseg run` before torch is imported; a user's own value stays.
+# network no slower; docs/benchmarks.md). Set by `retinaseg run` and `serve` before torch is imported; a user's own
+# value stays.
 RUNNER_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
