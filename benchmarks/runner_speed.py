@@ -2,6 +2,7 @@
 
     python benchmarks/runner_speed.py [--data-root ../shared/data] [--model vesselnet] [--images 10]
     python benchmarks/runner_speed.py --device cuda --images 200 --workers 12 --threads 4   # on a GPU machine
+    python benchmarks/runner_speed.py --device cuda --images 200 --workers 12 --threads 1 --sizes drive
     python benchmarks/runner_speed.py --weights runs/candidate/best.pt   # a candidate instead of the shipped file
 
 DRIVE-size (565x584) and HRF-size (3504x2336) photos come from --data-root (DRIVE/test/images,
@@ -213,6 +214,8 @@ def main():
     parser.add_argument("--workers", type=int, default=2,
                         help="the runner rows' --workers (e.g. 12 on a 16-core GPU machine); null rows use 1 and 2")
     parser.add_argument("--null-only", action="store_true", help="only the null model's rows (the pipeline's cost)")
+    parser.add_argument("--sizes", default="drive,hrf",
+                        help="which photos' rows: drive, hrf or both (a short second run on a lent GPU: drive)")
     args = parser.parse_args()
     if args.worker:
         args.mode = args.worker
@@ -229,7 +232,11 @@ def main():
     print(f"{'photos':<32}{'method':<52}{'s/photo':>10}{'photos/s':>10}{'peak MB':>10}{'worker MB':>10}"
           f"{'main CPU ms':>12}" + (f"{'GPU MB':>10}" if cuda else ""))
     with tempfile.TemporaryDirectory() as scratch:
-        for kind, label in (("drive", "DRIVE-size 565x584"), ("hrf", "HRF-size 3504x2336")):
+        sizes = {"drive": "DRIVE-size 565x584", "hrf": "HRF-size 3504x2336"}
+        chosen = [kind.strip() for kind in args.sizes.split(",")]
+        if not chosen or set(chosen) - set(sizes):
+            raise SystemExit(f"Error: --sizes {args.sizes}: give drive, hrf or drive,hrf")
+        for kind, label in ((kind, sizes[kind]) for kind in chosen):
             count = args.images if kind == "drive" else max(2, args.images // 2)
             files, source = _photos(args.data_root, kind, count, Path(scratch))
             batches = (1, 8) if cuda else (1, 4)
