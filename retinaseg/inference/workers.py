@@ -35,21 +35,22 @@ POLL_SECONDS = 1.0  # how often a wait on the workers checks that they are alive
 SLOT_BYTES = 48 << 20
 
 
+def _each(item, kind, change):
+    """item (parts in nested lists and tuples) with each part of `kind` replaced by change(part)."""
+    if isinstance(item, kind):
+        return change(item)
+    if isinstance(item, (list, tuple)):
+        return type(item)(_each(part, kind, change) for part in item)
+    return item
+
+
 def _numpy(item):
     """Tensors as numpy arrays (pickled by value: no shared-memory file descriptors to run out of)."""
-    if isinstance(item, torch.Tensor):
-        return item.numpy()
-    if isinstance(item, (list, tuple)):
-        return type(item)(_numpy(i) for i in item)
-    return item
+    return _each(item, torch.Tensor, torch.Tensor.numpy)
 
 
 def _tensors(item):
-    if isinstance(item, np.ndarray):
-        return torch.from_numpy(item)
-    if isinstance(item, (list, tuple)):
-        return type(item)(_tensors(i) for i in item)
-    return item
+    return _each(item, np.ndarray, torch.from_numpy)
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,8 @@ class SharedSlots:
             return item
         block, offset = self.blocks[slot], 0
 
-        def place(part):
+        def place(part: np.ndarray) -> _InSlot:
             nonlocal offset
-            if isinstance(part, (list, tuple)):
-                return type(part)(place(p) for p in part)
-            if not isinstance(part, np.ndarray):
-                return part
             start = -(-offset // 64) * 64  # each array aligned for vector loads
             end = start + part.nbytes
             if end > len(block):
@@ -106,18 +103,17 @@ class SharedSlots:
             return _InSlot(slot, start, part.shape, part.dtype.str)
 
         try:
-            return place(item)
+            return _each(item, np.ndarray, place)
         except OverflowError:
             return item
 
     def get(self, item):
         """item with each array put() wrote replaced by a view of it in its slot (no copy)."""
-        if isinstance(item, _InSlot):
-            count = int(np.prod(item.shape))
-            return np.frombuffer(self.blocks[item.slot], item.dtype, count, item.offset).reshape(item.shape)
-        if isinstance(item, (list, tuple)):
-            return type(item)(self.get(i) for i in item)
-        return item
+        def view(where: _InSlot) -> np.ndarray:
+            count = int(np.prod(where.shape))
+            return np.frombuffer(self.blocks[where.slot], where.dtype, count, where.offset).reshape(where.shape)
+
+        return _each(item, _InSlot, view)
 
 
 @contextmanager
