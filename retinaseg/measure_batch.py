@@ -231,7 +231,12 @@ def _settings(job: MeasureJob) -> dict:
     --disc-dir) and the options."""
     from retinaseg import disc as disc_finding
 
-    return {"disc_weights": None if job.disc_dir else _disc_weights(), "disc_grown_to": disc_finding.GROW_TO,
+    weights = None
+    if not job.disc_dir:  # the disc model's shipped weights find the disc (torch imported only then)
+        from retinaseg.models import shipped_weights_sha256
+
+        weights = shipped_weights_sha256("disc")
+    return {"disc_weights": weights, "disc_grown_to": disc_finding.GROW_TO,
             "disc_among_rivals": None if job.disc_dir else disc_finding.AMONG_RIVALS,
             "jpeg_decoding": None if job.disc_dir else _jpeg_decoding(),
             "pixel_size_um": job.pixel_size_um, "disc_diameter_um": job.disc_diameter_um,
@@ -282,13 +287,6 @@ def _names_in(folder: str) -> tuple:
     """The sorted file names in a folder, listed once per measure_items call (not once per photo: a study's folder
     of masks holds thousands)."""
     return tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_file()))
-
-
-def _disc_weights() -> Optional[str]:
-    """The sha256 of the disc model's shipped weights, which find the disc when no masks are given."""
-    from retinaseg.models import shipped_weights_sha256
-
-    return shipped_weights_sha256("disc")
 
 
 def _can_fork() -> bool:
