@@ -60,6 +60,17 @@ def test_a_channels_last_canvas_gives_the_same_map_and_the_network_its_layout_wi
         assert seen == [False, True]
 
 
+def test_an_image_framed_where_it_was_prepared_gives_the_same_map_and_a_frame_of_another_size_is_refused():
+    from retinaseg.inference.sliding_window import Framed
+
+    image, config = torch.randn(3, 97, 161), SlidingWindow(64, 0.5, size_divisor=16, channels_last=True)
+    framed = config.frame(image)
+    assert framed.frame.shape == (3, 112, 176) and (framed.height, framed.width) == (97, 161)
+    assert torch.equal(sliding_window_inference(framed, Blur(), config), sliding_window_inference(image, Blur(), config))
+    with pytest.raises(ValueError, match="framed image"):
+        sliding_window_inference(Framed(framed.frame[:, :96], 97, 161), Blur(), config)
+
+
 @pytest.mark.parametrize("height,width", [(120, 90), (97, 161), (200, 200)])
 def test_translation_equivariant_model_gives_the_same_map_tiled_and_whole(height, width):
     image = torch.randn(1, height, width)

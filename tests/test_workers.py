@@ -62,6 +62,26 @@ def test_arrays_cross_in_a_shared_slot_or_by_value_when_they_do_not_fit():
     assert slots.lend() == slot
 
 
+def test_a_framed_image_crosses_a_slot_in_its_channels_last_layout_so_the_network_copies_nothing():
+    import numpy as np
+    import torch
+
+    from retinaseg.inference.sliding_window import SlidingWindow
+    from retinaseg.inference.workers import SharedSlots, _numpy, _tensors
+
+    framed = SlidingWindow(64, size_divisor=16, channels_last=True).frame(torch.randn(3, 50, 70))
+    fov = torch.rand(50, 70) > 0.5
+    slots = SharedSlots(1, size=1 << 20)
+    got = _tensors(slots.get(slots.put(slots.lend(), _numpy([(framed, fov)]))))
+    (frame, height, width), fov_got = got[0]
+    assert type(got[0][0]) is type(framed) and (height, width) == (50, 70)
+    assert torch.equal(frame, framed.frame) and torch.equal(fov_got, fov)
+    assert frame[None].is_contiguous(memory_format=torch.channels_last)
+    assert np.shares_memory(frame.numpy(), np.frombuffer(slots.blocks[0], np.uint8))
+    sliced = np.arange(24.0).reshape(4, 6)[:, ::2]  # no order of its axes is its memory: it lies in C order
+    assert np.array_equal(slots.get(slots.put(0, [sliced]))[0], sliced)
+
+
 def test_a_system_that_will_not_map_the_slots_sends_photos_by_value(monkeypatch):
     import mmap
 

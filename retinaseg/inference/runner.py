@@ -265,7 +265,7 @@ class _BatchJob:
             submit()
             self.segmenter.make_ready()  # while the workers read the first photos
             last = saved = time.perf_counter()
-            for prepared, probs in self.segmenter.predict_prepared(prepared_in_order()):
+            for prepared, probs in self.segmenter.predict_prepared(prepared_in_order(), as_seen=True):
                 record = self.records[prepared.index]
                 now = time.perf_counter()
                 record.seconds, record.read_seconds = round(now - last, 3), round(prepared.seconds, 3)
@@ -291,7 +291,8 @@ class _BatchJob:
             self._fail(record, error)
             return
         started = time.perf_counter()
-        for prepared, probs in self.segmenter.predict_prepared([self._arrived(prepared, record.input)]):
+        arrived = [self._arrived(prepared, record.input)]
+        for prepared, probs in self.segmenter.predict_prepared(arrived, as_seen=True):
             _note_sizes(record, prepared)
             record.read_seconds = round(prepared.seconds, 3)
             paths = output_paths(self.out_dir, record.stem, self.config)
@@ -418,6 +419,7 @@ class _BatchJob:
             return self._write(paths, prepared, probs)
 
     def _write(self, paths: dict, prepared: Prepared, probs: list) -> tuple:
+        probs = self.segmenter.views_undone(probs, prepared.view_inputs)  # the network's process left it to here
         small = labels_of(self.segmenter.finish(to_work_size(probs, prepared).numpy(), prepared)[0])
         write_png(paths["small"], render(small))
         task = self.segmenter.model.spec.task

@@ -184,15 +184,15 @@ class Segmenter:
         return prepared
 
     def _view_input(self, photo: np.ndarray, prepared: Prepared, view: View) -> tuple:
-        """(image, FOV) of the FOV crop at the view's scale: the same raw region, so its prediction resizes back
-        onto it."""
+        """(image framed for the network, FOV) of the FOV crop at the view's scale: the same raw region, so its
+        prediction resizes back onto it."""
         image, fov = prepared.image, prepared.fov_work
         if view.scale != 1:
             fixed, fov_diameter, cap = self._view_scaling(view)
             scaled = to_working_scale(photo, prepared.fov_raw, fov_diameter, fixed, max_downscale=cap,
                                       raw_fov_diameter=self.config.raw_fov_diameter, raw_size=prepared.raw_size)
             image, fov = scaled.image, scaled.fov_work
-        return (torch.flip(image, view.dims) if view.dims else image), fov
+        return self.window.frame(torch.flip(image, view.dims) if view.dims else image), fov
 
     def _view_scaling(self, view: View) -> tuple:
         """(fixed working size (width, height) or None, working FOV diameter, max downscale) at a view's scale."""
@@ -200,9 +200,11 @@ class Segmenter:
         cap = self.config.max_downscale
         return fixed, round(self.model.fov_diameter * view.scale), cap / view.scale if cap else cap
 
-    def predict_prepared(self, items: Iterable[Prepared]) -> Iterator[tuple[Prepared, list]]:
+    def predict_prepared(self, items: Iterable[Prepared], as_seen: bool = False) -> Iterator[tuple[Prepared, list]]:
         """Yield (prepared, crop probabilities) in input order: one KxHxW tensor at the working scale, or with
-        test-time views one per view at its own scale, flips undone (to_raw_size and to_work_size merge them)."""
+        test-time views one per view at its own scale, flips undone and gated by the view's FOV (to_raw_size and
+        to_work_size merge them). as_seen: each view's as the network saw it, for the process that writes the photo
+        to bring back (views_undone) from the view inputs it holds, so the network's process does not."""
         pending: dict = {}
 
         def stream():
@@ -217,13 +219,18 @@ class Segmenter:
             if len(view_probs) < len(self.views):
                 continue
             item = pending.pop(index)
-            probs = [gate_with_fov(torch.flip(prob, view.dims) if view.dims else prob, fov)
-                     for prob, view, (_, fov) in zip(view_probs, self.views, item.view_inputs, strict=True)]
-            view_probs, item.view_inputs = [], None
+            probs = view_probs if as_seen else self.views_undone(view_probs, item.view_inputs)
+            # the FOVs are kept for views_undone (inline, the photo written is this one): the inputs are spent
+            view_probs, item.view_inputs = [], [(None, fov) for _, fov in item.view_inputs] if as_seen else None
             if self.vessel_segmenter is not None:
                 item.vessel = self.vessel_segmenter.predict(item.photo, item.fov_raw, item.raw_size)
                 item.photo = None
             yield item, probs
+
+    def views_undone(self, probs: list, view_inputs: list) -> list:
+        """Each view's probabilities as the network saw them, flip undone, outside the view's FOV background."""
+        return [gate_with_fov(torch.flip(prob, view.dims) if view.dims else prob, fov)
+                for prob, view, (_, fov) in zip(probs, self.views, view_inputs, strict=True)]
 
     def predict(self, photo: np.ndarray, fov: Optional[np.ndarray] = None,
                 raw_size: Optional[tuple] = None, finished: bool = True, source=None) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Hashable, Iterable, Iterator
+from typing import Callable, Hashable, Iterable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,14 @@ class SlidingWindow:
                              f"divisor {self.size_divisor}")
         if self.sigma_scale <= 0:
             raise ValueError(f"sigma_scale must be positive; got {self.sigma_scale}")
+
+    def frame(self, image: torch.Tensor) -> "Framed":
+        """A CxHxW image in the zero frame its windows cover (top left), in the layout the predictor takes."""
+        height, width = image.shape[-2:]
+        (padded_h, padded_w), _ = self.windows(height, width)
+        frame = _padded(image, padded_h, padded_w) if self.channels_last else \
+            F.pad(image, (0, padded_w - width, 0, padded_h - height))
+        return Framed(frame, height, width)
 
     def windows(self, height: int, width: int) -> tuple[tuple[int, int], list[tuple[int, int, int, int]]]:
         """(padded height, padded width) and the windows (top, left, height, width) covering it."""
@@ -79,6 +87,14 @@ def gaussian_weights(height: int, width: int, sigma_scale: float) -> torch.Tenso
     return weights / weights.max()
 
 
+class Framed(NamedTuple):
+    """An image already in its frame (SlidingWindow.frame): made where the photo is prepared, a worker process,
+    so the process that runs the network reads it where it lies and copies nothing."""
+    frame: torch.Tensor  # C x padded height x padded width
+    height: int  # the image's, in the frame's top left
+    width: int
+
+
 def _padded(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """A CxHxW image in the top left of a zero frame of height x width, laid out channels last (a batch of it is
     then channels-last contiguous), in one copy."""
@@ -93,12 +109,13 @@ def _padded(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 class _Canvas:
     """Accumulates weighted tile predictions for one image."""
 
-    def __init__(self, key, image: torch.Tensor, config: SlidingWindow):
+    def __init__(self, key, image: torch.Tensor | Framed, config: SlidingWindow):
         self.key = key
-        self.height, self.width = image.shape[-2:]
+        self.image, self.height, self.width = image if isinstance(image, Framed) else config.frame(image)
         (padded_h, padded_w), self.windows = config.windows(self.height, self.width)
-        self.image = _padded(image, padded_h, padded_w) if config.channels_last else \
-            F.pad(image, (0, padded_w - self.width, 0, padded_h - self.height))
+        if tuple(self.image.shape[-2:]) != (padded_h, padded_w):
+            raise ValueError(f"a framed image of {tuple(self.image.shape[-2:])} where this window's frame is "
+                             f"{(padded_h, padded_w)}")
         self.single = len(self.windows) == 1
         self.sum = None
         self.weight = torch.zeros((1, padded_h, padded_w)) if not self.single else None
@@ -123,9 +140,10 @@ class _Canvas:
         return out[:, :self.height, :self.width]
 
 
-def predict_stream(items: Iterable[tuple[Hashable, torch.Tensor]], predictor: Predictor, config: SlidingWindow,
-                   batch_size: int = 4) -> Iterator[tuple[Hashable, torch.Tensor]]:
-    """Predict a stream of (key, CxHxW image) pairs, yielding (key, KxHxW prediction) in input order.
+def predict_stream(items: Iterable[tuple[Hashable, torch.Tensor | Framed]], predictor: Predictor,
+                   config: SlidingWindow, batch_size: int = 4) -> Iterator[tuple[Hashable, torch.Tensor]]:
+    """Predict a stream of (key, CxHxW image, or the image framed by config.frame) pairs, yielding (key, KxHxW
+    prediction) in input order.
 
     Windows of the same shape from consecutive images share a batch, so small tiles from many photos fill
     the batch; only the images whose windows are in flight are held in memory.

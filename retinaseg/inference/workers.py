@@ -1,7 +1,7 @@
 """The CPU work around the network in worker processes, as nnU-Net's predictor does it: each photo is read,
-FOV-estimated and scaled in one worker, which keeps the raw-size arrays; the main process gets only the network's
-inputs at working scale, and sends the probabilities back to that same worker, which resizes them to the photo's
-size, encodes and writes. So the GIL is shared by nobody, and only working-scale arrays cross between processes.
+FOV-estimated, scaled and padded into the frame the network takes in one worker, which keeps the raw-size arrays;
+the main process gets only those frames, and sends the probabilities back as the network gave them to that same
+worker, which undoes the test-time views, resizes them to the photo's size, encodes and writes. So the GIL is shared by nobody, and only working-scale arrays cross between processes.
 They cross through blocks of memory shared with the workers (SharedSlots), not a pipe: the main process, which also
 runs the network and on a GPU machine decides how many photos a second go through, neither copies nor unpickles
 them.
@@ -40,7 +40,8 @@ def _each(item, kind, change):
     if isinstance(item, kind):
         return change(item)
     if isinstance(item, (list, tuple)):
-        return type(item)(_each(part, kind, change) for part in item)
+        parts = [_each(part, kind, change) for part in item]
+        return type(item)(*parts) if hasattr(item, "_fields") else type(item)(parts)  # a named tuple's fields
     return item
 
 
@@ -58,8 +59,9 @@ class _InSlot:
     """Where an array lies in a shared slot, in its place in what crosses between processes."""
     slot: int
     offset: int
-    shape: tuple
+    shape: tuple  # as it lies in the slot, its axes in memory order
     dtype: str
+    axes: tuple  # the array's axes, from those in the slot (a channels-last frame keeps its layout)
 
 
 class SharedSlots:
@@ -98,9 +100,13 @@ class SharedSlots:
             end = start + part.nbytes
             if end > len(block):
                 raise OverflowError
-            np.frombuffer(block, part.dtype, part.size, start).reshape(part.shape)[...] = part
+            order = tuple(int(axis) for axis in np.argsort([-step for step in part.strides], kind="stable"))
+            laid = part.transpose(order)
+            if not laid.flags.c_contiguous:  # no permutation of a view's axes is its memory: C order then
+                order, laid = tuple(range(part.ndim)), part
+            np.frombuffer(block, part.dtype, part.size, start).reshape(laid.shape)[...] = laid
             offset = end
-            return _InSlot(slot, start, part.shape, part.dtype.str)
+            return _InSlot(slot, start, laid.shape, part.dtype.str, tuple(int(a) for a in np.argsort(order)))
 
         try:
             return _each(item, np.ndarray, place)
@@ -111,7 +117,8 @@ class SharedSlots:
         """item with each array put() wrote replaced by a view of it in its slot (no copy)."""
         def view(where: _InSlot) -> np.ndarray:
             count = int(np.prod(where.shape))
-            return np.frombuffer(self.blocks[where.slot], where.dtype, count, where.offset).reshape(where.shape)
+            laid = np.frombuffer(self.blocks[where.slot], where.dtype, count, where.offset).reshape(where.shape)
+            return laid.transpose(where.axes)
 
         return _each(item, _InSlot, view)
 
@@ -173,6 +180,8 @@ def _serve(job, inbox, outbox, parent: int, slots: SharedSlots) -> None:
         if task[0] == "read":
             slot = task[3]
             outbox.put(perform(job, task, held, lambda prepared: network_part(prepared, keep_raw, slots, slot)))
+            if (prepared := held.get(task[1])) is not None:  # the inputs are the network's now; the FOVs stay
+                prepared.image, prepared.view_inputs = None, [(None, fov) for _, fov in prepared.view_inputs]
         else:
             outbox.put(perform(job, slots.get(task), held))
 
