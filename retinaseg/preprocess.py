@@ -49,23 +49,27 @@ def channel_statistics(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return pixels.mean(dim=-1), pixels.std(dim=-1).clamp_min(1e-3)
 
 
-def fov_statistics(image: torch.Tensor, fov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over FOV pixels of a CxHxW image: sums over the masked image, which
-    take a third of the time of gathering the FOV's pixels first (the same values, to float rounding)."""
-    if not fov.any():
-        return channel_statistics(image.flatten(1))
-    weight = fov.to(image.dtype)
+def fov_statistics(image: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over the FOV pixels of a CxHxW image (weight: the FOV as 0/1 of the
+    image's dtype), and the image less its mean, a new tensor. Sums over the masked image, which take a third of the
+    time of gathering the FOV's pixels first (the same values, to float rounding)."""
+    if not weight.any():
+        mean, std = channel_statistics(image.flatten(1))
+        return mean, std, image - mean[:, None, None]
     count = weight.sum()
     mean = (image * weight).sum(dim=(1, 2)) / count
-    spread = (image - mean[:, None, None]) * weight
-    std = ((spread * spread).sum(dim=(1, 2)) / (count - 1).clamp_min(1)).sqrt()
-    return mean, std.clamp_min(1e-3)
+    centred = image - mean[:, None, None]
+    spread = centred * weight
+    std = (spread.mul_(spread).sum(dim=(1, 2)) / (count - 1).clamp_min(1)).sqrt()
+    return mean, std.clamp_min(1e-3), centred
 
 
 def standardize(image: torch.Tensor, fov: torch.Tensor, mean=None, std=None) -> torch.Tensor:
     """(x - mean) / std per channel using FOV statistics; pixels outside the FOV become 0. With a batch
     (BxCxHxW, FOV Bx1xHxW) mean and std are given per sample (BxC)."""
+    weight = fov.to(image.dtype)
     if mean is None:
-        mean, std = fov_statistics(image, fov)
-    out = (image - mean[..., None, None]) / std[..., None, None]
-    return out * fov.to(out.dtype)
+        mean, std, centred = fov_statistics(image, weight)
+    else:
+        centred = image - mean[..., None, None]
+    return centred.div_(std[..., None, None]).mul_(weight)  # in the new tensor: the same values, fewer copies
