@@ -39,6 +39,10 @@ FRACTAL_OF = "map"
 BOX_DIVISIONS = {"map": range(2, 10), "centre lines": range(2, 10), "map, coarse boxes": range(2, 7)}  # D / 2^k
 
 
+# a reason every row of a binary model's folder has: the batch says it once, each row's reason column every time
+BINARY_MAP = "a binary vessel map: artery and vein measures are empty"
+
+
 @dataclass
 class Measurements:
     """One photo's row (`values`) and its per-vessel detail (`zone_b`: the vessels measured crossing zone B)."""
@@ -185,7 +189,7 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
     if not disc.found:
         result.missing(f"no optic disc: {disc.reason}; zone measures and DD units are empty")
     if not is_av:
-        result.missing("a binary vessel map: artery and vein measures are empty")
+        result.missing(BINARY_MAP)
     _whole_map_measures(result, graph, vessels, labels if is_av else None, fov)
     if disc.found and values["density_fov_all"] > 0:
         # the ring's vessel density over the FOV's: above 1 where the vessels converge on the disc, as they do on

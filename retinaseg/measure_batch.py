@@ -14,7 +14,7 @@ import numpy as np
 
 from retinaseg import av
 from retinaseg.disc import Disc, around
-from retinaseg.measure import CALIBRES_FROM, ZONE_B, ZONE_C, Measurements, measure
+from retinaseg.measure import BINARY_MAP, CALIBRES_FROM, ZONE_B, ZONE_C, Measurements, measure
 
 DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diameters between people (check_discs)
 MIN_DISC_PEERS = 5  # photos of one size with a disc, for a median to compare a disc with
@@ -125,6 +125,10 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
         process = partial(_measure_in_processes, workers=workers) if side_by_side else _measure_here
     measured = iter(process(todo, notify, progress) if todo.items else [])
     results = [before[index] if index in before else next(measured) for index in range(len(job.items))]
+    binary = sum(BINARY_MAP in row["reason"] for row, _ in results)
+    if binary:
+        notify(f"note: {binary} of {len(results)} map(s) are binary vessel maps, so their artery and vein measures "
+               f"are empty (their rows are partial for that alone unless another reason is given)")
     check_discs([row for row, _ in results], notify)
     for row, detail in results:
         detail["disc_check"] = row["disc_check"]
@@ -384,8 +388,9 @@ def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tupl
         return _failed(item, reason)
     row = _row_of(item)
     row.update(status=result.status, reason="; ".join(result.reasons), **result.values)
-    if result.status != "ok":
-        notify(f"{result.status}: {shown(stem)}: {row['reason']}")
+    own = [reason for reason in result.reasons if reason != BINARY_MAP]  # that one is said once, for the batch
+    if result.status != "ok" and own:
+        notify(f"{result.status}: {shown(stem)}: {'; '.join(own)}")
     if overlay_image is not None:
         write_png(_overlay_path(job, stem), overlay_image)
     detail = {**row, "zone_b": result.zone_b}

@@ -13,7 +13,8 @@ from scipy import ndimage
 from retinaseg import av
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.disc import Disc, find_disc
-from retinaseg.measure import FRACTAL_SOURCES, box_counting_dimension, fractal_dimension, knudtson, measure, tortuosity
+from retinaseg.measure import (BINARY_MAP, FRACTAL_SOURCES, box_counting_dimension, fractal_dimension, knudtson, measure,
+                               tortuosity)
 from retinaseg.synthetic import DrawnVessel, draw_vessels
 
 CENTRE, DD = (200.0, 200.0), 40.0
@@ -244,6 +245,18 @@ def test_run_measure_with_overlay_draws_the_measurements_too(cli, tmp_path, phot
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (out / "measure_overlay").iterdir()) == ["a.png", "b.png", "c.png"]
     assert sorted(path.name for path in (out / "overlay").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_a_binary_models_folder_says_once_that_its_artery_and_vein_measures_are_empty(cli, tmp_path, photo_folder,
+                                                                                         fake_models):
+    out = tmp_path / "out"
+    result = cli.invoke(retinaseg_cli, ["run", "-q", "-m", "dark-vessels", "--measure", str(photo_folder), str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("artery and vein measures are empty") == 1
+    assert "note: 3 of 3 map(s) are binary vessel maps" in result.output
+    with open(out / "measurements.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert all(row["status"] == "partial" and BINARY_MAP in row["reason"] for row in rows)  # each row says it
 
 
 def test_mean_calibre_in_zone_b_weighs_each_vessel_by_its_length_there():
