@@ -1,7 +1,8 @@
 """The CPU work around the network in worker processes, as nnU-Net's predictor does it: each photo is read,
 FOV-estimated, scaled and padded into the frame the network takes in one worker, which keeps the raw-size arrays;
 the main process gets only those frames, and sends the probabilities back as the network gave them to that same
-worker, which undoes the test-time views, resizes them to the photo's size, encodes and writes. So the GIL is shared by nobody, and only working-scale arrays cross between processes.
+worker, which undoes the test-time views, resizes them to the photo's size, encodes and writes. So the GIL is
+shared by nobody, and only working-scale arrays cross between processes.
 They cross through blocks of memory shared with the workers (SharedSlots), not a pipe: the main process, which also
 runs the network and on a GPU machine decides how many photos a second go through, neither copies nor unpickles
 them.
