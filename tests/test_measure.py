@@ -13,8 +13,8 @@ from scipy import ndimage
 from retinaseg import av
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.disc import Disc, find_disc
-from retinaseg.measure import (BINARY_MAP, FRACTAL_SOURCES, box_counting_dimension, fractal_dimension, knudtson, measure,
-                               tortuosity)
+from retinaseg.measure import (BINARY_MAP, FRACTAL_SOURCES, box_counting_dimension, fractal_dimension, knudtson,
+                               measure, tortuosity)
 from retinaseg.synthetic import DrawnVessel, draw_vessels
 
 CENTRE, DD = (200.0, 200.0), 40.0

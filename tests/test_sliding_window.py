@@ -66,7 +66,8 @@ def test_an_image_framed_where_it_was_prepared_gives_the_same_map_and_a_frame_of
     image, config = torch.randn(3, 97, 161), SlidingWindow(64, 0.5, size_divisor=16, channels_last=True)
     framed = config.frame(image)
     assert framed.frame.shape == (3, 112, 176) and (framed.height, framed.width) == (97, 161)
-    assert torch.equal(sliding_window_inference(framed, Blur(), config), sliding_window_inference(image, Blur(), config))
+    alike = sliding_window_inference(framed, Blur(), config), sliding_window_inference(image, Blur(), config)
+    assert torch.equal(*alike)
     with pytest.raises(ValueError, match="framed image"):
         sliding_window_inference(Framed(framed.frame[:, :96], 97, 161), Blur(), config)
 
