@@ -190,8 +190,9 @@ def test_in_a_real_browser_a_photo_goes_in_and_the_runners_overlay_and_zip_come_
             page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
                 (server, "data:", "blob:")) else None)
             page.goto(server)
+            page.wait_for_selector("#segment", timeout=60_000)  # the app has rendered, so its inputs listen
             page.locator("#photos input[type=file]").set_input_files(str(photos / "eye.png"))
-            page.locator("#photos").get_by_text("eye.png").wait_for(timeout=30_000)
+            page.locator("#photos").get_by_text("eye.png").wait_for(timeout=60_000)  # uploaded to the server
             page.click("#segment")
             page.wait_for_selector("#overlay img", timeout=90_000)
             shown = page.request.get(page.locator("#overlay img").get_attribute("src")).body()
