@@ -13,10 +13,13 @@ Also the photos with a rival (disc.rival_discs: another region that would pass a
 disc's area), which `retinaseg measure` flags in disc_check, named.
 --grow: each file twice, its disc the blob at 0.5 and that blob grown to its faint rim (disc.GROW_TO 0.25).
 --open: each file twice, its disc as shipped and opened to its round body (disc.OPEN_SHARE 0.25).
+--scales 1,0.75: each file at each of these multiples of its working scale (the FOV 384 px across for disc.pt).
+The last column names the photos where no disc was found.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import numpy as np
@@ -51,6 +54,7 @@ def main():
     parser.add_argument("--split", default="training", choices=["training", "test"])
     parser.add_argument("--grow", action="store_true", help="also with the disc grown to probability 0.25")
     parser.add_argument("--open", action="store_true", help="also with the disc opened to its round body (0.25)")
+    parser.add_argument("--scales", default="1", help="comma-separated multiples of the working scale")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated data set names")
     args = parser.parse_args()
@@ -60,14 +64,17 @@ def main():
     photos = {name: [(photo, fov_diameter(estimate_fov(photo))) for photo in
                      (read_photo(sample.image) for sample in samples[name])] for name in names}
     print(f"disc diameter / FOV diameter over each data set's {args.split} photos")
-    print(f"{'weights':<32}{'data set':<10}{'found':>8}{'median':>9}{'P10':>8}{'P90':>8}{'spread':>9}  with a rival")
-    variants = [(w, g, o) for w in args.weights for g in ((None, GROWN) if args.grow else (disc.GROW_TO,))
-                for o in ((None, 0.25) if args.open else (disc.OPEN_SHARE,))]
-    for weights, grow, opened in variants:
+    print(f"{'weights':<32}{'data set':<10}{'found':>8}{'median':>9}{'P10':>8}{'P90':>8}{'spread':>9}  with a rival"
+          f"  | no disc")
+    variants = [(w, g, o, float(k)) for w in args.weights for g in ((None, GROWN) if args.grow else (disc.GROW_TO,))
+                for o in ((None, 0.25) if args.open else (disc.OPEN_SHARE,)) for k in args.scales.split(",")]
+    for weights, grow, opened, scale in variants:
         disc.GROW_TO, disc.OPEN_SHARE = grow, opened
-        segmenter = Segmenter(load_model("disc", weights), SegmentConfig(device="cpu"), notify=lambda m: None)
+        model = load_model("disc", weights)
+        model = dataclasses.replace(model, config={**model.config, "fov_diameter": round(model.fov_diameter * scale)})
+        segmenter = Segmenter(model, SegmentConfig(device="cpu"), notify=lambda m: None)
         label = str(weights or "shipped")[-20:] + ("" if grow is None else f", >={grow}") \
-            + ("" if opened is None else f", opened {opened}")
+            + ("" if opened is None else f", opened {opened}") + ("" if scale == 1 else f", x{scale:g}")
         spreads = []
         for name in names:
             ratios, rivals = relative_diameters(segmenter, photos[name])
@@ -76,8 +83,10 @@ def main():
             p10, median, p90 = np.percentile(found, [10, 50, 90])
             spreads.append((p90 - p10) / median)
             rivalled = [sample.id for sample, count in zip(samples[name], rivals) if count]
+            missing = [sample.id for sample, ratio in zip(samples[name], ratios) if not np.isfinite(ratio)]
             print(f"{label:<32}{name:<10}{f'{len(found)}/{len(ratios)}':>8}{median:>9.3f}"
-                  f"{p10:>8.3f}{p90:>8.3f}{spreads[-1]:>9.3f}  {len(rivalled)} {' '.join(rivalled)}", flush=True)
+                  f"{p10:>8.3f}{p90:>8.3f}{spreads[-1]:>9.3f}  {len(rivalled)} {' '.join(rivalled)}"
+                  f"  | {' '.join(missing)}", flush=True)
         print(f"{label:<32}{'mean':<10}{'':>8}{'':>9}{'':>8}{'':>8}{np.mean(spreads):>9.3f}")
 
 
