@@ -150,9 +150,10 @@ def test_photos_held_by_a_dead_worker_for_writing_are_read_again_by_its_successo
         for index, photo in enumerate(photos):
             workers.read(index, Path(photo))
         prepared = [workers.event()[2] for _ in photos]  # the worker now holds both photos' raw arrays
+        assert all(fov is None and framed.frame.dim() == 3 for item in prepared for framed, fov in item.view_inputs)
         os.kill(workers._processes[0].pid, signal.SIGKILL)
         workers._processes[0].join()
-        for item, probs in segmenter.predict_prepared(prepared):
+        for item, probs in segmenter.predict_prepared(prepared, as_seen=True):  # as the runner does
             workers.write(item.index, output_paths(job.out_dir, job.records[item.index].stem, job.config), probs, None)
         events = sorted(workers.event() for _ in photos)
         assert len(workers._slots.free) == in_flight  # every slot lent is back, the dead worker's too

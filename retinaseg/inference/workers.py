@@ -141,9 +141,10 @@ def single_threaded():
 
 def network_part(prepared: Prepared, keep_raw: bool, slots: Optional[SharedSlots] = None,
                  slot: Optional[int] = None) -> Prepared:
-    """What the main process needs of a prepared photo: its view inputs (in the slot lent with it, if they fit) and
-    sizes (and, for a vessel model, the photo and its FOV), without the raw-size arrays that stay with the worker."""
-    inputs = _numpy(prepared.view_inputs)
+    """What the main process needs of a prepared photo: each view's framed input (in the slot lent with it, if they
+    fit; not the view's FOV, which the worker applies when it writes the photo) and its sizes (and, for a vessel
+    model, the photo and its FOV), without the raw-size arrays that stay with the worker."""
+    inputs = _numpy([(framed, None) for framed, _ in prepared.view_inputs])
     return replace(prepared, image=None, fov_work=None, view_inputs=slots.put(slot, inputs) if slots else inputs,
                    photo=prepared.photo if keep_raw else None, fov_raw=prepared.fov_raw if keep_raw else None)
 
