@@ -200,3 +200,25 @@ def test_a_killed_run_leaves_no_worker_behind(tmp_path):
         time.sleep(0.2)
     assert not any(Path(f"/proc/{pid}").exists() and "retinaseg" in Path(f"/proc/{pid}/cmdline").read_text()
                    for pid in workers)
+
+
+def test_a_network_that_waits_for_its_workers_is_told_more_workers_may_help_where_cores_are_spare(tmp_path,
+                                                                                                  monkeypatch,
+                                                                                                  fake_models):
+    from retinaseg.inference import runner
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(runner.SUGGEST_AFTER_PHOTOS):  # large photos for a network that takes no time
+        iio.imwrite(folder / f"p{i:02d}.png", synthetic_fundus((480, 520), seed=i).image_uint8())
+    segmenter = Segmenter(load_model("dark-vessels"), SegmentConfig(device="cpu"))
+    for cores, told in ((8, True), (2, False)):
+        monkeypatch.setattr(runner, "available_cores", lambda: cores)
+        lines = []
+        out = tmp_path / f"out{cores}"
+        run_batch(segmenter, sorted(folder.iterdir()), out, BatchConfig(workers=1), notify=lines.append,
+                  progress=False)
+        notes = [line for line in lines if "more --workers (up to 7)" in line]
+        assert len(notes) == (1 if told else 0), lines
+        waited = json.loads((out / "run.json").read_text())["network_waited_for_workers"]
+        assert 0.5 * waited["of_seconds"] < waited["seconds"] <= waited["of_seconds"]

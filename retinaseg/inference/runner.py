@@ -11,6 +11,7 @@ to redo them (--overwrite).
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections import deque
@@ -35,6 +36,15 @@ from retinaseg.vessel_graph import graph_of
 
 REPORT = "run.json"  # a shard's is run-K-of-N.json (--shard K/N), so shards share a folder without clashing
 REPORT_EVERY_SECONDS = 30  # run.json is rewritten this often, so a killed run keeps what it measured
+SUGGEST_AFTER_PHOTOS = 20  # fewer photos are mostly start-up: no advice on --workers from them
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, where the system says; else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -197,6 +207,10 @@ class _BatchJob:
         self.told_frame_is_fov = False  # the warning for photos whose FOV fills the frame: once per run
         self.bar = None
         self.lookahead = segmenter.config.batch_size + 2
+        # seconds the network's process spent waiting for its workers (photos to read, written ones to make room),
+        # and the seconds from the first photo sent to the last through the network: the first's share of the second
+        # says whether more workers would feed the network faster
+        self.waited_for_workers = self.network_seconds = 0.0
 
     def run(self, progress: bool, process: Optional[Callable] = None) -> RunSummary:
         """Opens the folder, processes the photos to do (by default here, in threads; `process(job, todo)` is
@@ -243,6 +257,11 @@ class _BatchJob:
                 writing.discard(index)
                 self._finish(record, value, error)
 
+            def wait_for(event: Callable[[], tuple]) -> None:
+                waiting = time.perf_counter()
+                handle(event())
+                self.waited_for_workers += time.perf_counter() - waiting
+
             submitted: deque = deque()
             indices = iter(todo)
 
@@ -258,13 +277,13 @@ class _BatchJob:
                         return
                     index = submitted.popleft()
                     while index not in ready and index not in failed:
-                        handle(workers.event())
+                        wait_for(workers.event)
                     if index in ready:
                         yield self._arrived(ready.pop(index), self.records[index].input)
 
             submit()
             self.segmenter.make_ready()  # while the workers read the first photos
-            last = saved = time.perf_counter()
+            first = last = saved = time.perf_counter()
             for prepared, probs in self.segmenter.predict_prepared(prepared_in_order(), as_seen=True):
                 record = self.records[prepared.index]
                 now = time.perf_counter()
@@ -275,12 +294,25 @@ class _BatchJob:
                               prepared.vessel)
                 writing.add(prepared.index)
                 while len(writing) > self.lookahead:
-                    handle(workers.event())
+                    wait_for(workers.event)
                 if now - saved > REPORT_EVERY_SECONDS:
                     self._save_report(self._summary(), final=False)
                     saved = now
+            self.network_seconds = time.perf_counter() - first
+            self._suggest_workers(len(todo))
             while writing:
                 handle(workers.event())
+
+    def _suggest_workers(self, photos: int) -> None:
+        """Says so when the network waited for the workers most of a long run and the machine has cores to spare
+        for more of them (a GPU fed by the default two workers, typically)."""
+        workers, cores = self.config.workers, available_cores()
+        if workers < 1 or photos < SUGGEST_AFTER_PHOTOS or self.network_seconds <= 0:
+            return
+        share = self.waited_for_workers / self.network_seconds
+        if share > 0.5 and cores > workers + 1:
+            self.notify(f"note: the network waited for its {workers} worker process(es) {share:.0%} of the run; "
+                        f"with {cores} cores here, more --workers (up to {cores - 1}) may be faster")
 
     def segment_one(self, record: ImageRecord) -> None:
         """One photo read, segmented and written, as _process_here does it (an executor's unit of work); the
@@ -500,6 +532,8 @@ class _BatchJob:
             "started": self.started_at,
             "finished": final,
             "seconds": round(summary.seconds, 3),
+            "network_waited_for_workers": {"seconds": round(self.waited_for_workers, 3),
+                                           "of_seconds": round(self.network_seconds, 3)},
             "summary": {"ok": summary.ok, "skipped": summary.skipped, "failed": summary.failed,
                         "flagged": summary.flagged(),
                         "few_vessels": summary.flagged().get(FEW_VESSELS_FOUND, 0)},
