@@ -299,14 +299,14 @@ class _BatchJob:
                     self._save_report(self._summary(), final=False)
                     saved = now
             self.network_seconds = time.perf_counter() - first
-            self._suggest_workers(len(todo))
+            self._suggest_workers(len(todo), workers.count)
             while writing:
                 handle(workers.event())
 
-    def _suggest_workers(self, photos: int) -> None:
-        """Says so when the network waited for the workers most of a long run and the machine has cores to spare
-        for more of them (a GPU fed by the default two workers, typically)."""
-        workers, cores = self.config.workers, available_cores()
+    def _suggest_workers(self, photos: int, workers: int) -> None:
+        """Says so when the network waited for its worker processes (none where they cannot be forked) most of a
+        long run and the machine has cores to spare for more of them (a GPU fed by the default two, typically)."""
+        cores = available_cores()
         if workers < 1 or photos < SUGGEST_AFTER_PHOTOS or self.network_seconds <= 0:
             return
         share = self.waited_for_workers / self.network_seconds
