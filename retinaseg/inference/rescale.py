@@ -45,6 +45,12 @@ class Prepared:
     # scale); without --tta one plain view, the image itself
     view_inputs: Optional[list] = None
 
+    def spend_inputs(self) -> None:
+        """The network has the photo's inputs: of them only each view's FOV stays, which views_undone applies when
+        the photo is written."""
+        self.image = None
+        self.view_inputs = [(None, fov) for _, fov in self.view_inputs]
+
 
 def _fov_box(fov: np.ndarray, margin: int) -> tuple:
     rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))

@@ -257,9 +257,9 @@ class _BatchJob:
                 writing.discard(index)
                 self._finish(record, value, error)
 
-            def wait_for(event: Callable[[], tuple]) -> None:
+            def wait_for_workers() -> None:
                 waiting = time.perf_counter()
-                handle(event())
+                handle(workers.event())
                 self.waited_for_workers += time.perf_counter() - waiting
 
             submitted: deque = deque()
@@ -277,7 +277,7 @@ class _BatchJob:
                         return
                     index = submitted.popleft()
                     while index not in ready and index not in failed:
-                        wait_for(workers.event)
+                        wait_for_workers()
                     if index in ready:
                         yield self._arrived(ready.pop(index), self.records[index].input)
 
@@ -294,7 +294,7 @@ class _BatchJob:
                               prepared.vessel)
                 writing.add(prepared.index)
                 while len(writing) > self.lookahead:
-                    wait_for(workers.event)
+                    wait_for_workers()
                 if now - saved > REPORT_EVERY_SECONDS:
                     self._save_report(self._summary(), final=False)
                     saved = now

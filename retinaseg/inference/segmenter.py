@@ -219,9 +219,12 @@ class Segmenter:
             if len(view_probs) < len(self.views):
                 continue
             item = pending.pop(index)
-            probs = view_probs if as_seen else self.views_undone(view_probs, item.view_inputs)
-            # the FOVs are kept for views_undone (inline, the photo written is this one): the inputs are spent
-            view_probs, item.view_inputs = [], [(None, fov) for _, fov in item.view_inputs] if as_seen else None
+            if as_seen:  # inline, the photo written is this one
+                probs = view_probs
+                item.spend_inputs()
+            else:
+                probs, item.view_inputs = self.views_undone(view_probs, item.view_inputs), None
+            view_probs = []
             if self.vessel_segmenter is not None:
                 item.vessel = self.vessel_segmenter.predict(item.photo, item.fov_raw, item.raw_size)
                 item.photo = None

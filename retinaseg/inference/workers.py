@@ -182,8 +182,8 @@ def _serve(job, inbox, outbox, parent: int, slots: SharedSlots) -> None:
         if task[0] == "read":
             slot = task[3]
             outbox.put(perform(job, task, held, lambda prepared: network_part(prepared, keep_raw, slots, slot)))
-            if (prepared := held.get(task[1])) is not None:  # the inputs are the network's now; the FOVs stay
-                prepared.image, prepared.view_inputs = None, [(None, fov) for _, fov in prepared.view_inputs]
+            if (prepared := held.get(task[1])) is not None:  # the network's process has the inputs now
+                prepared.spend_inputs()
         else:
             outbox.put(perform(job, slots.get(task), held))
 
