@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from retinaseg import __version__
+from retinaseg import __version__, cores
 from retinaseg.errors import OptionError, RetinasegError
 from retinaseg.inference import FEW_VESSELS, MAX_DOWNSCALE, RUNNER_ENVIRONMENT
 from retinaseg.inference.views import FLIP_VIEWS
-from retinaseg.options import check_device, check_max_downscale, parse_options, parse_shard
+from retinaseg.options import AUTO, check_device, check_max_downscale, parse_options, parse_shard, parse_workers
 from retinaseg.training.config import TrainConfig, train_options
 
 
@@ -255,10 +255,12 @@ def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, 
               help="Share of a tile that overlaps its neighbour.")
 @click.option("--resize", callback=_parse_size, default=None, metavar="WxH",
               help="Resize every photo to this fixed working size instead of scaling it by its FOV.")
-@click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
+@click.option("--workers", callback=parse_workers, default=AUTO, show_default=True, metavar="N|auto",
               help="Worker processes that read and prepare photos ahead of the network and write their outputs "
                    "behind it (0: all in this process), and with --measure the processes that then measure the "
-                   "maps; with --executor ray, Ray actors, each with its own copy of the model.")
+                   "maps; with --executor ray, Ray actors, each with its own copy of the model. auto: 2 for a "
+                   "network on the CPU (it needs the cores itself) or with --executor ray; on a GPU, one per core "
+                   "but the network's (up to 16); for measuring, one per core (up to 8).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process; ray: Ray actors (`pip install 'retinaseg[ray]'`), on a Ray instance "
                    "started here or the cluster at --ray-address. The same files either way.")
@@ -306,6 +308,9 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
                            raw_fov_diameter=raw_fov_diameter,
                            tile_size=tile_size, overlap=overlap, resize=resize)
     paths = shard_of(find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir), shard)
+    measuring_workers = cores.measure_workers() if workers is None else workers
+    if workers is None:
+        workers = cores.CPU_NETWORK_WORKERS if executor == "ray" else cores.run_workers(segmenter.device.type)
     batch = BatchConfig(save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir, workers=workers,
                         save_graph=save_graph, shard=shard)
     if ray_address and executor != "ray":
@@ -320,7 +325,8 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
 
             name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
             rows = measure_run(output_dir, summary.records, name, overlay, notify=_message, progress=not quiet,
-                               process=remote.measure if remote else None, workers=workers, overwrite=overwrite)
+                               process=remote.measure if remote else None, workers=measuring_workers,
+                               overwrite=overwrite)
             measured_ok = not any(row["status"] == "failed" for row in rows)
             click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv: {measured_line(rows)}")
     sys.exit(0 if summary.success and measured_ok else 1)
@@ -502,9 +508,9 @@ def weights_metric(weights_file, evaluations):
                    "(default), or the photo: the width across each vessel in its green channel, along the map's "
                    "centre line (a vessel without a clear profile there, or a map without its photo, is measured "
                    "on the map).")
-@click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
+@click.option("--workers", callback=parse_workers, default=AUTO, show_default=True, metavar="N|auto",
               help="Processes that measure photos side by side, one core each (0 or 1: one after the other in this "
-                   "process).")
+                   "process). auto: one per core, up to 8.")
 @click.option("--overwrite", is_flag=True, help="Measure every map again (default: reuse the rows in "
               "OUT_DIR/measured/ of maps measured before with the same files and settings, so an interrupted "
               "measure resumes).")
@@ -539,7 +545,8 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay, overwrite=overwrite,
                      calibres_from=calibres_from or CALIBRES_FROM, maps_dir=maps_dir)
-    rows = measure_items(job, notify=_message, progress=not quiet, workers=workers)
+    rows = measure_items(job, notify=_message, progress=not quiet,
+                         workers=cores.measure_workers() if workers is None else workers)
     click.echo(f"{measured_line(rows)}; {Path(out_dir) / 'measurements.csv'}")
     sys.exit(1 if any(row["status"] == "failed" for row in rows) else 0)
 

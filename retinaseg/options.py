@@ -66,6 +66,22 @@ def check_max_downscale(ctx, param, value):
     return value
 
 
+AUTO = "auto"
+
+
+def parse_workers(ctx, param, value: str):
+    """'auto' (None: the command chooses for the machine) or a count of processes from 0 to 64."""
+    if value is None or value.strip().lower() == AUTO:
+        return None
+    try:
+        count = int(value)
+        if not 0 <= count <= 64:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"expected auto or a number from 0 to 64; got {value!r}")
+    return count
+
+
 def parse_shard(ctx, param, value):
     """'K/N' with 1 <= K <= N as (K, N); None stays None."""
     if value is None:

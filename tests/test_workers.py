@@ -222,3 +222,43 @@ def test_a_network_that_waits_for_its_workers_is_told_more_workers_may_help_wher
         assert len(notes) == (1 if told else 0), lines
         waited = json.loads((out / "run.json").read_text())["network_waited_for_workers"]
         assert 0.5 * waited["of_seconds"] < waited["seconds"] <= waited["of_seconds"]
+
+
+@pytest.mark.parametrize("device, cores, expected", [("cpu", 16, 2), ("cuda", 2, 2), ("cuda", 16, 15),
+                                                     ("cuda", 96, 16), ("mps", 8, 7)])
+def test_workers_auto_feeds_a_gpu_from_every_spare_core_and_leaves_a_cpu_network_its_cores(monkeypatch, device,
+                                                                                             cores, expected):
+    from retinaseg import cores as machine
+
+    monkeypatch.setattr(machine, "available_cores", lambda: cores)
+    assert machine.run_workers(device) == expected
+
+
+@pytest.mark.parametrize("cores, expected", [(1, 1), (2, 2), (6, 6), (64, 8)])
+def test_measure_workers_auto_is_a_process_per_core_up_to_a_cap(monkeypatch, cores, expected):
+    from retinaseg import cores as machine
+
+    monkeypatch.setattr(machine, "available_cores", lambda: cores)
+    assert machine.measure_workers() == expected
+
+
+def test_run_and_measure_take_auto_or_a_count_of_workers_and_refuse_anything_else(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from retinaseg import cores as machine
+    from retinaseg.cli import cli
+
+    monkeypatch.setattr(machine, "available_cores", lambda: 6)  # a CPU network keeps its 2 workers all the same
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    iio.imwrite(folder / "p.png", synthetic_fundus((120, 130), seed=0).image_uint8())
+    result = CliRunner().invoke(cli, ["run", "-q", "--device", "cpu", str(folder), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["settings"]["workers"] == 2
+    for command in (["run", str(folder), str(tmp_path / "bad")], ["measure", str(tmp_path / "out")]):
+        result = CliRunner().invoke(cli, command + ["--workers", "many"])
+        assert result.exit_code == 2
+        assert "expected auto or a number from 0 to 64; got 'many'" in result.output
+    result = CliRunner().invoke(cli, ["run", "-q", "--workers", "AUTO", "--device", "cpu", str(folder),
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output

@@ -11,7 +11,6 @@ to redo them (--overwrite).
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from retinaseg.cores import available_cores
 from retinaseg.errors import ImageReadError, RetinasegError, shown
 from retinaseg.inference import FEW_VESSELS
 from retinaseg.inference.outputs import OUTPUT_FOLDERS, labels_of, overlay, render
@@ -37,14 +37,6 @@ from retinaseg.vessel_graph import graph_of
 REPORT = "run.json"  # a shard's is run-K-of-N.json (--shard K/N), so shards share a folder without clashing
 REPORT_EVERY_SECONDS = 30  # run.json is rewritten this often, so a killed run keeps what it measured
 SUGGEST_AFTER_PHOTOS = 20  # fewer photos are mostly start-up: no advice on --workers from them
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity, where the system says; else all)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
