@@ -2,6 +2,7 @@
 
     python benchmarks/measure_agreement.py [--data-root ../shared/data] [--datasets drive-av,les-av,hrf-av]
                                            [--calibres-from photo|map] [--held-out 1]
+                                           [--vessel-model vesselnet [--vessel-weights W]]
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
 Segmenter, default options, the photo read as `run` reads it) are measured by `retinaseg measure`'s code, with the
@@ -14,7 +15,9 @@ each definition (measure.FRACTAL_SOURCES: the filled map, its centre lines, coar
 prints the time measuring took per photo, beside the network's, for DRIVE-size and HRF-size maps. --calibres-from: what
 zone B's calibres are measured on, as `retinaseg measure`'s option (default as shipped). --held-out SEED: instead of
 the test photos, the training images that av-fusion's run with this --seed (and --val-fraction) held out, as
-benchmarks/held_out_tta.py draws them; a rule may look at these, not at the test photos.
+benchmarks/held_out_tta.py draws them; a rule may look at these, not at the test photos. --vessel-model: av-fusion's
+map with its vessels decided by this binary model, as `retinaseg run -m av-fusion --vessel-model` makes it (the
+shipped vesselnet learnt every training image, so no held-out check of it exists).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import torch
 from retinaseg.av import class_map
 from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.disc import find_disc
-from retinaseg.inference.segmenter import SegmentConfig, Segmenter
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter, segmenter_of
 from retinaseg.io.images import read_photo
 from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, fractal_dimensions, measure
 from retinaseg.models import load_model
@@ -82,9 +85,12 @@ def main():
     parser.add_argument("--held-out", type=int, default=None, metavar="SEED",
                         help="the training images av-fusion's run with this --seed held out, not the test photos")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="that run's --val-fraction")
+    parser.add_argument("--vessel-model", default=None, help="a binary model deciding av-fusion's vessels")
+    parser.add_argument("--vessel-weights", default=None, help="its weights; default its shipped file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu"), notify=lambda m: None)
+    av_model = segmenter_of("av-fusion", vessel_model=args.vessel_model, vessel_weights=args.vessel_weights,
+                            notify=lambda m: None, device="cpu")
     disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
     manual, predicted, times = [], [], {}
     for dataset in args.datasets.split(","):

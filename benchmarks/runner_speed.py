@@ -1,8 +1,8 @@
 """Runner speed and peak memory, against the seeds' naive loop, in the same run.
 
     python benchmarks/runner_speed.py [--data-root ../shared/data] [--model vesselnet] [--images 10]
-    python benchmarks/runner_speed.py --device cuda --images 200 --workers 12 --threads 4   # on a GPU machine
-    python benchmarks/runner_speed.py --device cuda --images 200 --workers 12 --threads 1 --sizes drive
+    python benchmarks/runner_speed.py --device cuda --images 200 --threads 4   # on a GPU machine (--workers auto)
+    python benchmarks/runner_speed.py --device cuda --images 200 --threads 1 --sizes drive
     python benchmarks/runner_speed.py --weights runs/candidate/best.pt   # a candidate instead of the shipped file
 
 DRIVE-size (565x584) and HRF-size (3504x2336) photos come from --data-root (DRIVE/test/images,
@@ -48,6 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from retinaseg.cores import run_workers
 from retinaseg.inference import MAX_DOWNSCALE, RUNNER_ENVIRONMENT
 
 
@@ -211,8 +212,9 @@ def main():
     parser.add_argument("--tta", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
     parser.add_argument("--decode-whole", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--workers", type=int, default=2,
-                        help="the runner rows' --workers (e.g. 12 on a 16-core GPU machine); null rows use 1 and 2")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="the runner rows' --workers; default `retinaseg run`'s auto for --device (2 on the CPU; "
+                             "on a GPU one per core but one, up to 16); null rows use 1 and 2")
     parser.add_argument("--null-only", action="store_true", help="only the null model's rows (the pipeline's cost)")
     parser.add_argument("--sizes", default="drive,hrf",
                         help="which photos' rows: drive, hrf or both (a short second run on a lent GPU: drive)")
@@ -222,6 +224,8 @@ def main():
         return _worker(args)
 
     cuda = args.device.startswith("cuda")
+    if args.workers is None:
+        args.workers = run_workers("cuda" if cuda else "cpu")
     if cuda:
         import torch
 
