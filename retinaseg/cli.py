@@ -528,7 +528,7 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
 
     \b
     Examples:
-      retinaseg run -m av-fusion photos/ out/ && retinaseg measure out/
+      retinaseg run -m av-fusion --vessel-model vesselnet photos/ out/ && retinaseg measure out/
       retinaseg measure out/ --disc-diameter-um 1800 --overlay
       retinaseg measure labels/ --maps labels/ --photos photos/ --disc-dir discs/
     """
