@@ -1,7 +1,7 @@
 """Do the measurements in disc diameters stay put when a photo is taken at half the resolution?
 
     python benchmarks/measure_scale.py [--data-root ../shared/data] [--images 21] [--max-downscale 0]
-                                       [--split training]
+                                       [--split training] [--vessel-model vesselnet]
 
 Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
@@ -10,7 +10,8 @@ photos, and for the fractal dimension the absolute difference (also once for eac
 measure.FRACTAL_SOURCES, from the same maps), and how often a map had fewer than six arteries or veins for CRAE or
 CRVE, once for each source of zone B's calibres (the photo, the map).
 --max-downscale 0 segments both at the model's working scale (by default the full photo is shrunk
-by at most av-fusion's cap, so the two are segmented at different scales).
+by at most av-fusion's cap, so the two are segmented at different scales). --vessel-model: av-fusion's maps with their
+vessels decided by this binary model (at its own working scale and cap, as `retinaseg run` does it).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from retinaseg.av import class_map
 from retinaseg.datasets import load_samples
 from retinaseg.disc import find_disc
 from retinaseg.fov import estimate_fov, fov_diameter
-from retinaseg.inference.segmenter import SegmentConfig, Segmenter
+from retinaseg.inference.segmenter import SegmentConfig, Segmenter, segmenter_of
 from retinaseg.io.images import read_photo
 import retinaseg.measure as measuring
 from retinaseg.measure import (CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, KNUDTSON_VESSELS, fractal_dimensions,
@@ -58,12 +59,13 @@ def main():
     parser.add_argument("--max-downscale", type=float, default=None, help="as `retinaseg run`'s; default the model's")
     parser.add_argument("--min-zone-calibres", type=float, default=None,
                         help="measure.MIN_ZONE_CALIBRES for this run (a variant; default: as shipped)")
+    parser.add_argument("--vessel-model", default=None, help="a binary model deciding av-fusion's vessels")
     args = parser.parse_args()
     if args.min_zone_calibres is not None:
         measuring.MIN_ZONE_CALIBRES = args.min_zone_calibres
     torch.set_num_threads(args.threads)
-    av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu", max_downscale=args.max_downscale),
-                         notify=lambda m: None)
+    av_model = segmenter_of("av-fusion", vessel_model=args.vessel_model, notify=lambda m: None, device="cpu",
+                            max_downscale=args.max_downscale)
     disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
     _, samples = load_samples("hrf-av", args.data_root, args.split)
     pairs = []
