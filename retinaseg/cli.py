@@ -157,9 +157,9 @@ def _parse_size(ctx, param, value):
 
 def _inference_options(f):
     f = _max_downscale_option("Shrink photos to the weights' working scale by at most this factor, so "
-                              "high-resolution photos keep their finest vessels. 0: no limit. Default: the weights "
-                              f"file's own, else the model's ({MAX_DOWNSCALE} unless `retinaseg plugins` says "
-                              "otherwise).")(f)
+                              "high-resolution photos keep their finest vessels. 0: no limit. Given, it holds for "
+                              "--vessel-model too. Default: each weights file's own, else its model's "
+                              f"({MAX_DOWNSCALE} unless `retinaseg plugins` says otherwise).")(f)
     f = click.option("--tta/--no-tta", default=None,
                      help="Average the prediction over the model's test-time views of each photo (`retinaseg "
                           "plugins`; the four flips unless it declares others): slower, slightly better. Default: "

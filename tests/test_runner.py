@@ -584,7 +584,10 @@ def test_every_network_that_sees_a_photo_bounds_its_reduction(fake_models):
     larger_view = Segmenter(load_model("dark-vessels"), SegmentConfig(device="cpu", max_downscale=0))
     larger_view.views = (View(), View(scale=1.5))
     assert alone.decode_reduction((1200, 1200)) == 4  # 1200 / 150 = 8x
-    assert gated.decode_reduction((1200, 1200)) == 2  # the vessel model shrinks by its cap, 3.5x
+    assert gated.decode_reduction((1200, 1200)) == 4  # the cap given holds for the vessel model too: 8x
+    own_caps = Segmenter(load_model("halves-av"), SegmentConfig(device="cpu"),
+                         vessel_model=load_model("dark-vessels"))  # no cap given: each model's own
+    assert (own_caps.config.max_downscale, own_caps.vessel_segmenter.config.max_downscale) == (1, 3.5)
     assert larger_view.decode_reduction((1200, 1200)) == 2  # its second view shrinks 5.3x
     assert alone.decode_reduction((1200, 1200), np.ones((1200, 1200), bool)) == 4
     segmenter_module.DECODE_REDUCED = False

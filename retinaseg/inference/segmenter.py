@@ -65,7 +65,7 @@ class SegmentConfig:
 
 class Segmenter:
     """Segments photos in memory with one loaded model. A binary vessel model (vessel_model) may run beside it on
-    each photo at its own working scale: an A/V model then takes its vessel/background split from it, and a disc
+    each photo at its own working scale (and cap, unless config gives one): an A/V model then takes its vessel/background split from it, and a disc
     model's disc among rivals is the one its vessels converge on (disc.converging_disc)."""
 
     def __init__(self, model: LoadedModel, config: SegmentConfig = SegmentConfig(),
@@ -79,8 +79,9 @@ class Segmenter:
             if vessel_model.classes != 1:
                 raise RetinasegError(f"the vessel model must be a binary vessel model; {vessel_model.spec.name!r} "
                                      f"has {vessel_model.classes} classes")
-            # at its own working scale and test-time views; otherwise as this one (device, tiles, FOV diameter)
-            own = replace(config, tta=None, max_downscale=None, av_graph=False)
+            # at its own working scale and test-time views, and its own cap on shrinking unless one is given (so
+            # --max-downscale 0 brings both models to their working scales); otherwise as this one (device, tiles)
+            own = replace(config, tta=None, av_graph=False)
             self.vessel_segmenter = Segmenter(vessel_model, own, notify)
         # ONNX Runtime runs on the CPU here, so "auto" means the CPU for it
         self.device = resolve_device("cpu" if config.backend == "onnxruntime" and config.device == "auto"
