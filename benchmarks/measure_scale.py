@@ -11,7 +11,8 @@ measure.FRACTAL_SOURCES, from the same maps), and how often a map had fewer than
 CRVE, once for each source of zone B's calibres (the photo, the map).
 --max-downscale 0 segments both at the model's working scale (by default the full photo is shrunk
 by at most av-fusion's cap, so the two are segmented at different scales). --vessel-model: av-fusion's maps with their
-vessels decided by this binary model (at its own working scale and cap, as `retinaseg run` does it).
+vessels decided by this binary model (at its own working scale; --max-downscale holds for it too, as in `retinaseg
+run`).
 """
 from __future__ import annotations
 

@@ -298,9 +298,9 @@ class _BatchJob:
     def _suggest_workers(self, photos: int, workers: int) -> None:
         """Says so when the network waited for its worker processes (none where they cannot be forked) most of a
         long run and the machine has cores to spare for more of them (a GPU fed by the default two, typically)."""
-        cores = available_cores()
         if workers < 1 or photos < SUGGEST_AFTER_PHOTOS or self.network_seconds <= 0:
             return
+        cores = available_cores()
         share = self.waited_for_workers / self.network_seconds
         if share > 0.5 and cores > workers + 1:
             self.notify(f"note: the network waited for its {workers} worker process(es) {share:.0%} of the run; "

@@ -65,8 +65,9 @@ class SegmentConfig:
 
 class Segmenter:
     """Segments photos in memory with one loaded model. A binary vessel model (vessel_model) may run beside it on
-    each photo at its own working scale (and cap, unless config gives one): an A/V model then takes its vessel/background split from it, and a disc
-    model's disc among rivals is the one its vessels converge on (disc.converging_disc)."""
+    each photo at its own working scale (and cap, unless config gives one): an A/V model then takes its
+    vessel/background split from it, and a disc model's disc among rivals is the one its vessels converge on
+    (disc.converging_disc)."""
 
     def __init__(self, model: LoadedModel, config: SegmentConfig = SegmentConfig(),
                  notify: Callable[[str], None] = print, vessel_model: Optional[LoadedModel] = None):
