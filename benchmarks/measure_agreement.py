@@ -2,7 +2,7 @@
 
     python benchmarks/measure_agreement.py [--data-root ../shared/data] [--datasets drive-av,les-av,hrf-av]
                                            [--calibres-from photo|map] [--held-out 1]
-                                           [--vessel-model vesselnet [--vessel-weights W]]
+                                           [--vessel-model vesselnet [--vessel-weights W]] [--spur-widths 1]
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
 Segmenter, default options, the photo read as `run` reads it) are measured by `retinaseg measure`'s code, with the
@@ -17,7 +17,8 @@ zone B's calibres are measured on, as `retinaseg measure`'s option (default as s
 the test photos, the training images that av-fusion's run with this --seed (and --val-fraction) held out, as
 benchmarks/held_out_tta.py draws them; a rule may look at these, not at the test photos. --vessel-model: av-fusion's
 map with its vessels decided by this binary model, as `retinaseg run -m av-fusion --vessel-model` makes it (the
-shipped vesselnet learnt every training image, so no held-out check of it exists).
+shipped vesselnet learnt every training image, so no held-out check of it exists). --spur-widths:
+vessel_graph.SPUR_WIDTHS for the run (0: spurs kept), a variant (docs/experiments.md).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import time
 import numpy as np
 import torch
 
+from retinaseg import vessel_graph
 from retinaseg.av import class_map
 from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.disc import find_disc
@@ -87,7 +89,11 @@ def main():
     parser.add_argument("--val-fraction", type=float, default=0.15, help="that run's --val-fraction")
     parser.add_argument("--vessel-model", default=None, help="a binary model deciding av-fusion's vessels")
     parser.add_argument("--vessel-weights", default=None, help="its weights; default its shipped file")
+    parser.add_argument("--spur-widths", type=float, default=None,
+                        help="vessel_graph.SPUR_WIDTHS for this run (a variant; default: as shipped; 0: keep spurs)")
     args = parser.parse_args()
+    if args.spur_widths is not None:
+        vessel_graph.SPUR_WIDTHS = args.spur_widths or None
     torch.set_num_threads(args.threads)
     av_model = segmenter_of("av-fusion", vessel_model=args.vessel_model, vessel_weights=args.vessel_weights,
                             notify=lambda m: None, device="cpu")

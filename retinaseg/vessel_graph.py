@@ -30,6 +30,9 @@ MIN_DEPTH = 0.005  # a photo profile shallower than this (intensity 0-1) is not 
 MIN_CONTRAST_NOISE = 3.0  # ... nor one shallower than this many times its background's noise
 BACKGROUND_PERCENTILE = 90  # of the samples beside a vessel: its background level
 CROSSING_GAP = 1.5  # two junctions this many vessel widths apart (or closer) are one crossing
+# A branch with a free end no longer than this many widths of the vessel at its junction is a spur, a bump of that
+# vessel's edge, and is dropped (a variant put to a rule, docs/experiments.md); None keeps spurs
+SPUR_WIDTHS = None
 WEAK_VOTE = 0.2  # a vessel whose artery/vein vote margin is under this takes its neighbours' type
 CLEAR_VOTE = 0.5  # consistent_av relabels only vessels voting at least this margin one way (3:1)
 
@@ -111,11 +114,12 @@ def build_graph(mask: np.ndarray, probability: Optional[np.ndarray] = None) -> V
     node_of, positions = _nodes(skel, skeleton.shape, ends)
     segments = []
     for path, (first, last) in zip(paths, ends):
-        segments.append([node_of[first], node_of[last], path])
+        if node_of[first] != node_of[last] or len(path) > 3:  # not junction pixels linked to each other
+            segments.append([node_of[first], node_of[last], path])
     distance = _distance(mask, skeleton)
-    segments = _merge_crossing_junctions(segments, node_of, positions, distance)
+    segments = _merge_crossing_junctions(_prune_spurs(segments, distance), positions, distance)
     for index, (start, end, path) in enumerate(segments):
-        length = float(np.hypot(*np.diff(path, axis=0).T).sum()) if len(path) > 1 else 0.0
+        length = _path_length(path)
         chord = float(np.hypot(*(path[-1] - path[0])))
         graph.segments.append(Segment(index, start, end, path, length, chord, _calibres(path, width_map, distance)))
     used = sorted({s.start for s in graph.segments} | {s.end for s in graph.segments})
@@ -201,15 +205,53 @@ def _nearest(points: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.nd
     return cKDTree(points).query(queries)
 
 
-def _merge_crossing_junctions(segments: list, node_of: dict, positions: dict, distance: np.ndarray) -> list:
-    """Drops segments inside one node (junction pixels linked to each other), and merges two three-branch
-    nodes joined by a segment shorter than CROSSING_GAP vessel widths: one crossing skeletonised as two
-    junctions."""
-    segments = [s for s in segments if s[0] != s[1] or len(s[2]) > 3]
+def _degrees(segments: list) -> dict:
     degree: dict = {}
     for start, end, _ in segments:
         degree[start] = degree.get(start, 0) + 1
         degree[end] = degree.get(end, 0) + 1
+    return degree
+
+
+def _path_length(path: np.ndarray) -> float:
+    return float(np.hypot(*np.diff(path, axis=0).T).sum()) if len(path) > 1 else 0.0
+
+
+def _prune_spurs(segments: list, distance: np.ndarray) -> list:
+    """Drops spurs (SPUR_WIDTHS): branches from a junction to a free end no longer than SPUR_WIDTHS times the
+    vessel's width at the junction, where at least two other branches stay; two that stay alone become one."""
+    if SPUR_WIDTHS is None:
+        return segments
+    degree = _degrees(segments)
+    spurs: dict = {}  # segment index -> its junction
+    for index, (start, end, path) in enumerate(segments):
+        for free, junction, at in ((start, end, path[-1]), (end, start, path[0])):
+            if degree[free] == 1 and degree[junction] >= 3 \
+                    and _path_length(path) <= SPUR_WIDTHS * 2 * float(distance[tuple(at)]):
+                spurs[index] = junction
+    dropped_at: dict = {}
+    for junction in spurs.values():
+        dropped_at[junction] = dropped_at.get(junction, 0) + 1
+    cleared = {junction for junction, count in dropped_at.items() if degree[junction] - count >= 2}
+    kept = [s for index, s in enumerate(segments) if spurs.get(index) not in cleared]
+    for junction in cleared:
+        branches = [s for s in kept if junction in (s[0], s[1])]
+        if degree[junction] - dropped_at[junction] != 2 or len(branches) != 2:  # more stay, or a loop
+            continue
+        (a_start, a_end, a_path), (b_start, b_end, b_path) = branches
+        into = a_path if a_end == junction else a_path[::-1]  # ends at the junction
+        out = b_path if b_start == junction else b_path[::-1]  # starts there
+        same_pixel = (into[-1] == out[0]).all()
+        kept = [s for s in kept if s is not branches[0] and s is not branches[1]]
+        kept.append([a_start if a_end == junction else a_end, b_end if b_start == junction else b_start,
+                     np.concatenate([into, out[1:] if same_pixel else out])])
+    return kept
+
+
+def _merge_crossing_junctions(segments: list, positions: dict, distance: np.ndarray) -> list:
+    """Merges two three-branch nodes joined by a segment shorter than CROSSING_GAP vessel widths: one crossing
+    skeletonised as two junctions."""
+    degree = _degrees(segments)
     merged: dict = {}
 
     def root(node):
@@ -221,7 +263,7 @@ def _merge_crossing_junctions(segments: list, node_of: dict, positions: dict, di
     for start, end, path in segments:
         a, b = root(start), root(end)
         width = 2 * float(np.median(distance[path[:, 0], path[:, 1]]))
-        length = float(np.hypot(*np.diff(path, axis=0).T).sum()) if len(path) > 1 else 0.0
+        length = _path_length(path)
         if a != b and degree.get(a) == 3 and degree.get(b) == 3 and length <= CROSSING_GAP * max(width, 2.0):
             merged[b] = a
             positions[a] = tuple((np.array(positions[a]) + np.array(positions[b])) / 2)

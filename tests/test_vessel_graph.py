@@ -7,6 +7,7 @@ import pytest
 from retinaseg import av
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.synthetic import DrawnVessel, draw_vessels
+from retinaseg import vessel_graph
 from retinaseg.vessel_graph import GRAPH_FORMAT, build_graph, consistent_av, graph_of
 
 
@@ -26,6 +27,30 @@ def test_a_tree_has_its_nodes_and_segments():
     graph = build_graph(mask_of(trunk, upper, lower)[0])
     assert kinds(graph) == ["bifurcation", "end", "end", "end"] and len(graph.segments) == 3
     assert len(graph.vessels()) == 3  # a bifurcation does not join vessels
+
+
+def test_bumps_on_a_wide_vessels_edge_are_no_branches(monkeypatch):
+    from skimage.draw import disk
+
+    mask = mask_of(DrawnVessel([(60, 10), (60, 230)], 20), DrawnVessel([(70, 150), (110, 150)], 4),
+                   shape=(120, 240))[0]  # a wide vessel, and a thin branch leaving it for 30 px
+    smooth = mask.copy()
+    for centre in ((48, 60), (48, 120), (48, 180), (72, 90)):  # bumps of its edge, 5-6 px high
+        mask[disk(centre, 6, shape=mask.shape)] = True
+    monkeypatch.setattr(vessel_graph, "SPUR_WIDTHS", None)
+    assert len(build_graph(mask).segments) > 3  # the skeleton's spurs, one per bump
+    monkeypatch.setattr(vessel_graph, "SPUR_WIDTHS", 1.0)
+    graph = build_graph(mask)
+    assert kinds(graph) == ["bifurcation", "end", "end", "end"] and len(graph.segments) == 3
+
+    def in_wide_vessel(segment):
+        return segment.path[:, 0].max() < 80  # the branch runs down to row 110
+
+    left, right, branch = sorted(graph.segments, key=lambda s: (not in_wide_vessel(s), s.path[:, 1].min()))
+    without_bumps = sum(s.length for s in build_graph(smooth).segments if in_wide_vessel(s))
+    assert left.length + right.length == pytest.approx(without_bumps, abs=3)  # as long as without its bumps
+    assert abs(np.median(left.calibres) - 20) <= 1.0 and abs(np.median(right.calibres) - 20) <= 1.0
+    assert abs(branch.calibre - 4) <= 1.0
 
 
 def test_a_straight_vessel_has_its_length_and_chord():
