@@ -2,7 +2,8 @@
 
     python benchmarks/measure_agreement.py [--data-root ../shared/data] [--datasets drive-av,les-av,hrf-av]
                                            [--calibres-from photo|map] [--held-out 1]
-                                           [--vessel-model vesselnet [--vessel-weights W]] [--spur-widths 1]
+                                           [--vessel-model vesselnet [--vessel-weights W]]
+                                           [--spur-widths 1] [--side-branch-share 0.5]
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
 Segmenter, default options, the photo read as `run` reads it) are measured by `retinaseg measure`'s code, with the
@@ -18,7 +19,8 @@ the test photos, the training images that av-fusion's run with this --seed (and 
 benchmarks/held_out_tta.py draws them; a rule may look at these, not at the test photos. --vessel-model: av-fusion's
 map with its vessels decided by this binary model, as `retinaseg run -m av-fusion --vessel-model` makes it (the
 shipped vesselnet learnt every training image, so no held-out check of it exists). --spur-widths:
-vessel_graph.SPUR_WIDTHS for the run (0: spurs kept), a variant (docs/experiments.md).
+vessel_graph.SPUR_WIDTHS for the run (0: spurs kept), and --side-branch-share its SIDE_BRANCH_SHARE (0: none),
+variants (docs/experiments.md).
 """
 from __future__ import annotations
 
@@ -91,9 +93,13 @@ def main():
     parser.add_argument("--vessel-weights", default=None, help="its weights; default its shipped file")
     parser.add_argument("--spur-widths", type=float, default=None,
                         help="vessel_graph.SPUR_WIDTHS for this run (a variant; default: as shipped; 0: keep spurs)")
+    parser.add_argument("--side-branch-share", type=float, default=None,
+                        help="vessel_graph.SIDE_BRANCH_SHARE for this run (a variant; default: as shipped; 0: none)")
     args = parser.parse_args()
     if args.spur_widths is not None:
         vessel_graph.SPUR_WIDTHS = args.spur_widths or None
+    if args.side_branch_share is not None:
+        vessel_graph.SIDE_BRANCH_SHARE = args.side_branch_share or None
     torch.set_num_threads(args.threads)
     av_model = segmenter_of("av-fusion", vessel_model=args.vessel_model, vessel_weights=args.vessel_weights,
                             notify=lambda m: None, device="cpu")

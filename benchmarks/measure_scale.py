@@ -1,7 +1,8 @@
 """Do the measurements in disc diameters stay put when a photo is taken at half the resolution?
 
     python benchmarks/measure_scale.py [--data-root ../shared/data] [--images 21] [--max-downscale 0]
-                                       [--split training] [--vessel-model vesselnet] [--spur-widths 1]
+                                       [--split training] [--vessel-model vesselnet]
+                                       [--spur-widths 1] [--side-branch-share 0.5]
 
 Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
@@ -12,7 +13,8 @@ CRVE, once for each source of zone B's calibres (the photo, the map).
 --max-downscale 0 segments both at the model's working scale (by default the full photo is shrunk
 by at most av-fusion's cap, so the two are segmented at different scales). --vessel-model: av-fusion's maps with their
 vessels decided by this binary model (at its own working scale; --max-downscale holds for it too, as in `retinaseg
-run`). --spur-widths: vessel_graph.SPUR_WIDTHS for the run (0: spurs kept), a variant (docs/experiments.md).
+run`). --spur-widths: vessel_graph.SPUR_WIDTHS for the run (0: spurs kept), and --side-branch-share its
+SIDE_BRANCH_SHARE (0: none), variants (docs/experiments.md).
 """
 from __future__ import annotations
 
@@ -64,9 +66,13 @@ def main():
     parser.add_argument("--vessel-model", default=None, help="a binary model deciding av-fusion's vessels")
     parser.add_argument("--spur-widths", type=float, default=None,
                         help="vessel_graph.SPUR_WIDTHS for this run (a variant; default: as shipped; 0: keep spurs)")
+    parser.add_argument("--side-branch-share", type=float, default=None,
+                        help="vessel_graph.SIDE_BRANCH_SHARE for this run (a variant; default: as shipped; 0: none)")
     args = parser.parse_args()
     if args.spur_widths is not None:
         vessel_graph.SPUR_WIDTHS = args.spur_widths or None
+    if args.side_branch_share is not None:
+        vessel_graph.SIDE_BRANCH_SHARE = args.side_branch_share or None
     if args.min_zone_calibres is not None:
         measuring.MIN_ZONE_CALIBRES = args.min_zone_calibres
     torch.set_num_threads(args.threads)

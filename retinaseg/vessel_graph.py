@@ -33,6 +33,9 @@ CROSSING_GAP = 1.5  # two junctions this many vessel widths apart (or closer) ar
 # A branch with a free end no longer than this many widths of the vessel at its junction is a spur, a bump of that
 # vessel's edge, and is dropped (a variant put to a rule, docs/experiments.md); None keeps spurs
 SPUR_WIDTHS = None
+# At a bifurcation whose narrowest branch is no wider than this share of the narrower other one, the other two are
+# one vessel running on past a side branch (a variant put to a rule, docs/experiments.md); None joins nothing there
+SIDE_BRANCH_SHARE = None
 WEAK_VOTE = 0.2  # a vessel whose artery/vein vote margin is under this takes its neighbours' type
 CLEAR_VOTE = 0.5  # consistent_av relabels only vessels voting at least this margin one way (3:1)
 
@@ -395,7 +398,8 @@ def _pair_crossings(graph: VesselGraph) -> None:
 
 
 def _group_vessels(graph: VesselGraph) -> None:
-    """Vessel ids: segments joined through crossing pairs and through two-branch nodes."""
+    """Vessel ids: segments joined through crossing pairs and through two-branch nodes (and past side branches, with
+    SIDE_BRANCH_SHARE)."""
     parent = list(range(len(graph.segments)))
 
     def find(i):
@@ -416,6 +420,10 @@ def _group_vessels(graph: VesselGraph) -> None:
     for node in graph.nodes:
         if node.kind == "pass" and len(at.get(node.id, ())) == 2:
             join(*at[node.id])
+        elif node.kind == "bifurcation" and SIDE_BRANCH_SHARE is not None and len(at.get(node.id, ())) == 3:
+            side, *trunk = sorted(at[node.id], key=lambda i: graph.segments[i].calibre)
+            if graph.segments[side].calibre <= SIDE_BRANCH_SHARE * graph.segments[trunk[0]].calibre:
+                join(*trunk)
     roots = {}
     for segment in graph.segments:
         segment.vessel = roots.setdefault(find(segment.id), len(roots))

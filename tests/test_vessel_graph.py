@@ -53,6 +53,21 @@ def test_bumps_on_a_wide_vessels_edge_are_no_branches(monkeypatch):
     assert abs(branch.calibre - 4) <= 1.0
 
 
+def test_a_trunk_runs_on_past_a_side_branch_but_a_fork_joins_nothing(monkeypatch):
+    trunk = DrawnVessel([(100, 10), (100, 190)], 12)
+    side = DrawnVessel([(100, 100), (30, 140)], 3)  # a quarter of the trunk's width
+    fork = [DrawnVessel([(100, 10), (100, 100)], 8), DrawnVessel([(100, 100), (40, 180)], 6),
+            DrawnVessel([(100, 100), (160, 180)], 6)]
+    monkeypatch.setattr(vessel_graph, "SIDE_BRANCH_SHARE", None)
+    assert len(build_graph(mask_of(trunk, side)[0]).vessels()) == 3
+    monkeypatch.setattr(vessel_graph, "SIDE_BRANCH_SHARE", 0.5)
+    graph = build_graph(mask_of(trunk, side)[0])
+    assert kinds(graph) == ["bifurcation", "end", "end", "end"]
+    (branch,), halves = sorted(graph.vessels(), key=len)  # the side branch, and the trunk's two halves as one
+    assert graph.segments[branch].calibre < 5 and all(graph.segments[i].calibre > 10 for i in halves)
+    assert len(build_graph(mask_of(*fork)[0]).vessels()) == 3
+
+
 def test_a_straight_vessel_has_its_length_and_chord():
     graph = build_graph(mask_of(DrawnVessel([(100, 20), (100, 180)], 5))[0])
     (segment,) = graph.segments
