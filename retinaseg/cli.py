@@ -496,6 +496,10 @@ def weights_metric(weights_file, evaluations):
 @click.option("--disc-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Optic disc masks named <stem>.<ext> or <stem>_<anything> (e.g. eye1_disc.png) instead of "
                    "finding the disc with the disc model.")
+@click.option("--discs", "discs_file", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CSV",
+              help="Discs set by hand: a CSV with columns stem, disc_x, disc_y and disc_diameter_px in the photo's "
+                   "pixels (e.g. the rows of measurements.csv whose disc you set or corrected). A photo listed with "
+                   "all three is measured with that disc; the others' discs are found as without it.")
 @click.option("--pixel-size", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
               help="Micrometres per pixel of the photos, for the _um columns.")
 @click.option("--disc-diameter-um", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
@@ -515,13 +519,13 @@ def weights_metric(weights_file, evaluations):
               "OUT_DIR/measured/ of maps measured before with the same files and settings, so an interrupted "
               "measure resumes).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_um, overlay, calibres_from, workers,
-            overwrite, quiet):
+def measure(out_dir, maps_dir, photos_dir, disc_dir, discs_file, pixel_size, disc_diameter_um, overlay, calibres_from,
+            workers, overwrite, quiet):
     """Measure the vessels in OUT_DIR's maps: one row per photo in OUT_DIR/measurements.csv.
 
     OUT_DIR is a `retinaseg run` output folder (its run.json names the photos and maps),
     or, with --maps and --photos, where to write. The disc is found by the `disc` model
-    unless --disc-dir gives masks. Lengths and calibres are in pixels always, in disc
+    unless --disc-dir gives masks or --discs sets it by hand. Lengths and calibres are in pixels always, in disc
     diameters (_dd) when a disc is found, and in micrometres (_um) with --pixel-size or
     --disc-diameter-um. Columns and definitions: docs/measurements.md. The exit status
     is 0 only if no photo failed.
@@ -531,12 +535,18 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
       retinaseg run -m av-fusion --vessel-model vesselnet photos/ out/ && retinaseg measure out/
       retinaseg measure out/ --disc-diameter-um 1800 --overlay
       retinaseg measure labels/ --maps labels/ --photos photos/ --disc-dir discs/
+      retinaseg measure out/ --discs discs.csv    # discs the model missed, set by hand
     """
     from retinaseg.measure import CALIBRES_FROM
-    from retinaseg.measure_batch import MeasureJob, items_of_folders, items_of_run, measure_items, measured_line
+    from retinaseg.measure_batch import (MeasureJob, items_of_folders, items_of_run, measure_items, measured_line,
+                                         read_given_discs)
 
-    if (maps_dir is None) != (photos_dir is None) and not (maps_dir and disc_dir):
-        raise click.UsageError("--maps goes with --photos (or --disc-dir), and --photos with --maps")
+    if (maps_dir is None) != (photos_dir is None) and not (maps_dir and (disc_dir or discs_file)):
+        raise click.UsageError("--maps goes with --photos (or --disc-dir or --discs), and --photos with --maps")
+    try:
+        discs_given = read_given_discs(discs_file) if discs_file else None
+    except RetinasegError as exc:
+        raise click.BadParameter(str(exc), param_hint="--discs") from None
     if pixel_size and disc_diameter_um:
         raise click.UsageError("give --pixel-size or --disc-diameter-um, not both")
     items = items_of_folders(maps_dir, photos_dir) if maps_dir else items_of_run(out_dir)
@@ -544,7 +554,8 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, pixel_size, disc_diameter_u
         raise click.UsageError(f"no maps to measure in {maps_dir or out_dir}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay, overwrite=overwrite,
-                     calibres_from=calibres_from or CALIBRES_FROM, maps_dir=maps_dir)
+                     calibres_from=calibres_from or CALIBRES_FROM, maps_dir=maps_dir, discs_given=discs_given,
+                     discs_file=discs_file)
     rows = measure_items(job, notify=_message, progress=not quiet,
                          workers=cores.measure_workers() if workers is None else workers)
     click.echo(f"{measured_line(rows)}; {Path(out_dir) / 'measurements.csv'}")

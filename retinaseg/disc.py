@@ -44,6 +44,7 @@ class Disc:
     col: float = float("nan")
     diameter: float = float("nan")  # of the circle of the blob's area, pixels
     rivals: int = 0  # other blobs that would pass as a disc, at least RIVAL_SHARE of the largest one's area at 0.5
+    source: str = ""  # what found it, as measurements.csv's disc_from says: "model", "mask" or "given" (by hand)
 
     @property
     def found(self) -> bool:

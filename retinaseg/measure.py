@@ -183,8 +183,9 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
         prob = probability if probability is not None and probability.shape[0] == 4 else _one_hot(labels)
         label_vessels(graph, prob, vessels)
     values = result.values
-    values.update(photo_size=f"{labels.shape[1]}x{labels.shape[0]}", disc_x=disc.col, disc_y=disc.row,
-                  disc_diameter_px=disc.diameter, disc_rivals=disc.rivals if disc.found else float("nan"),
+    values.update(photo_size=f"{labels.shape[1]}x{labels.shape[0]}", disc_from=disc.source, disc_x=disc.col,
+                  disc_y=disc.row, disc_diameter_px=disc.diameter,
+                  disc_rivals=disc.rivals if disc.found else float("nan"),
                   disc_vessel_ratio=float("nan"))  # set once the FOV's vessel density is known
     if not disc.found:
         result.missing(f"no optic disc: {disc.reason}; zone measures and DD units are empty")

@@ -14,6 +14,7 @@ import numpy as np
 
 from retinaseg import av
 from retinaseg.disc import Disc, around
+from retinaseg.errors import RetinasegError, shown
 from retinaseg.measure import BINARY_MAP, CALIBRES_FROM, ZONE_B, ZONE_C, Measurements, measure
 
 DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diameters between people (check_discs)
@@ -33,6 +34,8 @@ class MeasureJob:
     overwrite: bool = False  # measure again what was measured before with the same files and settings
     calibres_from: str = CALIBRES_FROM  # zone B's calibres measured on the photo (when there is one) or the map
     maps_dir: Optional[str] = None  # where label maps no model made come from (--maps); None: the runs in out_dir
+    discs_given: Optional[dict] = None  # stem -> (x, y, diameter) in the photo's pixels, set by hand (--discs)
+    discs_file: Optional[str] = None  # the CSV they came from
 
 
 # Each photo's row as measured, in OUT_DIR/measured/<stem>.json, so that a measure run that was stopped resumes:
@@ -40,12 +43,11 @@ class MeasureJob:
 # again. Raise the format whenever a measure's definition changes, so rows measured before are measured again.
 MEASURED_FOLDER = "measured"
 OVERLAY_FOLDER = "measure_overlay"  # with --overlay: <stem>.png, the disc, zones B and C and the CRAE/CRVE vessels
-MEASURED_FORMAT = "retinaseg-measured/5"
+MEASURED_FORMAT = "retinaseg-measured/6"
 
 
 def items_of_run(run_dir) -> list:
     """The photos earlier `retinaseg run`s wrote maps of, from their run records."""
-    from retinaseg.errors import RetinasegError
     from retinaseg.inference.runner import run_records
 
     run_dir = Path(run_dir)
@@ -95,6 +97,56 @@ def items_of_folders(maps_dir, photos_dir) -> list:
     return items
 
 
+GIVEN_DISC_COLUMNS = ("disc_x", "disc_y", "disc_diameter_px")  # as measurements.csv names them
+
+
+def read_given_discs(path) -> dict:
+    """{stem: (x, y, diameter)} from a CSV of discs set by hand: a stem column and GIVEN_DISC_COLUMNS, in the
+    photo's pixels (a copy of measurements.csv does; other columns are ignored). A row whose three are all empty
+    gives no disc; a row with some empty, a value that is no number, a diameter not above 0 or a stem listed twice
+    is an error naming the file and the line."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file)
+            missing = [name for name in ("stem",) + GIVEN_DISC_COLUMNS if name not in (reader.fieldnames or [])]
+            if missing:
+                raise RetinasegError(f"{shown(path)}: no {', '.join(missing)} column(s); a CSV of discs has stem, "
+                                     f"{', '.join(GIVEN_DISC_COLUMNS)} (the photo's pixels)")
+            discs = {}
+            for row in reader:
+                where = f"{shown(path)}, line {reader.line_num}"
+                cells = [(row[name] or "").strip() for name in GIVEN_DISC_COLUMNS]
+                if not any(cells) or all(cell.lower() == "nan" for cell in cells):
+                    continue
+                try:
+                    x, y, diameter = (float(cell) for cell in cells)
+                except ValueError:
+                    raise RetinasegError(f"{where}: {', '.join(GIVEN_DISC_COLUMNS)} must all be numbers; got "
+                                         f"{', '.join(repr(c) for c in cells)}") from None
+                if not all(np.isfinite([x, y, diameter])) or diameter <= 0:
+                    raise RetinasegError(f"{where}: a disc needs a finite centre and a diameter above 0")
+                stem = (row["stem"] or "").strip()
+                if stem in discs:
+                    raise RetinasegError(f"{where}: {shown(stem)} is listed twice")
+                discs[stem] = (x, y, diameter)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RetinasegError(f"{shown(path)}: cannot be read as a CSV ({exc})") from None
+    return discs
+
+
+def given_disc(job: MeasureJob, stem: str, shape: tuple) -> Optional[Disc]:
+    """The disc set by hand for this photo (job.discs_given), or None; one outside the map is an error."""
+    if not job.discs_given or stem not in job.discs_given:
+        return None
+    x, y, diameter = job.discs_given[stem]
+    if not (0 <= x < shape[1] and 0 <= y < shape[0]) or diameter > max(shape):
+        raise RetinasegError(f"{shown(job.discs_file)}: the disc given for {shown(stem)} (centre {x:g}, {y:g}, "
+                             f"diameter {diameter:g}) does not fit its {shape[1]}x{shape[0]} map")
+    return Disc("ok", row=y, col=x, diameter=diameter, source="given")
+
+
 def read_map(path) -> np.ndarray:
     """A map as measure() takes it: bool for a binary vessel map (0/255 or 0/1), uint8 av codes for an A/V one
     (codes 0-3 or the red/blue/green colour map)."""
@@ -115,6 +167,10 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
     measure_item's results in their order; by default they are measured here, in `workers` processes side by
     side when more than one (the graph and the measures run on one core each)."""
     _names_in.cache_clear()  # the disc masks as they are now, listed once for this folder
+    unmatched = sorted(set(job.discs_given or ()) - {item[0] for item in job.items})
+    if unmatched:
+        notify(f"note: {shown(job.discs_file)} gives discs for {len(unmatched)} photo(s) not measured here: "
+               f"{', '.join(shown(stem) for stem in unmatched[:5])}{', ...' if len(unmatched) > 5 else ''}")
     before = {} if job.overwrite else _measured_before(job)
     if before:
         notify(f"{len(before)} of {len(job.items)} photo(s) measured before with the same files and settings: "
@@ -217,17 +273,19 @@ def _overlay_path(job: MeasureJob, stem: str) -> Path:
 
 def _key(job: MeasureJob, item: tuple) -> dict:
     """What a photo's row follows from: its files (path, size, modification time) and the settings."""
-    def state(path) -> Optional[list]:
+    def state(path) -> Optional[list]:  # the absolute path: OUT_DIR may be named another way the next time
         try:
             stat = os.stat(path)
-            return [str(path), stat.st_size, stat.st_mtime_ns]
+            return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
         except (OSError, TypeError, ValueError):
-            return None if path is None else [str(path)]
+            return None if path is None else [os.path.abspath(path)]
 
     stem, photo_path, map_path, prob_path = item
     disc_mask = _disc_mask(job.disc_dir, stem) if job.disc_dir else None
+    given = (job.discs_given or {}).get(stem)
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
-            "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None, **_settings(job)}
+            "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
+            "disc_given": list(given) if given else None, **_settings(job)}
 
 
 def _settings(job: MeasureJob) -> dict:
@@ -260,8 +318,9 @@ def made_with(job: MeasureJob) -> dict:
                          for path, report in run_records(job.out_dir)]}
     else:
         maps = {"folder": str(job.maps_dir)}
+    given = {"file": job.discs_file, "photos": len(job.discs_given)} if job.discs_given else None
     return {"versions": versions("numpy", "scipy", "scikit-image", "torch"), "measures": MEASURED_FORMAT,
-            "maps": maps, "disc_masks": job.disc_dir, **_settings(job)}
+            "maps": maps, "discs_given": given, "disc_masks": job.disc_dir, **_settings(job)}
 
 
 def _jpeg_decoding() -> str:
@@ -310,8 +369,6 @@ def _measure_in_processes(job: MeasureJob, notify, progress: bool, workers: int)
 
     from tqdm import tqdm
 
-    from retinaseg.errors import shown
-
     results: list = [None] * len(job.items)
     with ProcessPoolExecutor(min(workers, len(job.items)), mp_context=multiprocessing.get_context("fork"),
                              initializer=_start_measuring, initargs=(job,)) as pool:
@@ -357,7 +414,8 @@ def _measure_in_process(index: int) -> tuple:
 
 
 class DiscFinder:
-    """The disc model, loaded at the first photo that needs it (none do with job.disc_dir)."""
+    """The disc model, loaded at the first photo whose disc it finds (none with job.disc_dir, and none whose disc is
+    given by hand)."""
 
     def __init__(self, job: MeasureJob, notify):
         self.needed, self.notify, self._segmenter = not job.disc_dir, notify, None
@@ -375,12 +433,11 @@ class DiscFinder:
 def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tuple[dict, dict]:
     """(the table row, the JSON detail) of one (stem, photo, map, probabilities) item; writes its overlay and keeps
     the row in measured/ for a later run to reuse."""
-    from retinaseg.errors import RetinasegError, shown
     from retinaseg.io.atomic import write_json, write_png
 
     stem, photo_path, map_path, prob_path = item
     try:
-        result, overlay_image = _measure_one(job, stem, photo_path, map_path, prob_path, disc.segmenter)
+        result, overlay_image = _measure_one(job, stem, photo_path, map_path, prob_path, disc)
     except Exception as exc:  # one bad map must not stop the folder
         reason = str(exc) if isinstance(exc, RetinasegError) \
             else f"{shown(map_path)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
@@ -408,11 +465,10 @@ def _failed(item: tuple, reason: str) -> tuple[dict, dict]:
     return row, {**row, "zone_b": []}
 
 
-def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, disc_segmenter):
+def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, disc_finder: DiscFinder):
     import tifffile
 
     from retinaseg.disc import find_disc
-    from retinaseg.errors import RetinasegError, shown
     from retinaseg.fov import estimate_fov
     from retinaseg.io.images import read_binary_mask, read_photo
 
@@ -426,17 +482,20 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
         probability = np.asarray(tifffile.imread(prob_path), np.float32)
         probability = probability[None] if probability.ndim == 2 else probability
     fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)
-    if job.disc_dir:
+    disc = given_disc(job, stem, labels.shape)
+    if disc is None and job.disc_dir:
         disc_mask = _disc_mask(job.disc_dir, stem)
         if disc_mask is None:
             raise RetinasegError(f"{shown(job.disc_dir)}: no disc mask for {shown(stem)}")
-        disc = find_disc(read_binary_mask(disc_mask).astype(np.float32))
-    elif photo is not None:
+        disc = replace(find_disc(read_binary_mask(disc_mask).astype(np.float32)), source="mask")
+    elif disc is None and photo is not None:
         # found in the disc model's map before the others are dropped: its rivals counted and, where there are
         # some, the one the map's vessels converge on kept (not always the largest, which `run -m disc` keeps)
-        disc = find_disc(disc_segmenter.predict_file(photo_path, finished=False, whole=photo)[0], labels > 0, fov)
-    else:
-        raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos or --disc-dir)")
+        prob = disc_finder.segmenter.predict_file(photo_path, finished=False, whole=photo)[0]
+        disc = replace(find_disc(prob, labels > 0, fov), source="model")
+    elif disc is None:
+        raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos, --disc-dir "
+                             f"or --discs)")
     pixel_size = job.pixel_size_um
     if pixel_size is None and job.disc_diameter_um and disc.found:
         pixel_size = job.disc_diameter_um / disc.diameter

@@ -227,6 +227,79 @@ def test_measure_command_on_label_maps_with_disc_masks(cli, tmp_path):
     assert made["disc_weights"] is None and made["disc_diameter_um"] == 1800 and made["versions"]["scipy"]
 
 
+def test_discs_set_by_hand_are_measured_with_and_a_changed_one_measured_again(cli, tmp_path):
+    maps, out = tmp_path / "maps", tmp_path / "out"
+    maps.mkdir()
+    labels, _ = radial_map([4.0] * 6, [6.0] * 6)
+    for stem in ("eye1", "eye2", "eye3"):
+        iio.imwrite(maps / f"{stem}.png", av.encode_colours(labels))
+    discs = tmp_path / "discs.csv"
+
+    def give(eye1_diameter):  # x, y: the centre's column and row; eye2 left empty, as measurements.csv leaves it
+        discs.write_text(f"stem,status,disc_x,disc_y,disc_diameter_px\neye1,partial,{CENTRE[1]},{CENTRE[0]},"
+                         f"{eye1_diameter}\neye2,partial,,,\neye3,ok,5000,10,40\nelsewhere,ok,1,1,1\n")
+        return cli.invoke(retinaseg_cli, ["measure", str(out), "--maps", str(maps), "--discs", str(discs), "-q",
+                                          "--workers", "0"])
+
+    result = give(DD)
+    assert result.exit_code == 1 and "1 ok, 0 partial, 2 failed" in result.output, result.output
+    assert "gives discs for 1 photo(s) not measured here: elsewhere" in result.output
+    rows = {row["stem"]: row for row in csv.DictReader(open(out / "measurements.csv"))}
+    assert rows["eye1"]["disc_from"] == "given" and float(rows["eye1"]["disc_diameter_px"]) == DD
+    assert float(rows["eye1"]["crae_px"]) == pytest.approx(1.7484 * 4, abs=1)
+    assert "no photo to find the optic disc in" in rows["eye2"]["reason"]
+    assert "discs.csv: the disc given for eye3" in rows["eye3"]["reason"] and "400x400" in rows["eye3"]["reason"]
+    assert json.loads((out / "measurements.json").read_text())["made_with"]["discs_given"]["photos"] == 3
+    assert "1 of 3 photo(s) measured before" in give(DD).output  # eye1 (failed rows are tried again)
+    assert "measured before" not in give(DD * 1.25).output  # eye1's disc changed, so it is measured again
+    row = next(r for r in csv.DictReader(open(out / "measurements.csv")) if r["stem"] == "eye1")
+    assert float(row["disc_diameter_px"]) == DD * 1.25
+
+
+def test_no_disc_model_is_loaded_when_every_disc_is_given(cli, tmp_path, photo_folder, fake_models, monkeypatch):
+    from retinaseg.measure_batch import DiscFinder
+
+    out = tmp_path / "out"
+    assert cli.invoke(retinaseg_cli, ["run", "-q", "-m", "dark-vessels", str(photo_folder), str(out)]).exit_code == 0
+    stems = [record["stem"] for record in json.loads((out / "run.json").read_text())["images"]]
+    (tmp_path / "discs.csv").write_text("stem,disc_x,disc_y,disc_diameter_px\n"
+                                        + "".join(f"{stem},20,20,10\n" for stem in stems))
+    monkeypatch.setattr(DiscFinder, "segmenter", property(lambda self: pytest.fail("the disc model was loaded")))
+    result = cli.invoke(retinaseg_cli, ["measure", "-q", "--workers", "0", "--discs", str(tmp_path / "discs.csv"),
+                                        str(out)])
+    rows = list(csv.DictReader(open(out / "measurements.csv")))
+    assert len(rows) == len(stems) and {row["disc_from"] for row in rows} == {"given"}, result.output
+
+
+def test_rows_are_reused_however_the_folder_is_named(cli, tmp_path, monkeypatch):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    iio.imwrite(maps / "eye1.png", av.encode_colours(radial_map([4.0] * 6, [6.0] * 6)[0]))
+    (tmp_path / "discs.csv").write_text(f"stem,disc_x,disc_y,disc_diameter_px\neye1,{CENTRE[1]},{CENTRE[0]},{DD}\n")
+    monkeypatch.chdir(tmp_path)
+    relative = ["measure", "out", "--maps", "maps", "--discs", "discs.csv", "-q"]
+    assert cli.invoke(retinaseg_cli, relative).exit_code == 0
+    absolute = ["measure", str(tmp_path / "out"), "--maps", str(maps), "--discs", str(tmp_path / "discs.csv"), "-q"]
+    assert "1 of 1 photo(s) measured before" in cli.invoke(retinaseg_cli, absolute).output
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("stem,disc_x,disc_y\neye1,1,2\n", "no disc_diameter_px column"),
+    ("stem,disc_x,disc_y,disc_diameter_px\neye1,1,2,\n", "line 2: disc_x, disc_y, disc_diameter_px must all be"),
+    ("stem,disc_x,disc_y,disc_diameter_px\neye1,1,2,-4\n", "line 2: a disc needs a finite centre and a diameter"),
+    ("stem,disc_x,disc_y,disc_diameter_px\neye1,1,2,4\neye1,3,4,5\n", "line 3: eye1 is listed twice"),
+], ids=["column missing", "one value empty", "negative diameter", "stem twice"])
+def test_a_bad_csv_of_discs_is_refused_in_one_line(cli, tmp_path, text, problem):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    iio.imwrite(maps / "eye1.png", av.encode_colours(radial_map([4.0] * 6, [6.0] * 6)[0]))
+    (tmp_path / "discs.csv").write_text(text)
+    result = cli.invoke(retinaseg_cli, ["measure", str(tmp_path / "out"), "--maps", str(maps), "--discs",
+                                        str(tmp_path / "discs.csv")])
+    assert result.exit_code == 2 and problem in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "out" / "measurements.csv").exists()
+
+
 def test_measurements_name_the_run_that_made_the_maps(cli, tmp_path, photo_folder, fake_models):
     out = tmp_path / "out"
     assert cli.invoke(retinaseg_cli, ["run", "-q", "-m", "dark-vessels", str(photo_folder), str(out)]).exit_code == 0
