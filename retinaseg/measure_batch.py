@@ -102,14 +102,18 @@ GIVEN_DISC_COLUMNS = ("disc_x", "disc_y", "disc_diameter_px")  # as measurements
 
 def read_given_discs(path) -> dict:
     """{stem: (x, y, diameter)} from a CSV of discs set by hand: a stem column and GIVEN_DISC_COLUMNS, in the
-    photo's pixels (a copy of measurements.csv does; other columns are ignored). A row whose three are all empty
-    gives no disc; a row with some empty, a value that is no number, a diameter not above 0 or a stem listed twice
-    is an error naming the file and the line."""
+    photo's pixels (a copy of measurements.csv does; other columns are ignored). Fields split by commas, or by
+    semicolons or tabs as spreadsheets save them in many languages (with decimal commas then). A row whose three are
+    all empty gives no disc; a row with some empty, a value that is no number, a diameter not above 0 or a stem
+    listed twice is an error naming the file and the line."""
     import csv
 
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
-            reader = csv.DictReader(file)
+            header = file.readline()
+            file.seek(0)
+            delimiter = max(",;\t", key=header.count)
+            reader = csv.DictReader(file, delimiter=delimiter)
             missing = [name for name in ("stem",) + GIVEN_DISC_COLUMNS if name not in (reader.fieldnames or [])]
             if missing:
                 raise RetinasegError(f"{shown(path)}: no {', '.join(missing)} column(s); a CSV of discs has stem, "
@@ -121,7 +125,7 @@ def read_given_discs(path) -> dict:
                 if not any(cells) or all(cell.lower() == "nan" for cell in cells):
                     continue
                 try:
-                    x, y, diameter = (float(cell) for cell in cells)
+                    x, y, diameter = (float(cell if delimiter == "," else cell.replace(",", ".")) for cell in cells)
                 except ValueError:
                     raise RetinasegError(f"{where}: {', '.join(GIVEN_DISC_COLUMNS)} must all be numbers; got "
                                          f"{', '.join(repr(c) for c in cells)}") from None

@@ -271,6 +271,17 @@ def test_no_disc_model_is_loaded_when_every_disc_is_given(cli, tmp_path, photo_f
     assert len(rows) == len(stems) and {row["disc_from"] for row in rows} == {"given"}, result.output
 
 
+@pytest.mark.parametrize("text", ["stem,disc_x,disc_y,disc_diameter_px\neye1,200,210.5,40\n",
+                                  "\ufeffstem;disc_x;disc_y;disc_diameter_px\r\neye1;200;210,5;40\r\n",
+                                  "stem\tdisc_x\tdisc_y\tdisc_diameter_px\neye1\t200\t210.5\t40\n"],
+                         ids=["commas", "a spreadsheet's semicolons and decimal commas", "tabs"])
+def test_a_csv_of_discs_is_read_as_spreadsheets_save_it(tmp_path, text):
+    from retinaseg.measure_batch import read_given_discs
+
+    (tmp_path / "discs.csv").write_text(text, encoding="utf-8")
+    assert read_given_discs(tmp_path / "discs.csv") == {"eye1": (200.0, 210.5, 40.0)}
+
+
 def test_rows_are_reused_however_the_folder_is_named(cli, tmp_path, monkeypatch):
     maps = tmp_path / "maps"
     maps.mkdir()
