@@ -189,6 +189,10 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
     if binary:
         notify(f"note: {binary} of {len(results)} map(s) are binary vessel maps, so their artery and vein measures "
                f"are empty (their rows are partial for that alone unless another reason is given)")
+    no_disc = sum(row.get("disc_from") == "model" and not _number(row.get("disc_x")) for row, _ in results)
+    if no_disc:
+        notify(f"note: the disc model found no disc in {no_disc} photo(s), so their zone measures are empty; "
+               f"`retinaseg measure --discs` can take their discs set by hand (docs/measurements.md)")
     check_discs([row for row, _ in results], notify)
     for row, detail in results:
         detail["disc_check"] = row["disc_check"]

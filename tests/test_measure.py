@@ -271,6 +271,21 @@ def test_no_disc_model_is_loaded_when_every_disc_is_given(cli, tmp_path, photo_f
     assert len(rows) == len(stems) and {row["disc_from"] for row in rows} == {"given"}, result.output
 
 
+def test_photos_without_a_disc_found_are_counted_and_pointed_to_discs_set_by_hand(cli, tmp_path):
+    maps, photos = tmp_path / "maps", tmp_path / "photos"
+    maps.mkdir()
+    photos.mkdir()
+    labels, _ = radial_map([4.0] * 6, [6.0] * 6)
+    iio.imwrite(maps / "eye1.png", av.encode_colours(labels))
+    rows, cols = np.indices(labels.shape)
+    inside = np.hypot(rows - 200, cols - 200) < 190
+    iio.imwrite(photos / "eye1.png", (inside[..., None] * np.array([150, 60, 30])).astype(np.uint8))  # no disc
+    result = cli.invoke(retinaseg_cli, ["measure", str(tmp_path / "out"), "--maps", str(maps), "--photos",
+                                        str(photos), "--workers", "0", "-q"])
+    assert "0 ok, 1 partial" in result.output, result.output
+    assert "found no disc in 1 photo(s)" in result.output and "--discs" in result.output
+
+
 @pytest.mark.parametrize("text", ["stem,disc_x,disc_y,disc_diameter_px\neye1,200,210.5,40\n",
                                   "\ufeffstem;disc_x;disc_y;disc_diameter_px\r\neye1;200;210,5;40\r\n",
                                   "stem\tdisc_x\tdisc_y\tdisc_diameter_px\neye1\t200\t210.5\t40\n"],
