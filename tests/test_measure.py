@@ -89,6 +89,16 @@ def known_disc():
     return Disc("ok", "", CENTRE[0], CENTRE[1], DD)
 
 
+def map_folder(tmp_path, stems=("eye1",)):
+    """A folder of A/V label maps, one per stem: six arteries 4 px and six veins 6 px wide crossing zone B."""
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    labels, _ = radial_map([4.0] * 6, [6.0] * 6)
+    for stem in stems:
+        iio.imwrite(maps / f"{stem}.png", av.encode_colours(labels))
+    return maps
+
+
 def test_crae_crve_and_avr_of_six_arteries_and_six_veins_of_known_widths():
     labels, prob = radial_map([4.0] * 6, [6.0] * 6)
     result = measure(labels, known_disc(), np.ones(labels.shape, bool), prob, pixel_size_um=10.0)
@@ -228,12 +238,7 @@ def test_measure_command_on_label_maps_with_disc_masks(cli, tmp_path):
 
 
 def test_discs_set_by_hand_are_measured_with_and_a_changed_one_measured_again(cli, tmp_path):
-    maps, out = tmp_path / "maps", tmp_path / "out"
-    maps.mkdir()
-    labels, _ = radial_map([4.0] * 6, [6.0] * 6)
-    for stem in ("eye1", "eye2", "eye3"):
-        iio.imwrite(maps / f"{stem}.png", av.encode_colours(labels))
-    discs = tmp_path / "discs.csv"
+    maps, out, discs = map_folder(tmp_path, ("eye1", "eye2", "eye3")), tmp_path / "out", tmp_path / "discs.csv"
 
     def give(eye1_diameter):  # x, y: the centre's column and row; eye2 left empty, as measurements.csv leaves it
         discs.write_text(f"stem,status,disc_x,disc_y,disc_diameter_px\neye1,partial,{CENTRE[1]},{CENTRE[0]},"
@@ -272,12 +277,9 @@ def test_no_disc_model_is_loaded_when_every_disc_is_given(cli, tmp_path, photo_f
 
 
 def test_photos_without_a_disc_found_are_counted_and_pointed_to_discs_set_by_hand(cli, tmp_path):
-    maps, photos = tmp_path / "maps", tmp_path / "photos"
-    maps.mkdir()
+    maps, photos = map_folder(tmp_path), tmp_path / "photos"
     photos.mkdir()
-    labels, _ = radial_map([4.0] * 6, [6.0] * 6)
-    iio.imwrite(maps / "eye1.png", av.encode_colours(labels))
-    rows, cols = np.indices(labels.shape)
+    rows, cols = np.indices((400, 400))
     inside = np.hypot(rows - 200, cols - 200) < 190
     iio.imwrite(photos / "eye1.png", (inside[..., None] * np.array([150, 60, 30])).astype(np.uint8))  # no disc
     result = cli.invoke(retinaseg_cli, ["measure", str(tmp_path / "out"), "--maps", str(maps), "--photos",
@@ -298,9 +300,7 @@ def test_a_csv_of_discs_is_read_as_spreadsheets_save_it(tmp_path, text):
 
 
 def test_rows_are_reused_however_the_folder_is_named(cli, tmp_path, monkeypatch):
-    maps = tmp_path / "maps"
-    maps.mkdir()
-    iio.imwrite(maps / "eye1.png", av.encode_colours(radial_map([4.0] * 6, [6.0] * 6)[0]))
+    maps = map_folder(tmp_path)
     (tmp_path / "discs.csv").write_text(f"stem,disc_x,disc_y,disc_diameter_px\neye1,{CENTRE[1]},{CENTRE[0]},{DD}\n")
     monkeypatch.chdir(tmp_path)
     relative = ["measure", "out", "--maps", "maps", "--discs", "discs.csv", "-q"]
@@ -316,9 +316,7 @@ def test_rows_are_reused_however_the_folder_is_named(cli, tmp_path, monkeypatch)
     ("stem,disc_x,disc_y,disc_diameter_px\neye1,1,2,4\neye1,3,4,5\n", "line 3: eye1 is listed twice"),
 ], ids=["column missing", "one value empty", "negative diameter", "stem twice"])
 def test_a_bad_csv_of_discs_is_refused_in_one_line(cli, tmp_path, text, problem):
-    maps = tmp_path / "maps"
-    maps.mkdir()
-    iio.imwrite(maps / "eye1.png", av.encode_colours(radial_map([4.0] * 6, [6.0] * 6)[0]))
+    maps = map_folder(tmp_path)
     (tmp_path / "discs.csv").write_text(text)
     result = cli.invoke(retinaseg_cli, ["measure", str(tmp_path / "out"), "--maps", str(maps), "--discs",
                                         str(tmp_path / "discs.csv")])
