@@ -525,10 +525,10 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, discs_file, pixel_size, dis
 
     OUT_DIR is a `retinaseg run` output folder (its run.json names the photos and maps),
     or, with --maps and --photos, where to write. The disc is found by the `disc` model
-    unless --disc-dir gives masks or --discs sets it by hand. Lengths and calibres are in pixels always, in disc
-    diameters (_dd) when a disc is found, and in micrometres (_um) with --pixel-size or
-    --disc-diameter-um. Columns and definitions: docs/measurements.md. The exit status
-    is 0 only if no photo failed.
+    unless --disc-dir gives masks or --discs sets it by hand. Lengths and calibres are
+    in pixels always, in disc diameters (_dd) when a disc is found, and in micrometres
+    (_um) with --pixel-size or --disc-diameter-um. Columns and definitions:
+    docs/measurements.md. The exit status is 0 only if no photo failed.
 
     \b
     Examples:
