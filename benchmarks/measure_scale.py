@@ -6,10 +6,11 @@
 
 Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
-model finds in it. Prints, per measure, the median, mean and largest relative difference (half vs full) over the
-photos, and for the fractal dimension the absolute difference (also once for each of its definitions,
-measure.FRACTAL_SOURCES, from the same maps), and how often a map had fewer than six arteries or veins for CRAE or
-CRVE, once for each source of zone B's calibres (the photo, the map).
+model finds in it. Prints each photo's disc, CRAE, CRVE and AVR, full / half; then, per measure, the median, mean
+and largest relative difference (half vs full) over the photos, and for the fractal dimension the absolute
+difference (also once for each of its definitions, measure.FRACTAL_SOURCES, from the same maps), and how often a map
+had fewer than six arteries or veins for CRAE or CRVE, once for each source of zone B's calibres (the photo, the
+map).
 --max-downscale 0 segments both at the model's working scale (by default the full photo is shrunk
 by at most av-fusion's cap, so the two are segmented at different scales). --vessel-model: av-fusion's maps with their
 vessels decided by this binary model (at its own working scale; --max-downscale holds for it too, as in `retinaseg
@@ -90,7 +91,8 @@ def main():
         pairs.append((full_values, half_values))
         full, half = full_values[CALIBRES_FROM], half_values[CALIBRES_FROM]
         print(f"  {sample.id:<8} disc {full['disc_diameter_px']:.0f} / {half['disc_diameter_px']:.0f} px,"
-              f" CRAE {full['crae_dd']:.4f} / {half['crae_dd']:.4f} DD", flush=True)
+              f" CRAE {full['crae_dd']:.4f} / {half['crae_dd']:.4f} DD, CRVE {full['crve_dd']:.4f} /"
+              f" {half['crve_dd']:.4f} DD, AVR {full['avr']:.3f} / {half['avr']:.3f}", flush=True)
     cap = "the model's" if args.max_downscale is None else args.max_downscale
     for source in CALIBRE_SOURCES:
         print(f"\nhalf resolution against full, {len(pairs)} HRF-AV {args.split} photos, --max-downscale {cap}, "
