@@ -163,6 +163,39 @@ def test_photos_held_by_a_dead_worker_for_writing_are_read_again_by_its_successo
     assert (tmp_path / "out" / "raw_pre" / "p1.png").is_file()
 
 
+def test_a_worker_killed_while_answering_holds_up_no_other(tmp_path):
+    import signal
+    from pathlib import Path
+
+    from retinaseg.inference.workers import Workers
+
+    photos = photos_with_a_broken_one(tmp_path / "photos")[:4]  # p0 p1 p2 p2b: two for each worker
+    segmenter = Segmenter(load_model("vesselnet"), SegmentConfig(device="cpu"))
+    job = _BatchJob(segmenter, BatchConfig(workers=2), print, tmp_path / "out", photos)
+    def hung(*_):
+        raise TimeoutError("no answer came through")
+
+    previous = signal.signal(signal.SIGALRM, hung)  # a hang fails this test, not the suite
+    signal.alarm(120)
+    try:
+        with Workers(job, 2) as workers:
+            # as if worker 0 had been killed halfway through sending an answer: the lock of the queue it answers
+            # on stays held. Were that queue shared, no other worker's answer would come through.
+            workers._outboxes[0]._wlock.acquire()
+            os.kill(workers._processes[0].pid, signal.SIGKILL)
+            workers._processes[0].join()
+            for index, photo in enumerate(photos):
+                workers.read(index, Path(photo))
+            events = sorted(workers.event()[1:4:2] for _ in photos)  # (index, error)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert [index for index, _ in events] == [0, 1, 2, 3]
+    assert "ended (exit code -9)" in events[0][1]  # the task the dead worker was given first
+    assert events[1][1] is None and events[2][1] is None  # p1 by worker 1, p2 by worker 0's successor
+    assert "p2b.png" in events[3][1]  # not a photo, whoever read it
+
+
 def test_a_killed_run_leaves_no_worker_behind(tmp_path):
     import signal
     import subprocess

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import mmap
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 from contextlib import contextmanager
@@ -220,17 +221,19 @@ class Workers:
         self._tasks: list = []  # per worker, its tasks not yet answered, oldest first: (kind, index, path)
         self._processes: list = []
         self._inboxes: list = []
+        # Each worker answers in its own queue: a worker killed while sending (the out-of-memory killer) can leave
+        # its queue's write lock held or half a message in its pipe, which must not stop the others' answers.
+        self._outboxes: list = []
         self._next = 0
         if count:
             self._context = multiprocessing.get_context("fork")
-            self._outbox = self._context.Queue()
             for number in range(count):
                 self._start(number)
 
     def _start(self, number: int) -> None:
-        inbox = self._context.Queue()
+        inbox, outbox = self._context.Queue(), self._context.Queue()
         process = self._context.Process(target=_serve, daemon=True, name=f"retinaseg-worker-{number}",
-                                        args=(self.job, inbox, self._outbox, os.getpid(), self._slots))
+                                        args=(self.job, inbox, outbox, os.getpid(), self._slots))
         # Objects this process holds are never collected in the child: a finaliser there (an ONNX Runtime session
         # joining its thread pool, threads a forked child does not have) would hang the worker for good.
         gc.freeze()
@@ -238,15 +241,19 @@ class Workers:
             process.start()
         finally:
             gc.unfreeze()
+        outbox._writer.close()  # the worker holds the only write end: its death ends the pipe (EOF), even mid-message
         if number < len(self._processes):
-            # the dead worker's queue: its feeder thread may be stuck writing to a pipe no one reads, and must not
-            # hold up this process's exit
+            # the dead worker's queues: the inbox's feeder thread may be stuck writing to a pipe no one reads, and
+            # must not hold up this process's exit
             self._inboxes[number].cancel_join_thread()
             self._inboxes[number].close()
+            self._outboxes[number]._reader.close()
             self._processes[number], self._inboxes[number], self._tasks[number] = process, inbox, deque()
+            self._outboxes[number] = outbox
         else:
             self._processes.append(process)
             self._inboxes.append(inbox)
+            self._outboxes.append(outbox)
             self._tasks.append(deque())
 
     def read(self, index: int, path) -> None:
@@ -273,10 +280,8 @@ class Workers:
     def event(self) -> tuple:
         """The next result, waiting for one."""
         while not self._events:
-            try:
-                event = self._outbox.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                self._replace_dead()
+            event = self._answer()
+            if event is None:
                 continue
             kind, index, value, _ = event
             worker = self._owner[index]
@@ -292,24 +297,49 @@ class Workers:
             return event
         return self._events.popleft()
 
+    def _answer(self) -> Optional[tuple]:
+        """A worker's next answer; or None, after replacing a worker whose answers have ended (it died, perhaps in
+        the middle of one, every whole one before read) or after POLL_SECONDS without any."""
+        readers = {outbox._reader: number for number, outbox in enumerate(self._outboxes)}
+        ready = multiprocessing.connection.wait(list(readers), timeout=POLL_SECONDS)
+        if not ready:
+            self._replace_dead()  # a worker dead while something else holds its pipe open
+            return None
+        number = readers[ready[0]]
+        try:
+            return self._outboxes[number].get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            return None
+        except (EOFError, OSError):  # it closed its end: it is dead or exiting
+            process = self._processes[number]
+            process.join(timeout=POLL_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            self._replace(number)
+            return None
+
     def _replace_dead(self) -> None:
         for number, process in enumerate(self._processes):
-            if process.is_alive():
-                continue
-            tasks = list(self._tasks[number])
-            self._start(number)
-            for position, (kind, index, path) in enumerate(tasks):
-                if position == 0:  # the task it died on
-                    ended = f"the worker process handling it ended (exit code {process.exitcode})"
-                    photo = shown(self.job.records[index].input)
-                    self._fail(kind, index, f"{photo}: {ended}" if kind == "read" else ended)
-                elif kind == "read":
-                    self._tasks[number].append(("read", index, path))
-                    self._inboxes[number].put(("read", index, path, self._slot.get(index)))
-                else:
-                    self._tasks[number].append(("write", index, None))
-                    self._inboxes[number].put(("redo", index, self.job.records[index].input,
-                                               *self._unwritten[index]))
+            if not process.is_alive():
+                self._replace(number)
+
+    def _replace(self, number: int) -> None:
+        """A dead worker's successor: the task it died on fails, the rest of its tasks go to the successor."""
+        process = self._processes[number]
+        tasks = list(self._tasks[number])
+        self._start(number)
+        for position, (kind, index, path) in enumerate(tasks):
+            if position == 0:  # the task it died on
+                ended = f"the worker process handling it ended (exit code {process.exitcode})"
+                photo = shown(self.job.records[index].input)
+                self._fail(kind, index, f"{photo}: {ended}" if kind == "read" else ended)
+            elif kind == "read":
+                self._tasks[number].append(("read", index, path))
+                self._inboxes[number].put(("read", index, path, self._slot.get(index)))
+            else:
+                self._tasks[number].append(("write", index, None))
+                self._inboxes[number].put(("redo", index, self.job.records[index].input, *self._unwritten[index]))
 
     def _fail(self, kind: str, index: int, message: str) -> None:
         self._owner.pop(index, None)
@@ -326,7 +356,9 @@ class Workers:
             if process.is_alive():
                 process.kill()
             inbox.cancel_join_thread()  # what is left in it is for no one
-        self._processes = []
+        for outbox in self._outboxes:
+            outbox._reader.close()
+        self._processes, self._outboxes = [], []
 
     def __enter__(self):
         return self
