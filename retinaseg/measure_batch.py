@@ -368,53 +368,80 @@ def _can_fork() -> bool:
 
 def _measure_in_processes(job: MeasureJob, notify, progress: bool, workers: int) -> list:
     """measure_item on each item in forked processes, the results in the items' order; each process's messages
-    said here as its photos finish. A process that dies (the out-of-memory killer, a crash) fails the photos it and
-    the pool had not finished, with that reason; the rest stand."""
+    said here as its photos finish. A process that dies (the out-of-memory killer, a crash) breaks its pool: the
+    photos not yet begun go on in a new pool, and those being measured then are measured again one at a time, each
+    in a process of its own, so only a photo that kills its process fails, with that reason."""
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    results: list = [None] * len(job.items)
+    started = multiprocessing.get_context("fork").Array("b", len(job.items), lock=False)  # set by the processes
+    with tqdm(total=len(job.items), desc="measuring", unit="img", disable=not progress) as bar:
+        pending, suspects = list(range(len(job.items))), []
+        while pending:
+            broken = _pool_pass(job, pending, workers, started, results, notify, bar)
+            if len(broken) == len(pending) and not any(started[index] for index in broken):
+                suspects += broken  # the pool broke before it began any: no new pool, each alone below
+                break
+            suspects += [index for index in broken if started[index]]
+            pending = [index for index in broken if not started[index]]
+        for index in suspects:  # alone, a photo that kills its process again is the one that did
+            _pool_pass(job, [index], 1, started, results, notify, bar, last=True)
+    return results
+
+
+def _pool_pass(job: MeasureJob, indices: list, workers: int, started, results: list, notify, bar,
+               last: bool = False) -> list:
+    """The items at indices measured in a pool of processes, each result in results; the indices left unmeasured
+    when a process died and broke the pool (with last, failed instead)."""
     import gc
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    from tqdm import tqdm
-
-    results: list = [None] * len(job.items)
-    with ProcessPoolExecutor(min(workers, len(job.items)), mp_context=multiprocessing.get_context("fork"),
-                             initializer=_start_measuring, initargs=(job,)) as pool:
+    broken = []
+    with ProcessPoolExecutor(min(workers, len(indices)), mp_context=multiprocessing.get_context("fork"),
+                             initializer=_start_measuring, initargs=(job, started)) as pool:
         gc.freeze()  # the processes fork at the first submit; no finaliser of this process's objects runs there
         try:
-            futures = {pool.submit(_measure_in_process, index): index for index in range(len(job.items))}
+            futures = {pool.submit(_measure_in_process, index): index for index in indices}
         finally:
             gc.unfreeze()
-        for future in tqdm(as_completed(futures), total=len(futures), desc="measuring", unit="img",
-                           disable=not progress):
+        for future in as_completed(futures):
             index = futures[future]
             try:
                 row, detail, messages = future.result()
             except BrokenProcessPool:
-                reason = (f"{shown(job.items[index][2])}: a measuring process died (out of memory, or a crash) before "
-                          f"this map was measured")
+                if not last:
+                    broken.append(index)
+                    continue
+                reason = f"{shown(job.items[index][2])}: its measuring process died (out of memory, or a crash)"
                 row, detail, messages = *_failed(job.items[index], reason), [f"failed: {reason}"]
             for message in messages:
                 notify(message)
             results[index] = (row, detail)
-    return results
+            bar.update()
+    return sorted(broken)
 
 
 _process_job: Optional[MeasureJob] = None  # in a measuring process: its job, disc model and messages
 _process_disc = None
+_process_started = None  # one flag per item, shared: set when its measuring begins
 _process_messages: list = []
 
 
-def _start_measuring(job: MeasureJob) -> None:
-    global _process_job, _process_disc
+def _start_measuring(job: MeasureJob, started) -> None:
+    global _process_job, _process_disc, _process_started
     import sys
 
     if "torch" in sys.modules:  # OpenMP's thread team does not survive fork: a second thread would hang
         sys.modules["torch"].set_num_threads(1)
-    _process_job, _process_disc = job, DiscFinder(job, _process_messages.append)
+    _process_job, _process_disc, _process_started = job, DiscFinder(job, _process_messages.append), started
 
 
 def _measure_in_process(index: int) -> tuple:
+    _process_started[index] = 1
     row, detail = measure_item(_process_job, _process_job.items[index], _process_disc, _process_messages.append)
     messages = list(_process_messages)
     _process_messages.clear()
