@@ -32,7 +32,6 @@ import time
 import numpy as np
 import torch
 
-from retinaseg import vessel_graph
 from retinaseg.av import class_map
 from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.disc import find_disc
@@ -41,6 +40,8 @@ from retinaseg.io.images import read_photo
 from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, fractal_dimensions, measure
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
+
+from measure_variants import add_variant_options, apply_variants
 
 MEASURES = ("crae_dd", "crve_dd", "avr", "fractal_dimension_all", "density_fov_all", "density_zone_c_all",
             "mean_calibre_zone_b_dd_all", "distance_factor_all", "length_dd_all") + tuple(
@@ -91,15 +92,9 @@ def main():
     parser.add_argument("--val-fraction", type=float, default=0.15, help="that run's --val-fraction")
     parser.add_argument("--vessel-model", default=None, help="a binary model deciding av-fusion's vessels")
     parser.add_argument("--vessel-weights", default=None, help="its weights; default its shipped file")
-    parser.add_argument("--spur-widths", type=float, default=None,
-                        help="vessel_graph.SPUR_WIDTHS for this run (a variant; default: as shipped; 0: keep spurs)")
-    parser.add_argument("--side-branch-share", type=float, default=None,
-                        help="vessel_graph.SIDE_BRANCH_SHARE for this run (a variant; default: as shipped; 0: none)")
+    add_variant_options(parser, "--spur-widths", "--side-branch-share")
     args = parser.parse_args()
-    if args.spur_widths is not None:
-        vessel_graph.SPUR_WIDTHS = args.spur_widths or None
-    if args.side_branch_share is not None:
-        vessel_graph.SIDE_BRANCH_SHARE = args.side_branch_share or None
+    apply_variants(args)
     torch.set_num_threads(args.threads)
     av_model = segmenter_of("av-fusion", vessel_model=args.vessel_model, vessel_weights=args.vessel_weights,
                             notify=lambda m: None, device="cpu")

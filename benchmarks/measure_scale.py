@@ -26,17 +26,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from retinaseg import vessel_graph
 from retinaseg.av import class_map
 from retinaseg.datasets import load_samples
 from retinaseg.disc import find_disc
 from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter, segmenter_of
 from retinaseg.io.images import read_photo
-import retinaseg.measure as measuring
 from retinaseg.measure import (CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, KNUDTSON_VESSELS, fractal_dimensions,
                                measure)
 from retinaseg.models import load_model
+
+from measure_variants import add_variant_options, apply_variants
 
 RELATIVE = ("crae_dd", "crve_dd", "avr", "mean_calibre_zone_b_dd_all", "density_fov_all", "density_zone_c_all",
             "length_dd_all", "distance_factor_all")
@@ -62,20 +62,10 @@ def main():
     parser.add_argument("--split", default="test", choices=["training", "test"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-downscale", type=float, default=None, help="as `retinaseg run`'s; default the model's")
-    parser.add_argument("--min-zone-calibres", type=float, default=None,
-                        help="measure.MIN_ZONE_CALIBRES for this run (a variant; default: as shipped)")
     parser.add_argument("--vessel-model", default=None, help="a binary model deciding av-fusion's vessels")
-    parser.add_argument("--spur-widths", type=float, default=None,
-                        help="vessel_graph.SPUR_WIDTHS for this run (a variant; default: as shipped; 0: keep spurs)")
-    parser.add_argument("--side-branch-share", type=float, default=None,
-                        help="vessel_graph.SIDE_BRANCH_SHARE for this run (a variant; default: as shipped; 0: none)")
+    add_variant_options(parser, "--min-zone-calibres", "--spur-widths", "--side-branch-share")
     args = parser.parse_args()
-    if args.spur_widths is not None:
-        vessel_graph.SPUR_WIDTHS = args.spur_widths or None
-    if args.side_branch_share is not None:
-        vessel_graph.SIDE_BRANCH_SHARE = args.side_branch_share or None
-    if args.min_zone_calibres is not None:
-        measuring.MIN_ZONE_CALIBRES = args.min_zone_calibres
+    apply_variants(args)
     torch.set_num_threads(args.threads)
     av_model = segmenter_of("av-fusion", vessel_model=args.vessel_model, notify=lambda m: None, device="cpu",
                             max_downscale=args.max_downscale)

@@ -27,10 +27,11 @@ from retinaseg.datasets import load_samples, read_fov, read_label
 from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
-import retinaseg.measure as measuring
 from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, KNUDTSON_VESSELS, measure
 from retinaseg.models import load_model
 from retinaseg.training.engine import held_out_ids
+
+from measure_variants import add_variant_options, apply_variants
 
 NEAR = 2  # pixels: how far from a chosen centre line the manual label is read
 
@@ -58,13 +59,11 @@ def main():
     parser.add_argument("--seed", type=int, default=1, help="the training run's --seed")
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--max-downscale", type=float, default=None, help="as `retinaseg run`'s; default the model's")
-    parser.add_argument("--min-zone-calibres", type=float, default=None,
-                        help="measure.MIN_ZONE_CALIBRES for this run (a variant; default: as shipped)")
+    add_variant_options(parser, "--min-zone-calibres")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.min_zone_calibres is not None:
-        measuring.MIN_ZONE_CALIBRES = args.min_zone_calibres
+    apply_variants(args)
     av_model = Segmenter(load_model("av-fusion"), SegmentConfig(device="cpu", max_downscale=args.max_downscale),
                          notify=lambda m: None)
     disc_model = Segmenter(load_model("disc"), SegmentConfig(device="cpu"), notify=lambda m: None)
