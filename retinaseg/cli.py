@@ -544,7 +544,7 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, discs_file, pixel_size, dis
     if (maps_dir is None) != (photos_dir is None) and not (maps_dir and (disc_dir or discs_file)):
         raise click.UsageError("--maps goes with --photos (or --disc-dir or --discs), and --photos with --maps")
     try:
-        discs_given = read_given_discs(discs_file) if discs_file else None
+        discs_given = read_given_discs(discs_file) if discs_file else {}
     except RetinasegError as exc:
         raise click.BadParameter(str(exc), param_hint="--discs") from None
     if pixel_size and disc_diameter_um:

@@ -5,7 +5,7 @@ check, and with --overlay an image per photo. The measures themselves are measur
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Optional
@@ -34,7 +34,7 @@ class MeasureJob:
     overwrite: bool = False  # measure again what was measured before with the same files and settings
     calibres_from: str = CALIBRES_FROM  # zone B's calibres measured on the photo (when there is one) or the map
     maps_dir: Optional[str] = None  # where label maps no model made come from (--maps); None: the runs in out_dir
-    discs_given: Optional[dict] = None  # stem -> (x, y, diameter) in the photo's pixels, set by hand (--discs)
+    discs_given: dict = field(default_factory=dict)  # stem -> (x, y, diameter), the photo's pixels, by hand (--discs)
     discs_file: Optional[str] = None  # the CSV they came from
 
 
@@ -142,7 +142,7 @@ def read_given_discs(path) -> dict:
 
 def given_disc(job: MeasureJob, stem: str, shape: tuple) -> Optional[Disc]:
     """The disc set by hand for this photo (job.discs_given), or None; one outside the map is an error."""
-    if not job.discs_given or stem not in job.discs_given:
+    if stem not in job.discs_given:
         return None
     x, y, diameter = job.discs_given[stem]
     if not (0 <= x < shape[1] and 0 <= y < shape[0]) or diameter > max(shape):
@@ -171,7 +171,7 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
     measure_item's results in their order; by default they are measured here, in `workers` processes side by
     side when more than one (the graph and the measures run on one core each)."""
     _names_in.cache_clear()  # the disc masks as they are now, listed once for this folder
-    unmatched = sorted(set(job.discs_given or ()) - {item[0] for item in job.items})
+    unmatched = sorted(set(job.discs_given) - {item[0] for item in job.items})
     if unmatched:
         notify(f"note: {shown(job.discs_file)} gives discs for {len(unmatched)} photo(s) not measured here: "
                f"{', '.join(shown(stem) for stem in unmatched[:5])}{', ...' if len(unmatched) > 5 else ''}")
@@ -290,7 +290,7 @@ def _key(job: MeasureJob, item: tuple) -> dict:
 
     stem, photo_path, map_path, prob_path = item
     disc_mask = _disc_mask(job.disc_dir, stem) if job.disc_dir else None
-    given = (job.discs_given or {}).get(stem)
+    given = job.discs_given.get(stem)
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
             "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
             "disc_given": list(given) if given else None, **_settings(job)}
