@@ -18,7 +18,7 @@ def labels_of(prob: np.ndarray) -> np.ndarray:
 
 def render(labels: np.ndarray) -> np.ndarray:
     """The PNG form of a prediction: 0/255 mask, or the A/V colour map."""
-    return (labels.astype(np.uint8) * 255) if labels.dtype == bool else av.encode_colours(labels)
+    return (labels.view(np.uint8) * np.uint8(255)) if labels.dtype == bool else av.encode_colours(labels)
 
 
 def overlay(photo: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+import numpy as np
 import torch
 
 from retinaseg.cores import available_cores
@@ -461,7 +462,8 @@ class _BatchJob:
             whole = photo is not None and photo.shape[:2] == prepared.raw_size
             write_png(paths["overlay"], overlay(photo if whole else read_photo(prepared.source), labels))
         write_png(paths["raw"], render(labels))  # last: its presence marks the image as done
-        fraction = round(float((labels > 0)[prepared.fov_raw].mean()) if prepared.fov_raw.any() else 0.0, 4)
+        fov_pixels = np.count_nonzero(prepared.fov_raw)  # counts, not a boolean index: a fifth of the time
+        fraction = round(np.count_nonzero((labels > 0) & prepared.fov_raw) / fov_pixels if fov_pixels else 0.0, 4)
         return fraction, flag_for(task, fraction, rivals)
 
     def _finish(self, record: ImageRecord, written: Optional[tuple], error: Optional[str]) -> None:
