@@ -119,3 +119,5 @@ def register_datasets(register):
     register(DatasetSpec("folder", _folder, folder_help + "; binary labels", splits=splits))
     register(DatasetSpec("folder-av", _folder, folder_help + "; A/V labels as 0..3 codes or red/blue/green colour "
                          "maps", task="av", splits=splits))
+    register(DatasetSpec("folder-disc", _folder, folder_help + "; optic disc masks (a disc model for a camera of "
+                         "your own)", task="disc", splits=splits))

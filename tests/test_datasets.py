@@ -12,7 +12,7 @@ def _check(samples, truths, task, key=lambda s: s.id, fov_given=True):
     for sample in samples:
         truth = truths[key(sample)]
         label = read_label(sample.label, task)
-        expected = truth.vessels if task == "vessel" else truth.av_labels
+        expected = truth.av_labels if task == "av" else truth.vessels  # a binary mask: vessels stand in for a disc
         assert np.array_equal(label, expected), sample.id
         photo = read_photo(sample.image)
         fov = read_fov(sample, photo)
@@ -75,9 +75,10 @@ def test_kaggle_layout_thresholds_soft_masks(tmp_path):
     _check(train, truths, "vessel", key=lambda s: ("train", s.id), fov_given=False)
 
 
-@pytest.mark.parametrize("name,colours", [("folder", False), ("folder-av", False), ("folder-av", True)])
+@pytest.mark.parametrize("name,colours", [("folder", False), ("folder-av", False), ("folder-av", True),
+                                          ("folder-disc", False)])
 def test_folder_layout_with_options(tmp_path, name, colours):
-    task = "av" if name == "folder-av" else "vessel"
+    task = {"folder-av": "av", "folder-disc": "disc"}.get(name, "vessel")
     truths = layouts.folder(tmp_path, av_labels=task == "av", colours=colours)
     _, samples = load_samples(name, tmp_path, "training", label_suffix="_gt")
     _check(samples, truths, task)

@@ -20,7 +20,7 @@ from conftest import registered
 BUILTIN_MODELS = {"vesselnet", "unet", "linkseg", "unet-resnet34", "unet-efficientnet-b0", "av-fusion"}
 BUILTIN_LOSSES = {"bce", "dice", "bce-dice", "focal", "focal-dice", "ce", "cldice"}
 BUILTIN_DATASETS = {"drive", "drive-av", "les-av", "hrf-av", "les", "hrf", "chase-db1", "stare", "kaggle-retina",
-                    "folder", "folder-av"}
+                    "folder", "folder-av", "folder-disc"}
 
 
 class Identity(torch.nn.Module):
