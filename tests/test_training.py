@@ -4,11 +4,13 @@ import json
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import layouts
-from retinaseg.checkpoint import load_checkpoint, save_checkpoint
+from retinaseg.checkpoint import load_checkpoint, save_checkpoint, weights_dir
 from retinaseg.datasets import load_samples
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.errors import CheckpointError
@@ -485,3 +487,29 @@ def test_resume_refuses_other_settings_and_names_them(cli, tmp_path, folder_data
     assert result.exit_code == 1, result.output
     assert "batch_size was 2, now 3; lr was 0.002, now 0.001" in result.output
     assert train(cli, out, folder_dataset, "--epochs", "3", "--resume").exit_code == 0  # --epochs may grow
+
+
+def test_the_disc_model_fine_tuned_on_disc_masks_of_a_camera_of_ones_own_runs_and_scores(cli, tmp_path):
+    """folder-disc: photos and disc masks in a folder; the shipped disc model fine-tuned on them runs as the disc
+    model does, and eval scores it by disc Dice and centre error."""
+    data = tmp_path / "camera"
+    for seed in range(3):
+        sample = synthetic_fundus(160, seed=seed)
+        rows, cols = np.ogrid[:160, :160]
+        disc = np.hypot(rows - sample.disc_centre[0], cols - sample.disc_centre[1]) <= 2 * sample.disc_radius
+        (data / "images").mkdir(parents=True, exist_ok=True)
+        (data / "labels").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sample.image_uint8()).save(data / "images" / f"eye_{seed}.png")
+        Image.fromarray(disc.astype(np.uint8) * 255).save(data / "labels" / f"eye_{seed}.png")
+    out = tmp_path / "run"
+    result = cli.invoke(retinaseg_cli, ["train", "-m", "disc", "-d", "folder-disc", "--data-root", str(data), "-o",
+                                        str(out), "--init-weights", str(weights_dir() / "disc.pt"), *TINY])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "best.pt")["config"]["model"] == "disc"
+    result = cli.invoke(retinaseg_cli, ["run", "-q", "-m", "disc", "-w", str(out / "best.pt"), str(data / "images"),
+                                        str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out" / "raw_pre").glob("eye_*.png"))) == 3
+    scored = evaluate("folder-disc", data, "training", segmenter=Segmenter(load_model("disc", out / "best.pt"),
+                                                                            SegmentConfig(device="cpu")))
+    assert {"dice", "found", "centre_error_dd"} <= set(scored.summary)
