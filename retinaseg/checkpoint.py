@@ -60,20 +60,21 @@ def load_checkpoint(path) -> dict:
 
 
 def pack_checkpoint(source, destination, half: bool = False, max_downscale: Optional[float] = None,
-                    fov_diameter: Optional[int] = None) -> None:
+                    fov_diameter: Optional[int] = None, disc_min_probability: Optional[float] = None) -> None:
     """Copy a training checkpoint's weights, config and info for shipping, without optimiser state. With
     half=True, convolution and linear kernels (tensors of 2+ dims, nearly all the bytes) are stored as float16,
     halving the file; biases and BatchNorm statistics stay float32. Loading casts them back to float32.
     max_downscale records the file's own default cap on shrinking (chosen on held-out images; 0: no limit);
     fov_diameter the working scale it runs at (FOV width in pixels), when held-out images favour another scale
-    than the one it was trained at."""
+    than the one it was trained at; disc_min_probability, for a disc model, the mean probability a blob must have
+    to be a disc with this file (disc.MIN_MEAN_PROBABILITY otherwise), when it was chosen for the file's own maps."""
     payload = load_checkpoint(source)
-    state, config = for_shipping(payload, half, max_downscale, fov_diameter)
+    state, config = for_shipping(payload, half, max_downscale, fov_diameter, disc_min_probability)
     save_checkpoint(destination, state, config, info=payload.get("info", {}))
 
 
 def for_shipping(payload: dict, half: bool = False, max_downscale: Optional[float] = None,
-                 fov_diameter: Optional[int] = None) -> tuple[dict, dict]:
+                 fov_diameter: Optional[int] = None, disc_min_probability: Optional[float] = None) -> tuple[dict, dict]:
     """(state_dict, config) of a loaded checkpoint as pack_checkpoint ships them."""
     state = {key: value.half() if half and value.is_floating_point() and value.dim() >= 2 else value
              for key, value in payload["state_dict"].items()}
@@ -86,4 +87,8 @@ def for_shipping(payload: dict, half: bool = False, max_downscale: Optional[floa
         if fov_diameter < 32:
             raise CheckpointError(f"fov_diameter must be at least 32 pixels, got {fov_diameter}")
         config["fov_diameter"] = int(fov_diameter)
+    if disc_min_probability is not None:
+        if not 0 < disc_min_probability < 1:
+            raise CheckpointError(f"disc_min_probability must be between 0 and 1, got {disc_min_probability}")
+        config["disc_min_probability"] = float(disc_min_probability)
     return state, config

@@ -414,7 +414,10 @@ def weights():
               help="The file's own default cap on shrinking large photos (overrides the model's).")
 @click.option("--fov-diameter", type=click.IntRange(min=32), default=None,
               help="The working scale the file runs at: FOV width in pixels. Default: its training scale.")
-def weights_pack(sources, destination, half, max_downscale, fov_diameter):
+@click.option("--disc-min-probability", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="A disc model's file: the mean probability a blob needs to count as the disc with it (chosen "
+                   "for its own maps). Default: the disc model's.")
+def weights_pack(sources, destination, half, max_downscale, fov_diameter, disc_min_probability):
     """Copy a run's checkpoint (e.g. best.pt) for shipping, without optimiser state.
 
     Several SOURCES make one file that runs them as an ensemble (the mean of their
@@ -431,7 +434,8 @@ def weights_pack(sources, destination, half, max_downscale, fov_diameter):
     command = "retinaseg weights pack " + shlex.join(click.get_current_context().meta["retinaseg.argv"])
     destination = Path(destination)
     advice = pack_and_record([Path(s) for s in sources], destination, command, half=half,
-                             max_downscale=max_downscale, fov_diameter=fov_diameter)
+                             max_downscale=max_downscale, fov_diameter=fov_diameter,
+                             disc_min_probability=disc_min_probability)
     click.echo(f"{destination}: {destination.stat().st_size / 1e6:.1f} MB")
     if advice:
         click.echo(advice)

@@ -102,35 +102,41 @@ def _opened(blob: np.ndarray, share: float) -> np.ndarray:
     return pieces == 1 + int(np.argmax(np.bincount(pieces.ravel())[1:])) if count > 1 else opened
 
 
-def find_disc(prob: np.ndarray, vessels: Optional[np.ndarray] = None, fov: Optional[np.ndarray] = None) -> Disc:
+def find_disc(prob: np.ndarray, vessels: Optional[np.ndarray] = None, fov: Optional[np.ndarray] = None,
+              min_probability: Optional[float] = None) -> Disc:
     """The disc in a HxW disc probability map (or a mask), with the count of its rivals. vessels (HxW bool, the
     photo's vessel map) and fov (HxW bool; default all): with rivals, the disc is the candidate the vessels converge
-    on (converging_disc) instead of the largest."""
-    return _kept(np.asarray(prob), vessels, fov)[0]
+    on (converging_disc) instead of the largest. min_probability: the mean probability a disc needs, where the
+    weights file that made the map sets its own (models.LoadedModel.disc_min_probability); default
+    MIN_MEAN_PROBABILITY."""
+    return _kept(np.asarray(prob), vessels, fov, min_probability)[0]
 
 
-def _kept(prob: np.ndarray, vessels: Optional[np.ndarray], fov: Optional[np.ndarray]) -> tuple[Disc, np.ndarray]:
+def _kept(prob: np.ndarray, vessels: Optional[np.ndarray], fov: Optional[np.ndarray],
+          min_probability: Optional[float] = None) -> tuple[Disc, np.ndarray]:
     """find_disc's disc and its pixels."""
     labelled = _blobs(prob)
     blob = disc_blob(prob, labelled)
-    disc = _disc_of(blob, prob)
+    disc = _disc_of(blob, prob, min_probability)
     if disc.found:
-        disc.rivals = rival_discs(prob, labelled)
+        disc.rivals = rival_discs(prob, labelled, min_probability)
         if disc.rivals and vessels is not None:
-            candidates = _candidates(prob, labelled)
+            candidates = _candidates(prob, labelled, min_probability)
             chosen = converging_disc([candidate for candidate, _ in candidates], vessels, fov)
             blob = next(pixels for candidate, pixels in candidates if candidate is chosen)
             disc = replace(chosen, rivals=disc.rivals)
     return disc, blob
 
 
-def disc_candidates(prob: np.ndarray, labelled: Optional[tuple] = None) -> list[Disc]:
+def disc_candidates(prob: np.ndarray, labelled: Optional[tuple] = None,
+                    min_probability: Optional[float] = None) -> list[Disc]:
     """The largest blob and its rivals (rival_discs) as discs, each grown and filled as the kept disc is, the
     largest first; those that no longer pass as a disc once grown, or grow into one already listed, are left out."""
-    return [disc for disc, _ in _candidates(np.asarray(prob), labelled)]
+    return [disc for disc, _ in _candidates(np.asarray(prob), labelled, min_probability)]
 
 
-def _candidates(prob: np.ndarray, labelled: Optional[tuple] = None) -> list[tuple[Disc, np.ndarray]]:
+def _candidates(prob: np.ndarray, labelled: Optional[tuple] = None,
+                min_probability: Optional[float] = None) -> list[tuple[Disc, np.ndarray]]:
     """disc_candidates with their pixels."""
     blobs, sizes = labelled or _blobs(prob)
     if sizes.size == 0:
@@ -142,7 +148,7 @@ def _candidates(prob: np.ndarray, labelled: Optional[tuple] = None) -> list[tupl
     candidates, taken = [], np.zeros(blobs.shape, bool)
     for index in [largest] + [int(i) for i in np.flatnonzero(sizes >= RIVAL_SHARE * sizes[largest]) if i != largest]:
         blob = _grown(prob, blobs == 1 + index, faint)
-        disc = _disc_of(blob, prob)
+        disc = _disc_of(blob, prob, min_probability)
         if disc.found and not (blob & taken).any():
             candidates.append((disc, blob))
             taken |= blob
@@ -183,7 +189,7 @@ def around(disc: Disc, reach: float, shape: tuple) -> tuple:
     return window, np.hypot(rows - disc.row, cols - disc.col) / disc.diameter
 
 
-def rival_discs(prob: np.ndarray, labelled: Optional[tuple] = None) -> int:
+def rival_discs(prob: np.ndarray, labelled: Optional[tuple] = None, min_probability: Optional[float] = None) -> int:
     """How many blobs beside the largest at probability >= 0.5 would pass as a disc (its checks, holes filled) and
     have at least RIVAL_SHARE of its area: a bright lesion or reflex the size of a disc, or a second disc.
     labelled: _blobs(prob), when the caller has it."""
@@ -194,12 +200,13 @@ def rival_discs(prob: np.ndarray, labelled: Optional[tuple] = None) -> int:
     if sizes.size < 2:
         return 0
     largest = int(np.argmax(sizes))
-    return sum(_disc_of(ndimage.binary_fill_holes(blobs == 1 + index), prob).found
+    return sum(_disc_of(ndimage.binary_fill_holes(blobs == 1 + index), prob, min_probability).found
                for index in np.flatnonzero(sizes >= RIVAL_SHARE * sizes[largest]) if index != largest)
 
 
-def _disc_of(blob: np.ndarray, prob: np.ndarray) -> Disc:
+def _disc_of(blob: np.ndarray, prob: np.ndarray, min_probability: Optional[float] = None) -> Disc:
     """The disc a kept blob of the probability map describes, or why it is none."""
+    firm = MIN_MEAN_PROBABILITY if min_probability is None else min_probability
     if not blob.any():
         return Disc("not found", "no disc pixels at probability 0.5 or more")
     rows, cols = np.nonzero(blob)
@@ -207,9 +214,9 @@ def _disc_of(blob: np.ndarray, prob: np.ndarray) -> Disc:
     if diameter < MIN_DIAMETER_SHARE * max(blob.shape):
         return Disc("not found", f"the largest disc-like blob is {diameter:.0f} px across, too small for a disc")
     mean_probability = marked_probability(blob, prob)
-    if mean_probability < MIN_MEAN_PROBABILITY:
+    if mean_probability < firm:
         return Disc("not found", f"the largest disc-like blob is marked faintly (mean probability "
-                                 f"{mean_probability:.2f}, a disc {MIN_MEAN_PROBABILITY} or more)")
+                                 f"{mean_probability:.2f}, a disc {firm} or more)")
     height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
     if max(height, width) > MAX_ELONGATION * min(height, width):
         return Disc("not found", f"the largest disc-like blob is {height}x{width} px, too elongated for a disc")
@@ -224,12 +231,12 @@ def marked_probability(blob: np.ndarray, prob: np.ndarray) -> float:
     return float(prob[firm].mean()) if firm.any() else 0.0
 
 
-def keep_disc(prob: np.ndarray, vessels: Optional[np.ndarray] = None,
-              fov: Optional[np.ndarray] = None) -> tuple[np.ndarray, Disc]:
+def keep_disc(prob: np.ndarray, vessels: Optional[np.ndarray] = None, fov: Optional[np.ndarray] = None,
+              min_probability: Optional[float] = None) -> tuple[np.ndarray, Disc]:
     """A disc model's 1xHxW probabilities with everything outside the kept disc set below the threshold (the disc
     itself as predicted, holes filled), so its map shows one disc or none; and that disc (find_disc's, chosen among
-    rivals by the vessels when given)."""
-    disc, blob = _kept(prob[0], vessels, fov)
+    rivals by the vessels when given; min_probability as find_disc's)."""
+    disc, blob = _kept(prob[0], vessels, fov, min_probability)
     out = np.minimum(prob, np.float32(VESSEL_THRESHOLD * 0.999))
     if disc.found:
         out[0][blob] = np.maximum(prob[0][blob], VESSEL_THRESHOLD)

@@ -526,8 +526,9 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
     elif disc is None and photo is not None:
         # found in the disc model's map before the others are dropped: its rivals counted and, where there are
         # some, the one the map's vessels converge on kept (not always the largest, which `run -m disc` keeps)
-        prob = disc_finder.segmenter.predict_file(photo_path, finished=False, whole=photo)[0]
-        disc = replace(find_disc(prob, labels > 0, fov), source="model")
+        segmenter = disc_finder.segmenter
+        prob = segmenter.predict_file(photo_path, finished=False, whole=photo)[0]
+        disc = replace(find_disc(prob, labels > 0, fov, segmenter.model.disc_min_probability), source="model")
     elif disc is None:
         raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos, --disc-dir "
                              f"or --discs)")

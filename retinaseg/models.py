@@ -38,6 +38,12 @@ class LoadedModel:
         another scale than the model's other files), else the model's."""
         return self.config.get("max_downscale", self.spec.max_downscale)
 
+    @property
+    def disc_min_probability(self) -> Optional[float]:
+        """For a disc model: the mean probability a blob needs to be a disc with this file, if the file sets its own
+        (chosen for its maps); None: disc.MIN_MEAN_PROBABILITY."""
+        return self.config.get("disc_min_probability")
+
 
 def model_config(spec: ModelSpec, options: Optional[dict] = None, fov_diameter: Optional[int] = None) -> dict:
     """A new model's config; options are checked against what its builder accepts."""
@@ -86,7 +92,7 @@ def build_module(spec: ModelSpec, config: dict) -> torch.nn.Module:
 
 def pack_ensemble(sources: list, destination, **options) -> None:
     """One weights file holding several trainings of the same model and settings, which loads as a
-    ProbabilityMean of them. The options (half, max_downscale, fov_diameter) are pack_checkpoint's, applied to
+    ProbabilityMean of them. The options (half, max_downscale, fov_diameter, ...) are pack_checkpoint's, applied to
     every member. Settings are compared with the model's option defaults filled in, so files saved before an
     option existed still match."""
     if len(sources) < 2:

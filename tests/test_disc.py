@@ -6,6 +6,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from retinaseg import hookimpl
 from retinaseg.cli import cli as retinaseg_cli
@@ -39,6 +40,32 @@ def test_no_disc_is_a_status_with_a_reason_not_a_guess(case, reason):
         prob = disc_map() * 0.75
     disc = find_disc(prob)
     assert not disc.found and reason in disc.reason and math.isnan(disc.diameter)
+
+
+def test_a_weights_file_that_sets_its_own_threshold_for_a_firm_disc_is_held_to_it(tmp_path):
+    """A disc file fine-tuned to mark discs more firmly is packed with the mean probability its discs need; the
+    functions take it, and the segmenter of that file applies it."""
+    from retinaseg.checkpoint import weights_dir
+    from retinaseg.inference.segmenter import SegmentConfig, Segmenter
+    from retinaseg.models import load_model
+    from retinaseg.synthetic import synthetic_fundus
+
+    prob = disc_map() * 0.88
+    assert find_disc(prob).found and keep_disc(prob[None])[1].found  # the default: 0.85
+    for unfound in (find_disc(prob, min_probability=0.9), keep_disc(prob[None], min_probability=0.9)[1]):
+        assert not unfound.found and "a disc 0.9 or more" in unfound.reason
+    packed = tmp_path / "firm.pt"
+    result = CliRunner().invoke(retinaseg_cli, ["weights", "pack", str(weights_dir() / "disc.pt"), str(packed),
+                                                "--disc-min-probability", "0.999"])
+    assert result.exit_code == 0, result.output
+    assert load_model("disc", packed).disc_min_probability == 0.999 and load_model("disc").disc_min_probability is None
+    photo = synthetic_fundus(256, seed=0).image
+    shipped = Segmenter(load_model("disc"), SegmentConfig(device="cpu")).predict(photo)[0]
+    firm = Segmenter(load_model("disc", packed), SegmentConfig(device="cpu")).predict(photo)[0]
+    assert find_disc(shipped).found and not find_disc(firm).found  # nothing the file marks is that firm
+    bad = CliRunner().invoke(retinaseg_cli, ["weights", "pack", str(weights_dir() / "disc.pt"), str(packed),
+                                             "--disc-min-probability", "1.5"])
+    assert bad.exit_code == 2 and "--disc-min-probability" in bad.output
 
 
 def test_keep_disc_keeps_the_largest_blob_with_its_holes_filled():

@@ -274,12 +274,13 @@ class Segmenter:
         from retinaseg.disc import keep_disc
 
         size = prob.shape[1:]
-        kept = keep_disc(prob, *(vessels_of(prepared, size) if prepared else (None, None)))
+        firm = self.model.disc_min_probability  # the weights file's own, if it sets one
+        kept = keep_disc(prob, *(vessels_of(prepared, size) if prepared else (None, None)), firm)
         if kept[1].rivals and prepared is not None and prepared.vessel is None and prepared.source:
             judge = self._rival_judge()
             if judge is not None:
                 prepared.vessel = judge.predict_file(prepared.source, prepared.fov_raw)  # kept for the other size
-                kept = keep_disc(prob, *vessels_of(prepared, size))
+                kept = keep_disc(prob, *vessels_of(prepared, size), firm)
         return kept
 
     def _rival_judge(self) -> Optional["Segmenter"]:
