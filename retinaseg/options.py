@@ -32,9 +32,11 @@ def parse_options(ctx, param, pairs) -> dict:
     return options
 
 
-def parse_names(ctx, param, value: str) -> list:
-    """'drive,les,hrf' -> ['drive', 'les', 'hrf']."""
-    names = [name.strip() for name in value.split(",") if name.strip()]
+def parse_names(ctx, param, value) -> list:
+    """'drive,les,hrf' -> ['drive', 'les', 'hrf']; a repeated option's values (a tuple) are joined, so `-d a -d b`
+    means a and b, as `-d a,b` does, never b alone."""
+    values = (value,) if isinstance(value, str) else value
+    names = [name.strip() for item in values for name in item.split(",") if name.strip()]
     if not names:
         raise click.BadParameter("expected one name or several joined by commas")
     return names

@@ -433,6 +433,16 @@ def test_balanced_sampling_gives_each_dataset_the_same_share_of_patches(folder_d
     assert shares(balanced) == pytest.approx([1 / 6] * 3 + [0.5], abs=0.03)
 
 
+def test_datasets_given_as_repeated_options_are_all_trained_on_as_if_joined_by_commas(cli, tmp_path, folder_dataset):
+    """`-d a -d b` once kept b alone, silently; it means a and b, as `-d a,b` does."""
+    for name, given in (("repeated", ["-d", "folder", "-d", "folder-av"]), ("commas", ["-d", "folder,folder-av"])):
+        result = cli.invoke(retinaseg_cli, ["train", "-m", "unet", *given, "--data-root", str(folder_dataset), "-o",
+                                            str(tmp_path / name), "--dataset-option", "label_suffix=_gt",
+                                            "--model-option", "width=4", *TINY])
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / name / "config.json").read_text())["datasets"] == ["folder", "folder-av"]
+
+
 def test_train_with_balanced_datasets_records_each_images_dataset(cli, tmp_path, folder_dataset):
     config = TrainConfig(model="unet", loss="bce-dice", datasets=["folder", "folder"], data_root=str(folder_dataset),
                          out="unused", dataset_options={"label_suffix": "_gt"}, val_fraction=0)

@@ -33,9 +33,9 @@ def _option(*declarations, default=MISSING, factory=MISSING, **click_settings):
 @dataclass
 class TrainConfig:
     model: str = _option("--model", "-m", required=True, help="Model to train (see `retinaseg plugins`).")
-    datasets: list = _option("--dataset", "-d", required=True, callback=parse_names,
-                             help="Dataset name, or several joined by commas (e.g. drive,les,hrf). Only training "
-                                  "splits are used.")
+    datasets: list = _option("--dataset", "-d", required=True, multiple=True, callback=parse_names,
+                             help="Dataset name, or several joined by commas (e.g. drive,les,hrf) or given as "
+                                  "repeated -d. Only training splits are used.")
     data_root: str = _option("--data-root", required=True, type=click.Path(exists=True, file_okay=False),
                              help="Folder holding the datasets (e.g. ../shared/data; docs/data.md) or the dataset "
                                   "itself.")
