@@ -68,7 +68,7 @@ def disc_of(segmenter: Segmenter, path: Path) -> tuple[Disc, np.ndarray]:
     """The disc `retinaseg run -m disc` keeps in the photo (among rivals, the one the vessels converge on), and its
     raw-size map."""
     prob = segmenter.predict_file(path)[0]
-    return find_disc(prob), prob >= 0.5
+    return find_disc(prob, min_probability=segmenter.model.disc_min_probability), prob >= 0.5
 
 
 def is_right(disc: Disc, label: Disc) -> bool:

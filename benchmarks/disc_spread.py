@@ -41,7 +41,8 @@ def relative_diameters(segmenter: Segmenter, photos: list) -> tuple[list[float],
     """Disc diameter / FOV diameter of each (photo, FOV diameter), nan where no disc is found; and its rivals."""
     ratios, rivals = [], []
     for photo, diameter in photos:
-        disc = find_disc(segmenter.predict(photo, finished=False)[0])  # the map before the one disc is kept
+        prob = segmenter.predict(photo, finished=False)[0]  # the map before the one disc is kept
+        disc = find_disc(prob, min_probability=segmenter.model.disc_min_probability)
         ratios.append(disc.diameter / diameter if disc.found else float("nan"))
         rivals.append(disc.rivals)
     return ratios, rivals

@@ -114,7 +114,8 @@ def main():
             labels = class_map(prob)
             # as `measure` finds it in av-fusion's map's photo (a large JPEG decoded at a reduced size; among rivals,
             # the one the map's vessels converge on), and the same disc for the manual label
-            disc = find_disc(disc_model.predict_file(sample.image, finished=False, whole=photo)[0], labels > 0, fov)
+            disc = find_disc(disc_model.predict_file(sample.image, finished=False, whole=photo)[0], labels > 0, fov,
+                             disc_model.model.disc_min_probability)
             started = time.perf_counter()
             predicted.append(measured(labels, disc, fov, prob, photo, args.calibres_from))
             measuring = time.perf_counter() - started

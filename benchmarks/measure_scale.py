@@ -48,7 +48,8 @@ def measured(photo, av_model, disc_model) -> dict:
     prob = av_model.predict(photo)
     fov = estimate_fov(photo)
     labels = class_map(prob)
-    disc = find_disc(disc_model.predict(photo, finished=False)[0], labels > 0, fov)  # as measure finds it
+    disc = find_disc(disc_model.predict(photo, finished=False)[0], labels > 0, fov,  # as measure finds it
+                     disc_model.model.disc_min_probability)
     fractal = {f"fractal_dimension_all, {of}": dimension
                for of, dimension in fractal_dimensions(labels > 0, fov, fov_diameter(fov)).items()}
     return {source: {**measure(labels, disc, fov, prob, photo=photo, calibres_from=source).values, **fractal}

@@ -80,7 +80,8 @@ def main():
             fov = read_fov(sample, photo)
             prob = av_model.predict(photo, fov)
             # as measure finds it: among rivals, the one the map's vessels converge on
-            disc = find_disc(disc_model.predict(photo, finished=False)[0], av.class_map(prob) > 0, fov)
+            disc = find_disc(disc_model.predict(photo, finished=False)[0], av.class_map(prob) > 0, fov,
+                             disc_model.model.disc_min_probability)
             if not disc.found:
                 print(f"{dataset + ' ' + sample.id:<24} no disc found")
                 continue
