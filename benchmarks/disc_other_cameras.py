@@ -1,19 +1,20 @@
 """The disc model on cameras it did not learn: discs labelled by eye on the training photos of DRIVE, LES-AV and
 HRF-AV (benchmarks/labels/disc_other_cameras.csv), half of them to fine-tune on and half held out.
 
-    python benchmarks/disc_other_cameras.py --make-training runs/disc-other-data    # the fine-tuning half, folder-disc
-    python benchmarks/disc_other_cameras.py --weights weights/disc.pt runs/disc-other/best.pt   # the held-out half
+    python benchmarks/disc_other_cameras.py --make-training DIR --label-weights IDRID.pt   # the fine-tuning half
+    python benchmarks/disc_other_cameras.py --weights IDRID.pt weights/disc.pt             # scored on the held-out half
 
-The labels: each photo cropped around its disc with the shipped model's disc drawn on it, and judged by eye.
-`model`: that disc fits the rim, and the shipped model's mask is the label; `hand`: the disc is missing, misplaced
-or plainly too small or large, and the label is a circle read off the crop (disc_x, disc_y, disc_diameter_px, the
-photo's pixels); `skip`: no rim clear enough to judge (peripapillary atrophy, myopic discs).
+The labels: each photo cropped around its disc with the disc of the IDRiD-only disc file (shipped until 2026-12-03,
+late; `git show f5f19ee:weights/disc.pt > IDRID.pt`) drawn on it, and judged by eye. `model`: that disc fits the
+rim; its mask is the label, and disc_x, disc_y, disc_diameter_px (the photo's pixels) are its centre and diameter;
+`hand`: the disc is missing, misplaced or plainly too small or large, and the label is a circle read off the crop;
+`skip`: no rim clear enough to judge (peripapillary atrophy, myopic discs).
 
 The halves, fixed before any model was trained on them: to fine-tune, DRIVE's odd-numbered photos, LES-AV's every
 other one in sorted order (111, 12, 33, 37, 49, 90) and HRF-AV's 01-04; held out, the rest. On the held-out half a
 model's disc is `right` when found, its centre within RIGHT_CENTRE of the label's diameter from the label's centre,
-and its diameter within RIGHT_DIAMETER times the label's. (A `model` label is the shipped file's own disc, so the
-shipped file is right there by construction; another file must keep it.)
+and its diameter within RIGHT_DIAMETER times the label's. (A `model` label is the IDRiD-only file's own disc, so that
+file is right there by construction; another file must keep it.)
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def tuning_half(dataset: str, stem: str) -> bool:
 
 
 def labelled(data_root) -> list:
-    """(dataset, stem, photo path, label, given Disc or None) of each labelled photo, skips left out."""
+    """(dataset, stem, photo path, label, Disc) of each labelled photo, skips left out."""
     photos = {}
     for dataset in ("drive", "les-av", "hrf-av"):
         _, samples = load_samples(dataset, data_root, "training")
@@ -57,10 +58,8 @@ def labelled(data_root) -> list:
         for row in csv.DictReader(handle):
             if row["label"] == "skip":
                 continue
-            given = None
-            if row["label"] == "hand":
-                given = Disc("ok", "", float(row["disc_y"]), float(row["disc_x"]), float(row["disc_diameter_px"]))
-            rows.append((row["dataset"], row["stem"], photos[(row["dataset"], row["stem"])], row["label"], given))
+            disc = Disc("ok", "", float(row["disc_y"]), float(row["disc_x"]), float(row["disc_diameter_px"]))
+            rows.append((row["dataset"], row["stem"], photos[(row["dataset"], row["stem"])], row["label"], disc))
     return rows
 
 
@@ -79,21 +78,22 @@ def is_right(disc: Disc, label: Disc) -> bool:
     return off <= RIGHT_CENTRE and RIGHT_DIAMETER[0] <= ratio <= RIGHT_DIAMETER[1]
 
 
-def make_training(rows: list, shipped: Segmenter, out: Path) -> None:
-    """The fine-tuning half as a folder-disc layout: images (links to the photos) and labels (disc masks)."""
+def make_training(rows: list, labeller: Segmenter, out: Path) -> None:
+    """The fine-tuning half as a folder-disc layout: images (links to the photos) and labels (disc masks: the
+    labelling file's mask for a `model` label, the circle for a `hand` one)."""
     (out / "training" / "images").mkdir(parents=True, exist_ok=True)
     (out / "training" / "labels").mkdir(parents=True, exist_ok=True)
-    for dataset, stem, path, label, given in rows:
+    for dataset, stem, path, label, circle in rows:
         if not tuning_half(dataset, stem):
             continue
         name = f"{dataset}_{stem}"
         link = out / "training" / "images" / f"{name}{path.suffix}"
         if not link.exists():
             link.symlink_to(path.resolve())
-        disc, mask = disc_of(shipped, path)
-        if given is not None:
+        mask = disc_of(labeller, path)[1]
+        if label == "hand":
             rows_, cols = np.ogrid[:mask.shape[0], :mask.shape[1]]
-            mask = np.hypot(rows_ - given.row, cols - given.col) <= given.diameter / 2
+            mask = np.hypot(rows_ - circle.row, cols - circle.col) <= circle.diameter / 2
         write_png(out / "training" / "labels" / f"{name}.png", mask.astype(np.uint8) * 255)
         print(f"{name}: {label}")
 
@@ -101,24 +101,26 @@ def make_training(rows: list, shipped: Segmenter, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
-    parser.add_argument("--weights", nargs="+", default=[], help="disc weights files to score (the shipped first)")
+    parser.add_argument("--weights", nargs="+", default=[], help="disc weights files to score; default the shipped")
     parser.add_argument("--make-training", metavar="DIR", help="write the fine-tuning half as a folder-disc layout")
+    parser.add_argument("--label-weights", help="with --make-training: the disc file whose masks the `model` labels "
+                                                "are (the IDRiD-only file, above)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = labelled(args.data_root)
-    shipped = Segmenter(load_model("disc"), SegmentConfig(device="cpu"))
     if args.make_training:
-        make_training(rows, shipped, Path(args.make_training))
+        if not args.label_weights:
+            parser.error("--make-training needs --label-weights: the file whose masks the `model` labels are")
+        make_training(rows, Segmenter(load_model("disc", args.label_weights), SegmentConfig(device="cpu")),
+                      Path(args.make_training))
         return
     held = [row for row in rows if not tuning_half(row[0], row[1])]
-    references = {(d, s): given or disc_of(shipped, path)[0] for d, s, path, _, given in held}
     files = args.weights or [None]
     segmenters = [Segmenter(load_model("disc", weights), SegmentConfig(device="cpu")) for weights in files]
     right = [[0, 0] for _ in files]  # all, by hand
     print("photo            label  " + "  ".join(f"{str(w or 'shipped')[-28:]:>28s}" for w in files))
-    for dataset, stem, path, label, _ in held:
-        reference = references[(dataset, stem)]
+    for dataset, stem, path, label, reference in held:
         cells = []
         for k, segmenter in enumerate(segmenters):
             disc = disc_of(segmenter, path)[0]
