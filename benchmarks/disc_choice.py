@@ -60,11 +60,6 @@ CHOOSERS = {"largest": lambda disc, vessels, fov: 0,  # max keeps the first of e
             "density": ring_density, "crossings": ring_crossings}
 
 
-def firm(disc_model: Segmenter):
-    """The mean probability a disc needs with this disc file (its own, if it sets one)."""
-    return disc_model.model.disc_min_probability
-
-
 def photos_of(args):
     """(data set, sample, photo) of each photo the options select."""
     for name in args.datasets.split(","):
@@ -132,7 +127,7 @@ def main():
     print(f"{'photo':<24}{'paste':<9}{'rival':>6}" + "".join(f"{name:>10}" for name in CHOOSERS)
           + "  ring density and crossings at c / at the paste")
     for name, sample, photo in photos_of(args):
-        disc = find_disc(disc_model.predict(photo, finished=False)[0], min_probability=firm(disc_model))
+        disc = disc_model.find_disc(disc_model.predict(photo, finished=False)[0])
         if not disc.found:
             print(f"{name + ' ' + sample.id:<24}no disc found in the photo itself")
             continue
@@ -140,7 +135,8 @@ def main():
             made += 1
             copy = paste_disc(photo, disc.row, disc.col, disc.diameter, row, col)
             fov = estimate_fov(copy)
-            candidates = disc_candidates(disc_model.predict(copy, finished=False)[0], min_probability=firm(disc_model))
+            candidates = disc_candidates(disc_model.predict(copy, finished=False)[0],
+                                         min_probability=disc_model.model.disc_min_probability)
             real = blob_near(candidates, disc.row, disc.col, disc.diameter)
             pasted = blob_near(candidates, row, col, disc.diameter)
             label = f"{name + ' ' + sample.id:<24}{place:<9}"
@@ -165,11 +161,11 @@ def real_rivals(args, disc_model: Segmenter, vessel_model: Segmenter) -> None:
     print(f"{'photo':<24}{'rivals':>7}  centre (x, y): the largest / the vessels' choice; error in DD where labelled")
     for name, sample, photo in photos_of(args):
         prob = disc_model.predict(photo, finished=False)[0]
-        largest = find_disc(prob, min_probability=firm(disc_model))
+        largest = disc_model.find_disc(prob)
         if not largest.found or not largest.rivals:
             continue
         fov = estimate_fov(photo)
-        chosen = find_disc(prob, vessel_model.predict(photo, fov)[0] >= 0.5, fov, firm(disc_model))
+        chosen = disc_model.find_disc(prob, vessel_model.predict(photo, fov)[0] >= 0.5, fov)
         line = f"{name + ' ' + sample.id:<24}{largest.rivals:>7}  ({largest.col:.0f}, {largest.row:.0f}) / " \
                f"({chosen.col:.0f}, {chosen.row:.0f})"
         if name == "idrid-od" and sample.label is not None:
@@ -183,7 +179,7 @@ def off_disc(args, disc_model: Segmenter, vessel_model: Segmenter) -> None:
     print(f"{'photo':<24}{'at the disc':>12}  moved: ratio of ring density to FOV vessel density")
     at_disc, moved = [], []
     for name, sample, photo in photos_of(args):
-        disc = find_disc(disc_model.predict(photo, finished=False)[0], min_probability=firm(disc_model))
+        disc = disc_model.find_disc(disc_model.predict(photo, finished=False)[0])
         if not disc.found:
             continue
         fov = estimate_fov(photo)

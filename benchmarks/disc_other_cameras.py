@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from retinaseg.datasets import load_samples
-from retinaseg.disc import Disc, find_disc
+from retinaseg.disc import Disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.atomic import write_png
 from retinaseg.models import load_model
@@ -67,7 +67,7 @@ def disc_of(segmenter: Segmenter, path: Path) -> tuple[Disc, np.ndarray]:
     """The disc `retinaseg run -m disc` keeps in the photo (among rivals, the one the vessels converge on), and its
     raw-size map."""
     prob = segmenter.predict_file(path)[0]
-    return find_disc(prob, min_probability=segmenter.model.disc_min_probability), prob >= 0.5
+    return segmenter.find_disc(prob), prob >= 0.5
 
 
 def is_right(disc: Disc, label: Disc) -> bool:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from retinaseg.datasets import load_samples, read_label
-from retinaseg.disc import disc_blob, find_disc, marked_probability
+from retinaseg.disc import disc_blob, marked_probability
 from retinaseg.inference.rescale import to_raw_size
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
@@ -35,7 +35,7 @@ def features(segmenter: Segmenter, photo: np.ndarray) -> tuple:
     prepared = segmenter.prepare(photo)
     _, probs = next(segmenter.predict_prepared([prepared]))
     prob = to_raw_size(probs, prepared)[0]  # the model's own map, before disc.keep_disc decides
-    disc = find_disc(prob, min_probability=segmenter.model.disc_min_probability)
+    disc = segmenter.find_disc(prob)
     blob = disc_blob(prob)
     diameter = 2 * np.sqrt(blob.sum() / np.pi) / max(prob.shape)
     return disc.status, diameter, marked_probability(blob, prob) if blob.any() else 0.0, disc.col

@@ -27,7 +27,6 @@ import torch
 
 from retinaseg import disc
 from retinaseg.datasets import load_samples
-from retinaseg.disc import find_disc
 from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
@@ -42,7 +41,7 @@ def relative_diameters(segmenter: Segmenter, photos: list) -> tuple[list[float],
     ratios, rivals = [], []
     for photo, diameter in photos:
         prob = segmenter.predict(photo, finished=False)[0]  # the map before the one disc is kept
-        disc = find_disc(prob, min_probability=segmenter.model.disc_min_probability)
+        disc = segmenter.find_disc(prob)
         ratios.append(disc.diameter / diameter if disc.found else float("nan"))
         rivals.append(disc.rivals)
     return ratios, rivals

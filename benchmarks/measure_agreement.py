@@ -34,7 +34,6 @@ import torch
 
 from retinaseg.av import class_map
 from retinaseg.datasets import load_samples, read_fov, read_label
-from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter, segmenter_of
 from retinaseg.io.images import read_photo
 from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, FRACTAL_SOURCES, fractal_dimensions, measure
@@ -114,8 +113,8 @@ def main():
             labels = class_map(prob)
             # as `measure` finds it in av-fusion's map's photo (a large JPEG decoded at a reduced size; among rivals,
             # the one the map's vessels converge on), and the same disc for the manual label
-            disc = find_disc(disc_model.predict_file(sample.image, finished=False, whole=photo)[0], labels > 0, fov,
-                             disc_model.model.disc_min_probability)
+            disc = disc_model.find_disc(disc_model.predict_file(sample.image, finished=False, whole=photo)[0],
+                                        labels > 0, fov)
             started = time.perf_counter()
             predicted.append(measured(labels, disc, fov, prob, photo, args.calibres_from))
             measuring = time.perf_counter() - started

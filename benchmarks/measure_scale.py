@@ -28,7 +28,6 @@ from PIL import Image
 
 from retinaseg.av import class_map
 from retinaseg.datasets import load_samples
-from retinaseg.disc import find_disc
 from retinaseg.fov import estimate_fov, fov_diameter
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter, segmenter_of
 from retinaseg.io.images import read_photo
@@ -48,8 +47,7 @@ def measured(photo, av_model, disc_model) -> dict:
     prob = av_model.predict(photo)
     fov = estimate_fov(photo)
     labels = class_map(prob)
-    disc = find_disc(disc_model.predict(photo, finished=False)[0], labels > 0, fov,  # as measure finds it
-                     disc_model.model.disc_min_probability)
+    disc = disc_model.find_disc(disc_model.predict(photo, finished=False)[0], labels > 0, fov)  # as measure does
     fractal = {f"fractal_dimension_all, {of}": dimension
                for of, dimension in fractal_dimensions(labels > 0, fov, fov_diameter(fov)).items()}
     return {source: {**measure(labels, disc, fov, prob, photo=photo, calibres_from=source).values, **fractal}

@@ -24,7 +24,6 @@ from scipy import ndimage
 
 from retinaseg import av
 from retinaseg.datasets import load_samples, read_fov, read_label
-from retinaseg.disc import find_disc
 from retinaseg.inference.segmenter import SegmentConfig, Segmenter
 from retinaseg.io.images import read_photo
 from retinaseg.measure import CALIBRE_SOURCES, CALIBRES_FROM, KNUDTSON_VESSELS, measure
@@ -80,8 +79,7 @@ def main():
             fov = read_fov(sample, photo)
             prob = av_model.predict(photo, fov)
             # as measure finds it: among rivals, the one the map's vessels converge on
-            disc = find_disc(disc_model.predict(photo, finished=False)[0], av.class_map(prob) > 0, fov,
-                             disc_model.model.disc_min_probability)
+            disc = disc_model.find_disc(disc_model.predict(photo, finished=False)[0], av.class_map(prob) > 0, fov)
             if not disc.found:
                 print(f"{dataset + ' ' + sample.id:<24} no disc found")
                 continue

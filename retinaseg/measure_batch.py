@@ -528,7 +528,7 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
         # some, the one the map's vessels converge on kept (not always the largest, which `run -m disc` keeps)
         segmenter = disc_finder.segmenter
         prob = segmenter.predict_file(photo_path, finished=False, whole=photo)[0]
-        disc = replace(find_disc(prob, labels > 0, fov, segmenter.model.disc_min_probability), source="model")
+        disc = replace(segmenter.find_disc(prob, labels > 0, fov), source="model")
     elif disc is None:
         raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos, --disc-dir "
                              f"or --discs)")

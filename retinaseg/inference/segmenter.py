@@ -267,6 +267,13 @@ class Segmenter:
             return self.keep_disc_among_rivals(prob, prepared)
         return prob, None
 
+    def find_disc(self, prob: np.ndarray, vessels: Optional[np.ndarray] = None, fov: Optional[np.ndarray] = None):
+        """disc.find_disc on a HxW map of this disc model, held to its weights file's own threshold for a firm disc,
+        if the file sets one."""
+        from retinaseg.disc import find_disc
+
+        return find_disc(prob, vessels, fov, self.model.disc_min_probability)
+
     def keep_disc_among_rivals(self, prob: np.ndarray, prepared: Optional[Prepared]) -> tuple:
         """disc.keep_disc, the disc among rivals chosen by the vessels of the vessel model beside this one; without
         one, where the map has rivals, by the default vessel model's, run then on the photo's file (rare: a few
