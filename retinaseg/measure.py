@@ -189,7 +189,7 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
                   disc_vessel_ratio=float("nan"))  # set once the FOV's vessel density is known
     if not disc.found:
         result.missing(f"no optic disc: {disc.reason}; zone measures and DD units are empty")
-    if not is_av:
+    if not is_av and vessels.any():  # a map with no vessels says nothing of its kind: an empty A/V map reads as this
         result.missing(BINARY_MAP)
     _whole_map_measures(result, graph, vessels, labels if is_av else None, fov)
     if disc.found and values["density_fov_all"] > 0:

@@ -206,6 +206,9 @@ def test_a_binary_map_and_a_map_without_a_disc_leave_their_measures_empty_with_r
     assert no_disc.status == "partial" and math.isnan(no_disc.values["crve_px"])
     assert not math.isnan(no_disc.values["fractal_dimension_all"]) and not math.isnan(no_disc.values["length_px_all"])
     assert measure(np.zeros((50, 50), np.uint8), known_disc(), np.ones((50, 50), bool)).status == "failed"
+    # an empty map reads back as a binary one, but is not called one: its row fails for having no vessels
+    empty = measure(np.zeros((50, 50), bool), known_disc(), np.ones((50, 50), bool))
+    assert empty.status == "failed" and empty.reasons[0] == "no vessels in the map" and BINARY_MAP not in empty.reasons
 
 
 def test_measure_command_on_label_maps_with_disc_masks(cli, tmp_path):
