@@ -11,7 +11,7 @@ from PIL import Image
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.errors import ImageReadError
 from retinaseg.io.atomic import write_float_tiff, write_png
-from retinaseg.io.images import jpeg_size, read_binary_mask, read_mask, read_photo, reduction_of
+from retinaseg.io.images import is_image_name, jpeg_size, read_binary_mask, read_mask, read_photo, reduction_of
 
 
 @pytest.fixture
@@ -20,13 +20,15 @@ def rgb(fundus):
 
 
 @pytest.mark.parametrize("name", ["x.png", "x.jpg", "x.JPG", "x.jpeg", "x.JPEG", "x.Jpeg", "x.bmp", "x.ppm",
-                                  "x.tif", "x.tiff", "x.TIF"])
+                                  "x.tif", "x.tiff", "x.TIF", "x.webp", "x.jp2"])
 def test_colour_formats_read_as_float_rgb(tmp_path, rgb, name):
     path = tmp_path / name
     if name.lower().endswith((".tif", ".tiff")):
         tifffile.imwrite(path, rgb)
-    else:
-        Image.fromarray(rgb).save(path, format={"jpg": "JPEG", "jpeg": "JPEG"}.get(path.suffix[1:].lower()))
+    else:  # WebP lossless; JPEG 2000 is Pillow's reversible (lossless) wavelet by default
+        Image.fromarray(rgb).save(path, format={"jpg": "JPEG", "jpeg": "JPEG"}.get(path.suffix[1:].lower()),
+                                  lossless=True)
+    assert is_image_name(path)  # so a folder of them is read
     photo = read_photo(path)
     assert photo.shape == rgb.shape and photo.dtype == np.float32
     assert 0 <= photo.min() and photo.max() <= 1

@@ -22,7 +22,8 @@ from PIL import Image, ImageCms, ImageOps
 
 from retinaseg.errors import ImageReadError, RetinasegError, shown
 
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp")
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp", ".webp",
+                    ".jp2", ".j2k")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 MIN_SIDE = 16
 EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a camera's photo is turned

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from retinaseg.errors import RetinasegError, shown
-from retinaseg.io.images import is_image_name
+from retinaseg.io.images import IMAGE_EXTENSIONS, is_image_name
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ def find_inputs(inputs, recursive: bool = False, notify: Optional[Callable[[str]
             inside_output += sum(_is_photo_name(p) for p in listed if not outside(p))
             photos = sorted(p for p in entries if _is_photo_name(p))
             found.extend(InputPhoto(p, p.relative_to(path).with_suffix("").as_posix()) for p in photos)
+            if notify:
+                _note_other_files(path, entries, notify)
             if not recursive and notify:
                 skipped = sorted(d.name for d in entries if d.is_dir() and _holds_photos(d, outside))
                 if skipped:
@@ -76,6 +78,17 @@ def _outside(output_dir) -> Callable[[Path], bool]:
         except (OSError, RuntimeError):  # 3.11 raises RuntimeError for a loop
             return True
     return outside
+
+
+def _note_other_files(folder: Path, entries: list, notify: Callable[[str], None]) -> None:
+    """One line naming the kinds of file in a folder that are not read as photos (a camera's DICOM or RAW exports,
+    say), so that none is left out in silence."""
+    others = [p for p in entries if not p.name.startswith(".") and not _is_photo_name(p) and p.is_file()]
+    if others:
+        kinds = sorted({p.suffix.lower() or "no extension" for p in others})
+        listed = ", ".join(kinds[:5]) + (", ..." if len(kinds) > 5 else "")
+        notify(f"note: {shown(folder)} holds {len(others)} file(s) not read as photos ({listed}); photos are read "
+               f"from {', '.join(IMAGE_EXTENSIONS)} files")
 
 
 def _is_photo_name(path: Path) -> bool:
