@@ -3,7 +3,7 @@
     python benchmarks/measure_agreement.py [--data-root ../shared/data] [--datasets drive-av,les-av,hrf-av]
                                            [--calibres-from photo|map] [--held-out 1]
                                            [--vessel-model vesselnet [--vessel-weights W]]
-                                           [--spur-widths 1] [--side-branch-share 0.5]
+                                           [--spur-widths 1] [--side-branch-share 0.5] [--measuring-fov 0]
 
 For every test photo of each dataset: the manual A/V label and av-fusion's map (`retinaseg run -m av-fusion`'s
 Segmenter, default options, the photo read as `run` reads it) are measured by `retinaseg measure`'s code, with the
@@ -19,8 +19,8 @@ the test photos, the training images that av-fusion's run with this --seed (and 
 benchmarks/held_out_tta.py draws them; a rule may look at these, not at the test photos. --vessel-model: av-fusion's
 map with its vessels decided by this binary model, as `retinaseg run -m av-fusion --vessel-model` makes it (the
 shipped vesselnet learnt every training image, so no held-out check of it exists). --spur-widths:
-vessel_graph.SPUR_WIDTHS for the run (0: spurs kept), and --side-branch-share its SIDE_BRANCH_SHARE (0: none),
-variants (docs/experiments.md).
+vessel_graph.SPUR_WIDTHS for the run (0: spurs kept), --side-branch-share its SIDE_BRANCH_SHARE (0: none), and
+--measuring-fov measure.MEASURING_FOV (0: each map at its own size), variants (docs/experiments.md).
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def main():
     parser.add_argument("--val-fraction", type=float, default=0.15, help="that run's --val-fraction")
     parser.add_argument("--vessel-model", default=None, help="a binary model deciding av-fusion's vessels")
     parser.add_argument("--vessel-weights", default=None, help="its weights; default its shipped file")
-    add_variant_options(parser, "--spur-widths", "--side-branch-share")
+    add_variant_options(parser, "--spur-widths", "--side-branch-share", "--measuring-fov")
     args = parser.parse_args()
     apply_variants(args)
     torch.set_num_threads(args.threads)

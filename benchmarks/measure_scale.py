@@ -2,7 +2,7 @@
 
     python benchmarks/measure_scale.py [--data-root ../shared/data] [--images 21] [--max-downscale 0]
                                        [--split training] [--vessel-model vesselnet]
-                                       [--spur-widths 1] [--side-branch-share 0.5]
+                                       [--spur-widths 1] [--side-branch-share 0.5] [--measuring-fov 0]
 
 Each HRF-AV test photo (3504x2336) and a copy resized to half its width and height (Pillow's Lanczos) are both
 segmented by av-fusion (default options) and measured by `retinaseg measure`'s code, each with the disc the disc
@@ -15,7 +15,8 @@ map).
 by at most av-fusion's cap, so the two are segmented at different scales). --vessel-model: av-fusion's maps with their
 vessels decided by this binary model (at its own working scale; --max-downscale holds for it too, as in `retinaseg
 run`). --spur-widths: vessel_graph.SPUR_WIDTHS for the run (0: spurs kept), and --side-branch-share its
-SIDE_BRANCH_SHARE (0: none), variants (docs/experiments.md).
+SIDE_BRANCH_SHARE (0: none), and --measuring-fov measure.MEASURING_FOV (0: each map at its own size), variants
+(docs/experiments.md).
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-downscale", type=float, default=None, help="as `retinaseg run`'s; default the model's")
     parser.add_argument("--vessel-model", default=None, help="a binary model deciding av-fusion's vessels")
-    add_variant_options(parser, "--min-zone-calibres", "--spur-widths", "--side-branch-share")
+    add_variant_options(parser, "--min-zone-calibres", "--spur-widths", "--side-branch-share", "--measuring-fov")
     args = parser.parse_args()
     apply_variants(args)
     torch.set_num_threads(args.threads)

@@ -1,12 +1,13 @@
 """`retinaseg measure` on a run's maps with one process and with several, in one run.
 
-    python benchmarks/measure_speed.py [--data-root ../shared/data] [--images 8] [--workers 2]
+    python benchmarks/measure_speed.py [--data-root ../shared/data] [--images 8] [--workers 2] [--measuring-fov 0]
 
 Segments the first --images DRIVE-AV and HRF-AV test photos once with av-fusion (`retinaseg run -m av-fusion
 --save-prob`, synthetic photos of those sizes without the data), then measures that folder as `retinaseg measure`
 does (the disc found by the disc model in each photo), after one untimed photo, first with `--workers 0` (one photo
 after the other in this process: the baseline) and then with `--workers N` (forked after that warm-up, as `run
 --measure`'s are); prints seconds per photo and the speed-up. The tables of the two must be the same.
+--measuring-fov: measure.MEASURING_FOV for the run (0: each map at its own size), a variant (docs/experiments.md).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import torch
 from retinaseg.inference.runner import BatchConfig, run_batch
 from retinaseg.inference.segmenter import segmenter_of
 from retinaseg.measure_batch import MeasureJob, items_of_run, measure_items
+
+from measure_variants import add_variant_options, apply_variants
 
 SETS = {"DRIVE-size 565x584": "DRIVE_AV/test/images", "HRF-size 3504x2336": "HRF-AV/test/images"}
 SIZES = {"DRIVE-size 565x584": (584, 565), "HRF-size 3504x2336": (2336, 3504)}
@@ -47,7 +50,9 @@ def main():
     parser.add_argument("--data-root", default=os.environ.get("RETINASEG_DATA", "../shared/data"))
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    add_variant_options(parser, "--measuring-fov")
     args = parser.parse_args()
+    apply_variants(args)
     torch.set_num_threads(2)
     segmenter = segmenter_of("av-fusion", None, None, None, notify=lambda m: None, device="cpu")
     print(f"retinaseg measure, {args.images} photos per row; seconds per photo, one process against {args.workers}")

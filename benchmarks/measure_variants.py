@@ -10,6 +10,7 @@ VARIANTS = {
     "--min-zone-calibres": (measuring, "MIN_ZONE_CALIBRES", False),
     "--spur-widths": (vessel_graph, "SPUR_WIDTHS", True),
     "--side-branch-share": (vessel_graph, "SIDE_BRANCH_SHARE", True),
+    "--measuring-fov": (measuring, "MEASURING_FOV", True),
 }
 
 

@@ -1,6 +1,7 @@
 """Are the vessels CRAE and CRVE are computed from of the type the model says? On images held out of training.
 
     python benchmarks/zone_b_types.py [--data-root ../shared/data] [--seed 1] [--val-fraction 0.15]
+                                      [--min-zone-calibres 1] [--measuring-fov 0]
 
 For each training image that av-fusion's shipped run held out (drawn as `retinaseg train` drew them: the same
 datasets, --seed and --val-fraction, as benchmarks/held_out_tta.py does), with a disc found by the disc model:
@@ -12,6 +13,8 @@ chosen arteries and veins in each, and how many of the map's chosen arteries and
 artery, vein or nothing; how many of the maps have fewer than six arteries or veins for CRAE or CRVE; then the mean
 absolute differences of AVR, CRAE and CRVE (DD), with zone B's calibres measured on the photo and on the maps
 (measure.CALIBRE_SOURCES; the table is the default's), and the totals. Test photos are not used.
+--min-zone-calibres: measure.MIN_ZONE_CALIBRES for the run, and --measuring-fov measure.MEASURING_FOV (0: each map
+at its own size), variants (docs/experiments.md).
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def main():
     parser.add_argument("--seed", type=int, default=1, help="the training run's --seed")
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--max-downscale", type=float, default=None, help="as `retinaseg run`'s; default the model's")
-    add_variant_options(parser, "--min-zone-calibres")
+    add_variant_options(parser, "--min-zone-calibres", "--measuring-fov")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

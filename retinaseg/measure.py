@@ -1,8 +1,9 @@
 """Vascular measurements of one photo's maps: the numbers `retinaseg measure` writes, one row per photo.
 
 Every measure is computed here, from the vessel graph (vessel_graph.py) and the optic disc (disc.py); the columns
-and their definitions are in docs/measurements.md. Lengths and calibres are in the map's pixels; disc diameters
-(DD) and micrometres follow from the disc's diameter and the pixel size.
+and their definitions are in docs/measurements.md. Lengths and calibres are in the photo's pixels; disc diameters
+(DD) and micrometres follow from the disc's diameter and the pixel size. With MEASURING_FOV set, each map is
+measured resampled to a common scale and its lengths and calibres are given back in the photo's pixels.
 
 Zones are rings around the disc centre: zone B from 0.5 to 1 DD beyond the disc margin (radius 1 to 1.5 DD),
 zone C from 0.5 to 2 DD beyond it (radius 1 to 2.5 DD).
@@ -10,7 +11,7 @@ zone C from 0.5 to 2 DD beyond it (radius 1 to 2.5 DD).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -37,6 +38,10 @@ CALIBRES_FROM = "map"
 FRACTAL_SOURCES = ("map", "centre lines", "map, coarse boxes")
 FRACTAL_OF = "map"
 BOX_DIVISIONS = {"map": range(2, 10), "centre lines": range(2, 10), "map, coarse boxes": range(2, 7)}  # D / 2^k
+# Pixels across the FOV at which every map is measured (resampled), so that the graph, the calibres and the pixel
+# constants above work on the same grid whatever the photo's resolution (docs/experiments.md, "A measuring
+# scale"); None: each map at its own size.
+MEASURING_FOV: Optional[int] = None
 
 
 # a reason every row of a binary model's folder has: the batch says it once, each row's reason column every time
@@ -165,13 +170,84 @@ def tortuosity(path: np.ndarray) -> dict:
     return result
 
 
+@dataclass
+class Scaled:
+    """A photo's maps at the measuring scale, and how many measuring pixels a photo pixel is along rows and
+    columns."""
+    labels: np.ndarray
+    disc: Disc
+    fov: np.ndarray
+    probability: Optional[np.ndarray]
+    photo: Optional[np.ndarray]
+    factors: tuple = (1.0, 1.0)
+
+    @property
+    def scale(self) -> float:
+        return math.sqrt(self.factors[0] * self.factors[1])
+
+
+def at_measuring_scale(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Optional[np.ndarray] = None,
+                       photo: Optional[np.ndarray] = None, fov_diameter_px: Optional[float] = None) -> Scaled:
+    """The maps resampled so that the FOV is MEASURING_FOV pixels across (antialiased where they shrink); a label
+    map through the share of each class in a pixel: vessel where the vessel classes hold at least half, then the
+    likeliest of them. As they are without MEASURING_FOV."""
+    from retinaseg.fov import fov_diameter
+
+    unchanged = Scaled(labels, disc, fov, probability, photo)
+    if not MEASURING_FOV:
+        return unchanged
+    factor = MEASURING_FOV / (fov_diameter_px or fov_diameter(fov))
+    shape = (max(round(labels.shape[0] * factor), 1), max(round(labels.shape[1] * factor), 1))
+    if shape == labels.shape:
+        return unchanged
+    import torch
+
+    from retinaseg.preprocess import resize, resize_mask
+
+    def resampled(planes: np.ndarray) -> np.ndarray:  # CxHxW
+        return resize(torch.from_numpy(np.ascontiguousarray(planes, np.float32)), shape).numpy()
+
+    if labels.dtype == bool:
+        scaled_labels = resampled(labels[None])[0] >= 0.5
+    else:
+        scaled_labels = av.class_map(resampled(_one_hot(labels)), vessel_first=True)
+    rows, cols = shape[0] / labels.shape[0], shape[1] / labels.shape[1]
+    # pixel centres map as the resampling maps them (align_corners=False); a disc not found stays not found (NaN)
+    scaled_disc = replace(disc, row=(disc.row + 0.5) * rows - 0.5, col=(disc.col + 0.5) * cols - 0.5,
+                          diameter=disc.diameter * math.sqrt(rows * cols))
+    return Scaled(scaled_labels, scaled_disc, resize_mask(fov, shape).numpy(),
+                  None if probability is None else resampled(probability),
+                  None if photo is None else resampled(photo.transpose(2, 0, 1)).transpose(1, 2, 0), (rows, cols))
+
+
 def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Optional[np.ndarray] = None,
             pixel_size_um: Optional[float] = None, photo: Optional[np.ndarray] = None,
             calibres_from: Optional[str] = None) -> Measurements:
     """The row of one photo. labels: HxW bool (a binary vessel map) or uint8 av codes (0 background, 1 artery,
     2 vein, 3 uncertain); probability: the matching probabilities (1xHxW or 4xHxW), when there are some, for
     calibres; disc: from disc.find_disc; fov: HxW bool; pixel_size_um: micrometres per pixel, if known; photo:
-    HxWx3 (0-1), which zone B's calibres are measured on when calibres_from is "photo" (default CALIBRES_FROM)."""
+    HxWx3 (0-1), which zone B's calibres are measured on when calibres_from is "photo" (default CALIBRES_FROM).
+    Measured at the measuring scale (MEASURING_FOV); every length, calibre and centre line in the photo's pixels."""
+    from retinaseg.fov import fov_diameter
+
+    diameter = fov_diameter(fov)
+    scaled = at_measuring_scale(labels, disc, fov, probability, photo, diameter)
+    result = _measured(scaled, calibres_from)
+    if scaled.factors != (1.0, 1.0):
+        _in_photo_pixels(result, scaled)
+    result.values.update(photo_size=f"{labels.shape[1]}x{labels.shape[0]}", disc_x=disc.col, disc_y=disc.row,
+                         disc_diameter_px=disc.diameter, fov_diameter_px=float(diameter))
+    _units(result, disc, pixel_size_um)
+    if not labels.any() or not scaled.labels.any():
+        result.status = "failed"
+        result.reasons.insert(0, "no vessels in the map" if not labels.any()
+                              else "no vessels left at the measuring scale (too few or too thin)")
+    return result
+
+
+def _measured(scaled: Scaled, calibres_from: Optional[str]) -> Measurements:
+    """measure()'s row in the pixels of the maps given, before the units."""
+    labels, disc, fov, probability, photo = scaled.labels, scaled.disc, scaled.fov, scaled.probability, scaled.photo
     result = Measurements()
     is_av = labels.dtype != bool
     vessels = labels > 0
@@ -198,11 +274,34 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
         values["disc_vessel_ratio"] = ring_density(disc, vessels, fov) / values["density_fov_all"]
     channel = photo[..., 1] if photo is not None and (calibres_from or CALIBRES_FROM) == "photo" else None
     _zone_measures(result, graph, vessels, labels if is_av else None, fov, disc, channel)
-    _units(result, disc, pixel_size_um)
-    if not vessels.any():
-        result.status = "failed"
-        result.reasons.insert(0, "no vessels in the map")
     return result
+
+
+def _in_photo_pixels(result: Measurements, scaled: Scaled) -> None:
+    """The lengths and calibres of a row measured at the measuring scale in the photo's pixels (per-length measures
+    by the inverse factor), and the centre lines CRAE and CRVE used on the photo's pixel grid."""
+    scale = scaled.scale
+    values = result.values
+    for key in [k for k in values if "_px" in k]:
+        values[key] = values[key] * scale if "_per_px" in key else values[key] / scale
+    for vessel in result.zone_b:
+        vessel.update(calibre_px=vessel["calibre_px"] / scale, pixels=vessel["pixels"] / scale)
+    result.used = [(_path_in_photo(path, scaled.factors), code, calibre / scale)
+                   for path, code, calibre in result.used]
+
+
+def _path_in_photo(path: np.ndarray, factors: tuple) -> np.ndarray:
+    """A centre line's (row, col) pixels at the measuring scale on the photo's grid, one pixel apart at most (a
+    shrunk map's centre line, enlarged, would leave gaps)."""
+    points = (path + 0.5) / np.asarray(factors) - 0.5
+    if len(points) > 1:
+        steps = np.maximum(np.ceil(np.abs(np.diff(points, axis=0)).max(axis=1)), 1).astype(int)
+        points = np.concatenate([np.linspace(a, b, n, endpoint=False) for a, b, n in zip(points[:-1], points[1:],
+                                                                                        steps)] + [points[-1:]])
+    rounded = np.round(points).astype(int)
+    keep = np.ones(len(rounded), bool)
+    keep[1:] = (np.diff(rounded, axis=0) != 0).any(axis=1)
+    return rounded[keep]
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:

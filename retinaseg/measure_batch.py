@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from retinaseg import av
+from retinaseg import measure as measuring  # its MEASURING_FOV as set when a job is measured (benchmarks vary it)
 from retinaseg.disc import Disc, around
 from retinaseg.errors import RetinasegError, shown
 from retinaseg.measure import BINARY_MAP, CALIBRES_FROM, ZONE_B, ZONE_C, Measurements, measure
@@ -310,7 +311,7 @@ def _settings(job: MeasureJob) -> dict:
             "disc_among_rivals": None if job.disc_dir else disc_finding.AMONG_RIVALS,
             "jpeg_decoding": None if job.disc_dir else _jpeg_decoding(),
             "pixel_size_um": job.pixel_size_um, "disc_diameter_um": job.disc_diameter_um,
-            "calibres_from": job.calibres_from}
+            "calibres_from": job.calibres_from, "measuring_fov": measuring.MEASURING_FOV}
 
 
 def made_with(job: MeasureJob) -> dict:
