@@ -516,6 +516,11 @@ def weights_metric(weights_file, evaluations):
                    "(default), or the photo: the width across each vessel in its green channel, along the map's "
                    "centre line (a vessel without a clear profile there, or a map without its photo, is measured "
                    "on the map).")
+@click.option("--measuring-fov", type=click.IntRange(min=64), default=None, metavar="PX",
+              help="Measure every map resampled so that its FOV is PX pixels across (e.g. 1024), with lengths and "
+                   "calibres given back in each photo's pixels, so photos of different resolutions are measured on "
+                   "the same grid (for studies that pool cameras; docs/measurements.md). Default: each map at its "
+                   "own size.")
 @click.option("--workers", callback=parse_workers, default=AUTO, show_default=True, metavar="N|auto",
               help="Processes that measure photos side by side, one core each (0 or 1: one after the other in this "
                    "process). auto: one per core, up to 8.")
@@ -524,7 +529,7 @@ def weights_metric(weights_file, evaluations):
               "measure resumes).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def measure(out_dir, maps_dir, photos_dir, disc_dir, discs_file, pixel_size, disc_diameter_um, overlay, calibres_from,
-            workers, overwrite, quiet):
+            measuring_fov, workers, overwrite, quiet):
     """Measure the vessels in OUT_DIR's maps: one row per photo in OUT_DIR/measurements.csv.
 
     OUT_DIR is a `retinaseg run` output folder (its run.json names the photos and maps),
@@ -540,6 +545,7 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, discs_file, pixel_size, dis
       retinaseg measure out/ --disc-diameter-um 1800 --overlay
       retinaseg measure labels/ --maps labels/ --photos photos/ --disc-dir discs/
       retinaseg measure out/ --discs discs.csv    # discs the model missed, set by hand
+      retinaseg measure out/ --measuring-fov 1024 # photos of several cameras on one grid
     """
     from retinaseg.measure import CALIBRES_FROM
     from retinaseg.measure_batch import (MeasureJob, items_of_folders, items_of_run, measure_items, measured_line,
@@ -559,7 +565,7 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, discs_file, pixel_size, dis
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay, overwrite=overwrite,
                      calibres_from=calibres_from or CALIBRES_FROM, maps_dir=maps_dir, discs_given=discs_given,
-                     discs_file=discs_file)
+                     discs_file=discs_file, measuring_fov=measuring_fov)
     rows = measure_items(job, notify=_message, progress=not quiet,
                          workers=cores.measure_workers() if workers is None else workers)
     click.echo(f"{measured_line(rows)}; {Path(out_dir) / 'measurements.csv'}")

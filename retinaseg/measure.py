@@ -2,8 +2,9 @@
 
 Every measure is computed here, from the vessel graph (vessel_graph.py) and the optic disc (disc.py); the columns
 and their definitions are in docs/measurements.md. Lengths and calibres are in the photo's pixels; disc diameters
-(DD) and micrometres follow from the disc's diameter and the pixel size. With MEASURING_FOV set, each map is
-measured resampled to a common scale and its lengths and calibres are given back in the photo's pixels.
+(DD) and micrometres follow from the disc's diameter and the pixel size. Given a measuring FOV (MEASURING_FOV, or
+`retinaseg measure --measuring-fov`), each map is measured resampled to that common scale, its lengths and calibres
+given back in the photo's pixels.
 
 Zones are rings around the disc centre: zone B from 0.5 to 1 DD beyond the disc margin (radius 1 to 1.5 DD),
 zone C from 0.5 to 2 DD beyond it (radius 1 to 2.5 DD).
@@ -39,8 +40,8 @@ FRACTAL_SOURCES = ("map", "centre lines", "map, coarse boxes")
 FRACTAL_OF = "map"
 BOX_DIVISIONS = {"map": range(2, 10), "centre lines": range(2, 10), "map, coarse boxes": range(2, 7)}  # D / 2^k
 # Pixels across the FOV at which every map is measured (resampled), so that the graph, the calibres and the pixel
-# constants above work on the same grid whatever the photo's resolution (docs/experiments.md, "A measuring
-# scale"); None: each map at its own size.
+# constants above work on the same grid whatever the photo's resolution; None: each map at its own size (the default:
+# a rule on held-out photos did not adopt it; docs/experiments.md, "A measuring scale").
 MEASURING_FOV: Optional[int] = None
 
 
@@ -187,16 +188,18 @@ class Scaled:
 
 
 def at_measuring_scale(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Optional[np.ndarray] = None,
-                       photo: Optional[np.ndarray] = None, fov_diameter_px: Optional[float] = None) -> Scaled:
-    """The maps resampled so that the FOV is MEASURING_FOV pixels across (antialiased where they shrink); a label
-    map through the share of each class in a pixel: vessel where the vessel classes hold at least half, then the
-    likeliest of them. As they are without MEASURING_FOV."""
+                       photo: Optional[np.ndarray] = None, fov_diameter_px: Optional[float] = None,
+                       measuring_fov: Optional[float] = None) -> Scaled:
+    """The maps resampled so that the FOV is measuring_fov (default MEASURING_FOV) pixels across, antialiased where
+    they shrink; a label map through the share of each class in a pixel: vessel where the vessel classes hold at
+    least half, then the likeliest of them. As they are without a measuring FOV."""
     from retinaseg.fov import fov_diameter
 
     unchanged = Scaled(labels, disc, fov, probability, photo)
-    if not MEASURING_FOV:
+    measuring_fov = measuring_fov or MEASURING_FOV
+    if not measuring_fov:
         return unchanged
-    factor = MEASURING_FOV / (fov_diameter_px or fov_diameter(fov))
+    factor = measuring_fov / (fov_diameter_px or fov_diameter(fov))
     shape = (max(round(labels.shape[0] * factor), 1), max(round(labels.shape[1] * factor), 1))
     if shape == labels.shape:
         return unchanged
@@ -222,16 +225,17 @@ def at_measuring_scale(labels: np.ndarray, disc: Disc, fov: np.ndarray, probabil
 
 def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Optional[np.ndarray] = None,
             pixel_size_um: Optional[float] = None, photo: Optional[np.ndarray] = None,
-            calibres_from: Optional[str] = None) -> Measurements:
+            calibres_from: Optional[str] = None, measuring_fov: Optional[float] = None) -> Measurements:
     """The row of one photo. labels: HxW bool (a binary vessel map) or uint8 av codes (0 background, 1 artery,
     2 vein, 3 uncertain); probability: the matching probabilities (1xHxW or 4xHxW), when there are some, for
     calibres; disc: from disc.find_disc; fov: HxW bool; pixel_size_um: micrometres per pixel, if known; photo:
     HxWx3 (0-1), which zone B's calibres are measured on when calibres_from is "photo" (default CALIBRES_FROM).
-    Measured at the measuring scale (MEASURING_FOV); every length, calibre and centre line in the photo's pixels."""
+    measuring_fov: measured with the maps resampled to this FOV diameter (default MEASURING_FOV: none, each map at
+    its own size); every length, calibre and centre line is given in the photo's pixels either way."""
     from retinaseg.fov import fov_diameter
 
     diameter = fov_diameter(fov)
-    scaled = at_measuring_scale(labels, disc, fov, probability, photo, diameter)
+    scaled = at_measuring_scale(labels, disc, fov, probability, photo, diameter, measuring_fov)
     result = _measured(scaled, calibres_from)
     if scaled.factors != (1.0, 1.0):
         _in_photo_pixels(result, scaled)

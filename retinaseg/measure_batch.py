@@ -37,6 +37,8 @@ class MeasureJob:
     maps_dir: Optional[str] = None  # where label maps no model made come from (--maps); None: the runs in out_dir
     discs_given: dict = field(default_factory=dict)  # stem -> (x, y, diameter), the photo's pixels, by hand (--discs)
     discs_file: Optional[str] = None  # the CSV they came from
+    measuring_fov: Optional[int] = None  # maps measured resampled to this FOV diameter (--measuring-fov); None: as set
+    # in measure.MEASURING_FOV (each map at its own size as shipped)
 
 
 # Each photo's row as measured, in OUT_DIR/measured/<stem>.json, so that a measure run that was stopped resumes:
@@ -311,7 +313,7 @@ def _settings(job: MeasureJob) -> dict:
             "disc_among_rivals": None if job.disc_dir else disc_finding.AMONG_RIVALS,
             "jpeg_decoding": None if job.disc_dir else _jpeg_decoding(),
             "pixel_size_um": job.pixel_size_um, "disc_diameter_um": job.disc_diameter_um,
-            "calibres_from": job.calibres_from, "measuring_fov": measuring.MEASURING_FOV}
+            "calibres_from": job.calibres_from, "measuring_fov": job.measuring_fov or measuring.MEASURING_FOV}
 
 
 def made_with(job: MeasureJob) -> dict:
@@ -536,7 +538,7 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
     pixel_size = job.pixel_size_um
     if pixel_size is None and job.disc_diameter_um and disc.found:
         pixel_size = job.disc_diameter_um / disc.diameter
-    result = measure(labels, disc, fov, probability, pixel_size, photo, job.calibres_from)
+    result = measure(labels, disc, fov, probability, pixel_size, photo, job.calibres_from, job.measuring_fov)
     return result, (_overlay(photo, labels, disc, result) if job.overlay else None)
 
 

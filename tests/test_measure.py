@@ -68,25 +68,27 @@ def test_the_fractal_dimension_of_centre_lines_leaves_the_width_out():
     assert dimensions[3]["map, coarse boxes"] == pytest.approx(1.0, abs=0.01) and dimensions[3]["map"] > 1.04
 
 
-def radial_map(artery_widths, vein_widths):
-    """Arteries and veins leaving a disc of diameter DD at CENTRE, as spokes; labels, 4xHxW probabilities."""
+def radial_map(artery_widths, vein_widths, scale: float = 1.0):
+    """Arteries and veins leaving a disc of diameter DD at CENTRE, as spokes (all of it drawn `scale` times as
+    large); labels, 4xHxW probabilities."""
     vessels = []
     typed = [(w, av.ARTERY) for w in artery_widths] + [(w, av.VEIN) for w in vein_widths]
     for index, (width, code) in enumerate(typed):
         angle = 2 * math.pi * index / len(typed)
-        inner = (CENTRE[0] + 0.6 * DD * math.sin(angle), CENTRE[1] + 0.6 * DD * math.cos(angle))
-        outer = (CENTRE[0] + 4.5 * DD * math.sin(angle), CENTRE[1] + 4.5 * DD * math.cos(angle))
-        vessels.append(DrawnVessel([inner, outer], width, code))
-    labels, coverage = draw_vessels((400, 400), vessels)
-    prob = np.zeros((4, 400, 400), np.float32)
+        ends = [(scale * (CENTRE[0] + r * DD * math.sin(angle)), scale * (CENTRE[1] + r * DD * math.cos(angle)))
+                for r in (0.6, 4.5)]
+        vessels.append(DrawnVessel(ends, scale * width, code))
+    size = round(400 * scale)
+    labels, coverage = draw_vessels((size, size), vessels)
+    prob = np.zeros((4, size, size), np.float32)
     prob[av.BACKGROUND] = 1 - coverage
     for code in (av.ARTERY, av.VEIN):
         prob[code] = coverage * (labels == code)
     return labels, prob
 
 
-def known_disc():
-    return Disc("ok", "", CENTRE[0], CENTRE[1], DD)
+def known_disc(scale: float = 1.0):
+    return Disc("ok", "", scale * CENTRE[0], scale * CENTRE[1], scale * DD)
 
 
 def map_folder(tmp_path, stems=("eye1",)):
@@ -357,6 +359,40 @@ def test_a_binary_models_folder_says_once_that_its_artery_and_vein_measures_are_
     with open(out / "measurements.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert all(row["status"] == "partial" and BINARY_MAP in row["reason"] for row in rows)  # each row says it
+
+
+def test_a_measuring_fov_measures_every_resolution_on_one_grid_in_the_photos_pixels():
+    rows = {}
+    for scale in (1.0, 2.0):
+        labels, prob = radial_map([4.0] * 6, [6.0] * 6, scale)
+        rows[scale] = measure(labels, known_disc(scale), np.ones(labels.shape, bool), prob, measuring_fov=1024)
+    small, large = rows[1.0].values, rows[2.0].values
+    # lengths and calibres in the photo's own pixels; the disc and the FOV as given
+    assert small["crae_px"] == pytest.approx(1.7484 * 4, abs=1.7484 * 0.5)
+    assert large["crae_px"] == pytest.approx(1.7484 * 8, abs=1.7484 * 0.5)
+    assert (small["disc_diameter_px"], small["fov_diameter_px"], small["photo_size"]) == (DD, 400, "400x400")
+    for key in ("crae_dd", "crve_dd", "avr", "mean_calibre_zone_b_dd_all"):
+        assert large[key] == pytest.approx(small[key], rel=0.02), key
+    assert large["length_dd_all"] == pytest.approx(small["length_dd_all"], rel=0.03)
+    assert large["fractal_dimension_all"] == pytest.approx(small["fractal_dimension_all"], abs=0.005)
+    # CRAE's and CRVE's centre lines come back on the photo's grid, unbroken, on its vessels
+    labels, _ = radial_map([4.0] * 6, [6.0] * 6, 2.0)
+    for path, code, calibre in rows[2.0].used:
+        assert np.abs(np.diff(path, axis=0)).max() <= 1 and (labels[path[:, 0], path[:, 1]] == code).mean() > 0.95
+
+
+def test_measure_at_a_measuring_fov_says_so_and_measures_again_without_it(cli, tmp_path):
+    maps = map_folder(tmp_path)
+    (tmp_path / "discs.csv").write_text(f"stem,disc_x,disc_y,disc_diameter_px\neye1,{CENTRE[1]},{CENTRE[0]},{DD}\n")
+    command = ["measure", str(tmp_path / "out"), "--maps", str(maps), "--discs", str(tmp_path / "discs.csv"), "-q"]
+    assert cli.invoke(retinaseg_cli, command + ["--measuring-fov", "1024"]).exit_code == 0
+    made = json.loads((tmp_path / "out" / "measurements.json").read_text())["made_with"]
+    assert made["measuring_fov"] == 1024
+    again = cli.invoke(retinaseg_cli, command)
+    assert again.exit_code == 0 and "measured before" not in again.output
+    assert json.loads((tmp_path / "out" / "measurements.json").read_text())["made_with"]["measuring_fov"] is None
+    refused = cli.invoke(retinaseg_cli, command + ["--measuring-fov", "10"])
+    assert refused.exit_code == 2 and "--measuring-fov" in refused.output
 
 
 def test_mean_calibre_in_zone_b_weighs_each_vessel_by_its_length_there():
