@@ -295,14 +295,17 @@ def _in_photo_pixels(result: Measurements, scaled: Scaled) -> None:
 
 
 def _path_in_photo(path: np.ndarray, factors: tuple) -> np.ndarray:
-    """A centre line's (row, col) pixels at the measuring scale on the photo's grid, one pixel apart at most (a
-    shrunk map's centre line, enlarged, would leave gaps)."""
+    """A centre line's (row, col) pixels at the measuring scale on the photo's grid, neighbours there joined by
+    pixels one apart at most (a shrunk map's centre line, enlarged, would leave gaps); a jump between two pieces of
+    a vessel stays a jump."""
     points = (path + 0.5) / np.asarray(factors) - 0.5
     if len(points) > 1:
-        steps = np.maximum(np.ceil(np.abs(np.diff(points, axis=0)).max(axis=1)), 1).astype(int)
+        neighbours = np.abs(np.diff(path, axis=0)).max(axis=1) <= 1
+        spans = np.abs(np.diff(points, axis=0)).max(axis=1)
+        steps = np.where(neighbours, np.maximum(np.ceil(spans), 1), 1).astype(int)
         points = np.concatenate([np.linspace(a, b, n, endpoint=False) for a, b, n in zip(points[:-1], points[1:],
                                                                                         steps)] + [points[-1:]])
-    rounded = np.round(points).astype(int)
+    rounded = np.floor(points + 0.5).astype(int)  # halves up, so evenly spaced points leave no gaps
     keep = np.ones(len(rounded), bool)
     keep[1:] = (np.diff(rounded, axis=0) != 0).any(axis=1)
     return rounded[keep]

@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 
 from retinaseg import av
+from retinaseg import measure as measuring
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.disc import Disc, find_disc
 from retinaseg.measure import (BINARY_MAP, FRACTAL_SOURCES, box_counting_dimension, fractal_dimension, knudtson,
@@ -379,6 +380,10 @@ def test_a_measuring_fov_measures_every_resolution_on_one_grid_in_the_photos_pix
     labels, _ = radial_map([4.0] * 6, [6.0] * 6, 2.0)
     for path, code, calibre in rows[2.0].used:
         assert np.abs(np.diff(path, axis=0)).max() <= 1 and (labels[path[:, 0], path[:, 1]] == code).mean() > 0.95
+    # pieces of one vessel stay apart: no straight line drawn across the gap between them
+    apart = measuring._path_in_photo(np.array([[10, 10], [10, 11], [40, 60], [40, 61]]), (0.5, 0.5))
+    steps = np.abs(np.diff(apart, axis=0)).max(axis=1)
+    assert len(apart) == 6 and sorted(steps)[-2:] == [1, 98]
 
 
 def test_measure_at_a_measuring_fov_says_so_and_measures_again_without_it(cli, tmp_path):
