@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml examples/retinaseg-frangi/setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test,onnx,ray,web,browser]'
+	$(BIN)/pip install --quiet -e '.[test,onnx,ray,web,browser,dicom]'
 	touch $(STAMP)
 
 install: $(STAMP)

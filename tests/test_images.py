@@ -1,6 +1,9 @@
 """The one image reader: formats, conversions, orientation, and bad input with one-line messages."""
+import io
 import struct
+import sys
 import zlib
+from typing import Optional
 
 import imageio.v3 as iio
 import numpy as np
@@ -190,3 +193,71 @@ def test_writers_produce_8bit_png_and_float32_tiff(tmp_path):
     assert back.dtype == np.float32 and np.array_equal(back, prob)
     with pytest.raises(TypeError):
         write_png(tmp_path / "bad.png", prob[0])
+
+
+def write_dicom(path, pixels: np.ndarray, photometric: str = "RGB", bits: int = 8, jpeg: Optional[bytes] = None):
+    """An ophthalmic photograph as a camera's DICOM export holds it: pixels as stored, or a JPEG in its frame."""
+    pydicom = pytest.importorskip("pydicom", reason="DICOM is read through the [dicom] extra, which make test installs")
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"  # Ophthalmic Photography 8 Bit Image
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
+    dataset = pydicom.dataset.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.Rows, dataset.Columns = pixels.shape[:2]
+    dataset.SamplesPerPixel = 3 if pixels.ndim == 3 else 1
+    dataset.PhotometricInterpretation = photometric
+    if pixels.ndim == 3:
+        dataset.PlanarConfiguration = 0
+    dataset.BitsAllocated = 8 * pixels.dtype.itemsize
+    dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = bits, bits - 1, 0
+    dataset.PixelData = encapsulate([jpeg]) if jpeg else pixels.tobytes()
+    if jpeg:
+        dataset["PixelData"].VR = "OB"
+    dataset.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_photos_read_as_the_same_photo(tmp_path, rgb):
+    write_dicom(tmp_path / "rgb.dcm", rgb)
+    assert np.array_equal(read_photo(tmp_path / "rgb.dcm"), rgb / np.float32(255))
+    # a JPEG-compressed one, stored as YCbCr as cameras store it; and one named without an extension
+    encoded = io.BytesIO()
+    Image.fromarray(rgb).save(encoded, format="JPEG", quality=95)
+    write_dicom(tmp_path / "IM000001", rgb, "YBR_FULL_422", jpeg=encoded.getvalue())
+    assert np.abs(read_photo(tmp_path / "IM000001") - rgb / 255.0).mean() < 0.02
+    # 12-bit grey stored inverted (MONOCHROME1: 0 is white)
+    grey = (rgb[..., 1].astype(np.uint16) * 16)
+    write_dicom(tmp_path / "grey.dcm", 4095 - grey, "MONOCHROME1", bits=12)
+    photo = read_photo(tmp_path / "grey.dcm")
+    assert photo.shape == rgb.shape and np.allclose(photo[..., 0], grey / 4095.0, atol=1e-6)
+
+
+def test_a_dicom_file_that_cannot_be_read_says_why_in_one_line(tmp_path, rgb, monkeypatch):
+    write_dicom(tmp_path / "rgb.dcm", rgb)
+    (tmp_path / "not.dcm").write_bytes(b"\0" * 200)
+    with pytest.raises(ImageReadError, match="not.dcm: not a readable image"):
+        read_photo(tmp_path / "not.dcm")
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # as without the [dicom] extra
+    with pytest.raises(ImageReadError, match=r"rgb.dcm: a DICOM file: reading it needs pydicom \(pip install "
+                                             r"'retinaseg\[dicom\]'\)"):
+        read_photo(tmp_path / "rgb.dcm")
+
+
+def test_run_segments_a_folder_of_dicom_photos(cli, tmp_path, rgb, fake_models):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_dicom(photos / "eye1.dcm", rgb)
+    write_dicom(photos / "IM000002", rgb)  # a PACS export's files have no extension
+    (photos / "DICOMDIR").write_bytes(bytes(128) + b"DICM" + bytes(64))  # its index, which holds no image
+    (photos / "README").write_text("no image")
+    write_dicom(tmp_path / "IM000009", rgb)  # one named on the command line
+    result = cli.invoke(retinaseg_cli, ["run", "-m", "dark-vessels", "-q", str(photos), str(tmp_path / "IM000009"),
+                                        str(tmp_path / "out")])
+    assert result.exit_code == 0 and "3 ok, 0 skipped, 0 failed" in result.output, result.output
+    assert iio.imread(tmp_path / "out" / "raw_pre" / "eye1.png").shape == rgb.shape[:2]
+    assert {p.name for p in (tmp_path / "out" / "raw_pre").iterdir()} == {"eye1.png", "IM000002.png", "IM000009.png"}
+    assert "holds 2 file(s) not read as photos (no extension)" in result.output

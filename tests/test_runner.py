@@ -500,12 +500,12 @@ def test_without_recursive_sub_folders_with_photos_are_named_not_silently_skippe
 
 
 def test_files_in_a_folder_that_are_not_read_as_photos_are_named(cli, tmp_path, photo_folder, fake_models):
-    (photo_folder / "IM0001.dcm").write_bytes(b"DICM")
+    (photo_folder / "IMG_0001.CR2").write_bytes(b"II*\0")  # a camera's RAW file
     (photo_folder / "grades.csv").write_text("stem,grade\n")
     (photo_folder / ".DS_Store").write_bytes(b"")  # hidden files are nobody's photos: not counted
     result = run(cli, "-m", "dark-vessels", photo_folder, tmp_path / "out")
     assert result.exit_code == 0 and "3 ok" in result.output, result.output
-    assert "holds 2 file(s) not read as photos (.csv, .dcm)" in result.output
+    assert "holds 2 file(s) not read as photos (.cr2, .csv)" in result.output
 
 
 def test_an_output_folder_inside_the_input_folder_is_never_read_as_input(cli, tmp_path, photo_folder, fake_models):

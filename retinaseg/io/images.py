@@ -22,9 +22,11 @@ from PIL import Image, ImageCms, ImageOps
 
 from retinaseg.errors import ImageReadError, RetinasegError, shown
 
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp", ".webp",
-                    ".jp2", ".j2k")
 TIFF_EXTENSIONS = (".tif", ".tiff")
+DICOM_EXTENSIONS = (".dcm", ".dicom")  # and files without an extension that begin as DICOM files do
+IMAGE_EXTENSIONS = TIFF_EXTENSIONS + (".png", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp", ".webp",
+                                      ".jp2", ".j2k") + DICOM_EXTENSIONS
+DICOM_PREAMBLE = 128  # a DICOM file's bytes before its "DICM" signature
 MIN_SIDE = 16
 EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a camera's photo is turned
 _QUARTER_TURNS = (5, 6, 7, 8)  # its values that swap width and height
@@ -77,11 +79,39 @@ def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in TIFF_EXTENSIONS
 
 
+def _is_dicom(path: Path) -> bool:
+    """By its name, or by its signature (cameras and PACS exports often give DICOM files no extension)."""
+    return path.suffix.lower() in DICOM_EXTENSIONS or has_dicom_signature(path)
+
+
+def has_dicom_signature(path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(DICOM_PREAMBLE + 4)[DICOM_PREAMBLE:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _dicom(path: Path, pixels: bool = True):
+    """The DICOM dataset at path (without its pixel data unless pixels), read by pydicom, the [dicom] extra."""
+    try:
+        import pydicom
+    except ImportError:
+        raise _fail(path, "a DICOM file: reading it needs pydicom (pip install 'retinaseg[dicom]')") from None
+    dataset = pydicom.dcmread(path, stop_before_pixels=not pixels)
+    if "Rows" not in dataset or "Columns" not in dataset or (pixels and "PixelData" not in dataset):
+        raise _fail(path, "a DICOM file without an image (no pixel data)")
+    return dataset
+
+
 def image_size(path) -> tuple[int, int]:
     """(height, width) from the file header, without decoding pixels."""
     path = Path(path)
     _check_file(path)
     try:
+        if _is_dicom(path):
+            dataset = _dicom(path, pixels=False)
+            return int(dataset.Rows), int(dataset.Columns)
         if _is_tiff(path):
             with tifffile.TiffFile(path) as tif:
                 if not len(tif.pages):
@@ -133,7 +163,8 @@ def read_raw(path, reduction: int = 1) -> np.ndarray:
     if min(height, width) < MIN_SIDE:
         raise _fail(path, f"image too small ({width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} is needed)")
     try:
-        array = _read_tiff(path) if _is_tiff(path) else _read_pillow(path, reduction)
+        array = _read_dicom(path) if _is_dicom(path) else _read_tiff(path) if _is_tiff(path) else \
+            _read_pillow(path, reduction)
     except ImageReadError:
         raise
     except Exception as exc:
@@ -167,6 +198,32 @@ def _read_pillow(path: Path, reduction: int = 1) -> np.ndarray:
             raise _fail(path, "32-bit integer pixels outside 0-65535: their intensity scale is unknown; save the "
                               "photo as 8- or 16-bit")
         raise _fail(path, f"colour mode {mode} cannot be converted to RGB; save the photo as RGB or grey")
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    """The first frame of a DICOM image (an ophthalmic photograph as cameras and PACS export it): RGB (YCbCr, as
+    JPEG-compressed ones store it, converted by pydicom), grey (MONOCHROME1 inverted: it stores white as 0), or a
+    palette looked up; samples of fewer bits than they are stored in scaled by the bits they have."""
+    from pydicom.pixels import apply_color_lut
+
+    dataset = _dicom(path)
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    array = dataset.pixel_array
+    array = array[0] if frames > 1 else array
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
+    if photometric == "PALETTE COLOR":
+        return apply_color_lut(array, dataset)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB") and not photometric.startswith("YBR"):
+        raise _fail(path, f"DICOM photometric interpretation {photometric or 'missing'} is not supported")
+    if not np.issubdtype(array.dtype, np.unsignedinteger):
+        return array  # signed or float samples: _to_unit_float judges them
+    bits = int(dataset.get("BitsStored", 8 * array.dtype.itemsize))
+    peak = (1 << min(bits, 8 * array.dtype.itemsize)) - 1
+    if photometric == "MONOCHROME1":
+        array = peak - np.minimum(array, peak)
+    if peak != np.iinfo(array.dtype).max:  # e.g. 12-bit samples in 16-bit words
+        return np.minimum(array, peak).astype(np.float32) / peak
+    return array
 
 
 def _cmyk_to_rgb(image: Image.Image, icc_profile) -> Image.Image:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from retinaseg.errors import RetinasegError, shown
-from retinaseg.io.images import IMAGE_EXTENSIONS, is_image_name
+from retinaseg.io.images import IMAGE_EXTENSIONS, has_dicom_signature, is_image_name
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ def _outside(output_dir) -> Callable[[Path], bool]:
 
 
 def _note_other_files(folder: Path, entries: list, notify: Callable[[str], None]) -> None:
-    """One line naming the kinds of file in a folder that are not read as photos (a camera's DICOM or RAW exports,
-    say), so that none is left out in silence."""
+    """One line naming the kinds of file in a folder that are not read as photos (a camera's RAW files, say), so
+    that none is left out in silence."""
     others = [p for p in entries if not p.name.startswith(".") and not _is_photo_name(p) and p.is_file()]
     if others:
         kinds = sorted({p.suffix.lower() or "no extension" for p in others})
@@ -92,7 +92,11 @@ def _note_other_files(folder: Path, entries: list, notify: Callable[[str], None]
 
 
 def _is_photo_name(path: Path) -> bool:
-    return is_image_name(path.name) and not path.name.startswith(".")
+    """A photo's name; or no extension and a DICOM file's signature (a PACS export's IM000001; not its DICOMDIR
+    index, which holds no image)."""
+    if path.name.startswith("."):
+        return False
+    return is_image_name(path.name) or (not path.suffix and path.name != "DICOMDIR" and has_dicom_signature(path))
 
 
 def _holds_photos(folder: Path, outside: Callable[[Path], bool]) -> bool:
