@@ -80,8 +80,10 @@ def _is_tiff(path: Path) -> bool:
 
 
 def _is_dicom(path: Path) -> bool:
-    """By its name, or by its signature (cameras and PACS exports often give DICOM files no extension)."""
-    return path.suffix.lower() in DICOM_EXTENSIONS or has_dicom_signature(path)
+    """By its name, or, for a name no other format reader claims, by its signature (cameras and PACS exports often
+    give DICOM files no extension); a photo named as a JPEG, PNG, ... is not opened an extra time for it."""
+    suffix = path.suffix.lower()
+    return suffix in DICOM_EXTENSIONS or (suffix not in IMAGE_EXTENSIONS and has_dicom_signature(path))
 
 
 def has_dicom_signature(path) -> bool:
