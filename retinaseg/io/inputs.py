@@ -38,7 +38,7 @@ def find_inputs(inputs, recursive: bool = False, notify: Optional[Callable[[str]
             photos = sorted(p for p in entries if _is_photo_name(p))
             found.extend(InputPhoto(p, p.relative_to(path).with_suffix("").as_posix()) for p in photos)
             if notify:
-                _note_other_files(path, entries, notify)
+                _note_other_files(path, set(entries) - set(photos), notify)
             if not recursive and notify:
                 skipped = sorted(d.name for d in entries if d.is_dir() and _holds_photos(d, outside))
                 if skipped:
@@ -80,10 +80,10 @@ def _outside(output_dir) -> Callable[[Path], bool]:
     return outside
 
 
-def _note_other_files(folder: Path, entries: list, notify: Callable[[str], None]) -> None:
-    """One line naming the kinds of file in a folder that are not read as photos (a camera's RAW files, say), so
-    that none is left out in silence."""
-    others = [p for p in entries if not p.name.startswith(".") and not _is_photo_name(p) and p.is_file()]
+def _note_other_files(folder: Path, not_photos: set, notify: Callable[[str], None]) -> None:
+    """One line naming the kinds of file among a folder's entries that are not photos (a camera's RAW files, say),
+    so that none is left out in silence."""
+    others = [p for p in not_photos if not p.name.startswith(".") and p.is_file()]
     if others:
         kinds = sorted({p.suffix.lower() or "no extension" for p in others})
         listed = ", ".join(kinds[:5]) + (", ..." if len(kinds) > 5 else "")
