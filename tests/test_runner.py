@@ -484,6 +484,24 @@ def test_recursive_runs_mirror_sub_folders_so_equal_names_do_not_collide(cli, tm
     assert names == {"p1/img001", "p2/img001"}
 
 
+def test_a_glob_names_outputs_by_their_paths_below_its_fixed_folder(cli, tmp_path, photo_folder, fake_models):
+    study = tmp_path / "study"
+    for patient in ("p1", "p2"):
+        (study / patient / "visit1").mkdir(parents=True)
+        (study / patient / "visit1" / "left.png").write_bytes((photo_folder / "a.png").read_bytes())
+    out = tmp_path / "out"
+    result = run(cli, "-m", "dark-vessels", "-r", f"{study}/**/*.png", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "raw_pre" / "p1" / "visit1" / "left.png").is_file()
+    assert (out / "raw_pre" / "p2" / "visit1" / "left.png").is_file()
+    result = run(cli, "-m", "dark-vessels", f"{study}/*/visit1/*.png", tmp_path / "out2")
+    names = {r["stem"] for r in json.loads((tmp_path / "out2" / "run.json").read_text())["images"]}
+    assert result.exit_code == 0 and names == {"p1/visit1/left", "p2/visit1/left"}
+    result = run(cli, "-m", "dark-vessels", f"{photo_folder}/*.png", tmp_path / "out3")
+    names = {r["stem"] for r in json.loads((tmp_path / "out3" / "run.json").read_text())["images"]}
+    assert result.exit_code == 0 and "/" not in "".join(names)
+
+
 def test_without_recursive_sub_folders_with_photos_are_named_not_silently_skipped(cli, tmp_path, photo_folder,
                                                                                  fake_models):
     (photo_folder / "patient7").mkdir()

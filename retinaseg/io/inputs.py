@@ -3,6 +3,7 @@ the name its outputs get."""
 from __future__ import annotations
 
 import glob
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,7 +23,8 @@ def find_inputs(inputs, recursive: bool = False, notify: Optional[Callable[[str]
     """Files are taken as given (a bad one fails later with its own message); folders contribute the entries
     whose names look like images (with recursive=True, their sub-folders too, whose relative paths then
     prefix the output names so that equal file names in different folders do not collide); anything else is
-    tried as a glob. Order is sorted and duplicates are dropped. Without recursive, notify is told about
+    tried as a glob, whose matches are named by their paths below its fixed folder (`study/**/*.jpg` names
+    `study/p1/img.jpg` "p1/img"), for the same reason. Order is sorted and duplicates are dropped. Without recursive, notify is told about
     sub-folders that hold photos, so a study laid out by patient is not half-processed in silence.
     Nothing under output_dir is an input: `run photos/ photos/seg/` must not segment its own masks on the
     next --recursive run."""
@@ -53,7 +55,8 @@ def find_inputs(inputs, recursive: bool = False, notify: Optional[Callable[[str]
             inside_output += len(globbed) - len(matches)
             if not globbed:
                 raise RetinasegError(f"{shown(item)}: no such file, folder or matching glob")
-            found.extend(InputPhoto(p, p.stem) for p in matches)
+            root = _fixed_folder(str(item))
+            found.extend(InputPhoto(p, p.relative_to(root).with_suffix("").as_posix()) for p in matches)
     unique = list({photo.path: photo for photo in found}.values())
     if not unique:
         where = ", ".join(map(shown, inputs))
@@ -63,6 +66,19 @@ def find_inputs(inputs, recursive: bool = False, notify: Optional[Callable[[str]
                                  f"output folder outside the inputs")
         raise RetinasegError(f"no input images found in {where}")
     return unique
+
+
+def _fixed_folder(pattern: str) -> Path:
+    """The folder a glob's wildcards start below: `study/**/*.jpg` -> `study`, `*.png` -> `.`."""
+    fixed = []
+    for part in Path(pattern).parent.parts:
+        if _WILDCARD.search(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+_WILDCARD = re.compile(r"[*?[]")
 
 
 def _outside(output_dir) -> Callable[[Path], bool]:
