@@ -87,7 +87,7 @@ def items_of_records(run_dir, records: list) -> list:
 
 def items_of_folders(maps_dir, photos_dir) -> list:
     """Label maps no model made (e.g. a data set's manual A/V labels), paired with photos by file stem; a map
-    whose stem starts with a photo's (e.g. 01_test_AVmanual for 01_test) counts as that photo's."""
+    whose stem is a photo's and then a separator and more (01_test_AVmanual for 01_test) counts as that photo's."""
     from retinaseg.io.images import is_image_name
 
     photos = {p.stem: p for p in sorted(Path(photos_dir).iterdir()) if is_image_name(p.name)} if photos_dir else {}
@@ -95,9 +95,16 @@ def items_of_folders(maps_dir, photos_dir) -> list:
     for map_path in sorted(Path(maps_dir).iterdir()):
         if not is_image_name(map_path.name):
             continue
-        stem = next((s for s in sorted(photos, key=len, reverse=True) if map_path.stem.startswith(s)), None)
-        items.append((map_path.stem if stem is None else stem, photos.get(stem), map_path, None))
+        stem = photo_stem_of(map_path.stem, photos) or map_path.stem
+        items.append((stem, photos.get(stem), map_path, None))
     return items
+
+
+def photo_stem_of(name: str, stems) -> Optional[str]:
+    """The longest of the stems that name is, or begins before a character other than a letter or digit
+    (01_test_AVmanual -> 01_test; eye12 is never eye1's). A few lookups a name, however many photos."""
+    cuts = [i for i, char in enumerate(name) if not char.isalnum()] + [len(name)]
+    return next((name[:i] for i in reversed(cuts) if name[:i] in stems), None)
 
 
 GIVEN_DISC_COLUMNS = ("disc_x", "disc_y", "disc_diameter_px")  # as measurements.csv names them

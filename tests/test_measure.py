@@ -566,3 +566,18 @@ def test_the_vessel_density_around_the_disc_over_the_fovs_is_above_1_where_the_v
     away = replace(known_disc(), row=CENTRE[0] + 3 * DD * math.sin(between), col=CENTRE[1] + 3 * DD * math.cos(between))
     assert at_the_disc > 1.5 and measure(labels, away, fov, prob).values["disc_vessel_ratio"] < 1
     assert math.isnan(measure(labels, Disc("not found", "none"), fov, prob).values["disc_vessel_ratio"])
+
+
+def test_label_maps_pair_with_the_photo_whose_stem_they_begin_before_a_separator(tmp_path):
+    from retinaseg.measure_batch import items_of_folders
+
+    maps, photos = tmp_path / "maps", tmp_path / "photos"
+    maps.mkdir(), photos.mkdir()
+    for name in ("01_test.tif", "eye1.png", "eye1_b.png"):
+        (photos / name).write_bytes(b"")
+    for name in ("01_test_AVmanual.png", "eye1.png", "eye1_b_av.png", "eye12.png", "notes.txt"):
+        (maps / name).write_bytes(b"")
+    paired = {map_path.name: (stem, photo and photo.name) for stem, photo, map_path, _ in
+              items_of_folders(maps, photos)}
+    assert paired == {"01_test_AVmanual.png": ("01_test", "01_test.tif"), "eye1.png": ("eye1", "eye1.png"),
+                      "eye1_b_av.png": ("eye1_b", "eye1_b.png"), "eye12.png": ("eye12", None)}
