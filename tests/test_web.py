@@ -87,6 +87,16 @@ def test_a_16_bit_tiff_is_shown_as_an_8_bit_png_a_browser_displays(tmp_path):
     assert np.abs(shown.astype(int) - photo // 257).max() <= 1
 
 
+def test_uploads_of_one_stem_are_all_segmented(photos, tmp_path):
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    shutil.copy(photos / "other.jpg", twin / "eye.jpg")
+    result = segment_photos([photos / "eye.png", twin / "eye.jpg", photos / "eye.png"], Choice("vesselnet"),
+                            Models("cpu"), tmp_path / "work")
+    assert result.summary.startswith("3 ok, 0 skipped, 0 failed"), result.lines
+    assert sorted(p.name for p in (result.folder / "raw_pre").iterdir()) == ["eye-2.png", "eye-3.png", "eye.png"]
+
+
 def test_the_handler_refuses_what_the_cli_refuses(photos, tmp_path):
     models = Models("cpu")
     for choice, said in ((Choice("no-such-model"), "cannot run here; choose one of"),

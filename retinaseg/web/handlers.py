@@ -158,12 +158,12 @@ def segment_photos(files: list, choice: Choice, models: Models, work_dir) -> Res
 
 
 def _free_name(folder: Path, name: str) -> Path:
-    """Two uploads of the same name keep both."""
-    path, n = folder / name, 1
-    while path.exists():
+    """Two uploads of the same stem keep both (eye.png and eye.jpg too: the outputs are named by stem)."""
+    stem, suffix, n = Path(name).stem, Path(name).suffix, 1
+    taken = {path.stem for path in folder.iterdir()}
+    while (stem if n == 1 else f"{stem}-{n}") in taken:
         n += 1
-        path = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
-    return path
+    return folder / f"{stem if n == 1 else f'{stem}-{n}'}{suffix}"
 
 
 def _named(line: str, inputs: Path, out: Path) -> str:
