@@ -95,12 +95,12 @@ def items_of_folders(maps_dir, photos_dir) -> list:
     for map_path in sorted(Path(maps_dir).iterdir()):
         if not is_image_name(map_path.name):
             continue
-        stem = photo_stem_of(map_path.stem, photos) or map_path.stem
+        stem = _photo_stem_of(map_path.stem, photos) or map_path.stem
         items.append((stem, photos.get(stem), map_path, None))
     return items
 
 
-def photo_stem_of(name: str, stems) -> Optional[str]:
+def _photo_stem_of(name: str, stems) -> Optional[str]:
     """The longest of the stems that name is, or begins before a character other than a letter or digit
     (01_test_AVmanual -> 01_test; eye12 is never eye1's). A few lookups a name, however many photos."""
     cuts = [i for i, char in enumerate(name) if not char.isalnum()] + [len(name)]

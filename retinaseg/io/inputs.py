@@ -24,8 +24,9 @@ def find_inputs(inputs, recursive: bool = False, notify: Optional[Callable[[str]
     whose names look like images (with recursive=True, their sub-folders too, whose relative paths then
     prefix the output names so that equal file names in different folders do not collide); anything else is
     tried as a glob, whose matches are named by their paths below its fixed folder (`study/**/*.jpg` names
-    `study/p1/img.jpg` "p1/img"), for the same reason. Order is sorted and duplicates are dropped. Without recursive, notify is told about
-    sub-folders that hold photos, so a study laid out by patient is not half-processed in silence.
+    `study/p1/img.jpg` "p1/img"), for the same reason. Order is sorted and duplicates are dropped. Without
+    recursive, notify is told about sub-folders that hold photos, so a study laid out by patient is not
+    half-processed in silence.
     Nothing under output_dir is an input: `run photos/ photos/seg/` must not segment its own masks on the
     next --recursive run."""
     outside = _outside(output_dir)

@@ -4,6 +4,7 @@ runner (`run_batch`, the code `retinaseg run` runs) into a folder of the request
 """
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 import uuid
@@ -159,11 +160,9 @@ def segment_photos(files: list, choice: Choice, models: Models, work_dir) -> Res
 
 def _free_name(folder: Path, name: str) -> Path:
     """Two uploads of the same stem keep both (eye.png and eye.jpg too: the outputs are named by stem)."""
-    stem, suffix, n = Path(name).stem, Path(name).suffix, 1
-    taken = {path.stem for path in folder.iterdir()}
-    while (stem if n == 1 else f"{stem}-{n}") in taken:
-        n += 1
-    return folder / f"{stem if n == 1 else f'{stem}-{n}'}{suffix}"
+    stem, taken = Path(name).stem, {path.stem for path in folder.iterdir()}
+    free = next(s for s in itertools.chain([stem], (f"{stem}-{n}" for n in itertools.count(2))) if s not in taken)
+    return folder / f"{free}{Path(name).suffix}"
 
 
 def _named(line: str, inputs: Path, out: Path) -> str:
