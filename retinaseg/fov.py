@@ -101,6 +101,12 @@ def fov_diameter(mask: np.ndarray) -> int:
     return box
 
 
+def measured_diameter(fov: np.ndarray, raw_fov_diameter: Optional[int] = None) -> int:
+    """The FOV's diameter in raw pixels: raw_fov_diameter, when given, if the FOV fills the whole frame (a crop
+    inside the retina shows no edge to measure it by)."""
+    return raw_fov_diameter if raw_fov_diameter and fov.all() else fov_diameter(fov)
+
+
 def _edge_circle_diameter(mask: np.ndarray) -> Optional[float]:
     """Diameter of the least-squares circle (Kasa's fit) through the FOV's edge pixels that are not on the
     frame's border; None when too little edge is visible to fit one."""

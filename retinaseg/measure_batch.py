@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +16,7 @@ from retinaseg import av
 from retinaseg import measure as measuring  # its MEASURING_FOV as set when a job is measured (benchmarks vary it)
 from retinaseg.disc import Disc, around
 from retinaseg.errors import RetinasegError, shown
+from retinaseg.io.inputs import mask_of
 from retinaseg.measure import BINARY_MAP, CALIBRES_FROM, ZONE_B, ZONE_C, Measurements, measure
 
 DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diameters between people (check_discs)
@@ -180,7 +181,6 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
     process(job, notify, progress), when given, measures the items elsewhere (the Ray executor) and returns
     measure_item's results in their order; by default they are measured here, in `workers` processes side by
     side when more than one (the graph and the measures run on one core each)."""
-    _names_in.cache_clear()  # the disc masks as they are now, listed once for this folder
     unmatched = sorted(set(job.discs_given) - {item[0] for item in job.items})
     if unmatched:
         notify(f"note: {shown(job.discs_file)} gives discs for {len(unmatched)} photo(s) not measured here: "
@@ -299,7 +299,7 @@ def _key(job: MeasureJob, item: tuple) -> dict:
             return None if path is None else [os.path.abspath(path)]
 
     stem, photo_path, map_path, prob_path = item
-    disc_mask = _disc_mask(job.disc_dir, stem) if job.disc_dir else None
+    disc_mask = mask_of(job.disc_dir, stem) if job.disc_dir else None
     given = job.discs_given.get(stem)
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
             "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
@@ -347,27 +347,6 @@ def _jpeg_decoding() -> str:
 
     return jpeg_decoding()
 
-
-def _disc_mask(disc_dir, stem: str) -> Optional[Path]:
-    """The disc mask of a photo in --disc-dir: the first file, by name, named its stem and then anything but a letter
-    or digit (eye1.png, eye1_disc.png; never eye10's mask for eye1)."""
-    import bisect
-
-    names = _names_in(str(disc_dir))
-    at = bisect.bisect_left(names, stem)
-    while at < len(names) and names[at].startswith(stem):
-        rest = names[at][len(stem):]
-        if not rest or not rest[0].isalnum():
-            return Path(disc_dir) / names[at]
-        at += 1
-    return None
-
-
-@lru_cache(maxsize=4)
-def _names_in(folder: str) -> tuple:
-    """The sorted file names in a folder, listed once per measure_items call (not once per photo: a study's folder
-    of masks holds thousands)."""
-    return tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_file()))
 
 
 def _can_fork() -> bool:
@@ -529,7 +508,7 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
     fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)
     disc = given_disc(job, stem, labels.shape)
     if disc is None and job.disc_dir:
-        disc_mask = _disc_mask(job.disc_dir, stem)
+        disc_mask = mask_of(job.disc_dir, stem)
         if disc_mask is None:
             raise RetinasegError(f"{shown(job.disc_dir)}: no disc mask for {shown(stem)}")
         disc = replace(find_disc(read_binary_mask(disc_mask).astype(np.float32)), source="mask")

@@ -515,14 +515,17 @@ def test_measuring_again_reuses_the_rows_of_unchanged_maps_and_measures_changed_
     assert again.exit_code == 1 and "2 failed" in again.output and "measured again" in again.output
 
 
-def test_a_disc_mask_is_the_photos_own_not_one_whose_stem_begins_with_it(tmp_path):
-    from retinaseg.measure_batch import _disc_mask
+def test_a_mask_is_the_photos_own_not_one_whose_stem_begins_with_it(tmp_path):
+    from retinaseg.io.inputs import mask_of
 
-    for name in ("eye10_disc.png", "eye1_disc.png", "eye2.png", "eye3-od.tif", "notes.txt"):
+    for name in ("eye10_disc.png", "eye1_b_disc.png", "eye1_disc.png", "eye2.png", "eye3-od.tif", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
-    assert _disc_mask(tmp_path, "eye1").name == "eye1_disc.png"  # sorted first: eye10_disc.png
-    assert _disc_mask(tmp_path, "eye2").name == "eye2.png" and _disc_mask(tmp_path, "eye3").name == "eye3-od.tif"
-    assert _disc_mask(tmp_path, "eye4") is None and _disc_mask(tmp_path, "eye") is None
+    assert mask_of(tmp_path, "eye1").name == "eye1_disc.png"  # sorted before it: eye10_disc.png, eye1_b_disc.png
+    assert mask_of(tmp_path, "eye1_b").name == "eye1_b_disc.png"
+    assert mask_of(tmp_path, "eye2").name == "eye2.png" and mask_of(tmp_path, "eye3").name == "eye3-od.tif"
+    assert mask_of(tmp_path, "eye4") is None and mask_of(tmp_path, "eye") is None
+    (tmp_path / "eye4_mask.gif").write_bytes(b"")  # a file added later is found
+    assert mask_of(tmp_path, "eye4").name == "eye4_mask.gif"
 
 
 def test_a_disc_far_from_the_size_of_its_cameras_others_is_flagged_for_a_look():

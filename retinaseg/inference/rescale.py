@@ -14,7 +14,7 @@ import torch
 
 from retinaseg import av
 from retinaseg.errors import RetinasegError
-from retinaseg.fov import estimate_fov, fov_diameter
+from retinaseg.fov import estimate_fov, measured_diameter
 from retinaseg.io.images import reduction_of
 from retinaseg.preprocess import photo_tensor, resize, resize_mask, standardize, working_size
 
@@ -58,11 +58,6 @@ def _fov_box(fov: np.ndarray, margin: int) -> tuple:
         return 0, fov.shape[0], 0, fov.shape[1]
     return (max(0, rows[0] - margin), min(fov.shape[0], rows[-1] + 1 + margin),
             max(0, cols[0] - margin), min(fov.shape[1], cols[-1] + 1 + margin))
-
-
-def measured_diameter(fov: np.ndarray, raw_fov_diameter: Optional[int] = None) -> int:
-    """The FOV's diameter in raw pixels: raw_fov_diameter, when given, if the FOV fills the whole frame."""
-    return raw_fov_diameter if raw_fov_diameter and fov.all() else fov_diameter(fov)
 
 
 def _aligned(box: tuple, reduction: int, size: tuple) -> tuple:

@@ -30,8 +30,8 @@ from retinaseg.inference.rescale import Prepared, to_raw_size, to_work_size
 from retinaseg.inference.segmenter import Segmenter
 from retinaseg.inference.workers import Workers, perform, single_threaded
 from retinaseg.io.atomic import TEMP_SUFFIX, remove_stale_temp_files, write_float_tiff, write_json, write_png
-from retinaseg.io.images import is_image_name, read_binary_mask, read_photo
-from retinaseg.io.inputs import InputPhoto
+from retinaseg.io.images import read_binary_mask, read_photo
+from retinaseg.io.inputs import InputPhoto, mask_of
 from retinaseg.provenance import versions
 from retinaseg.vessel_graph import graph_of
 
@@ -409,7 +409,10 @@ class _BatchJob:
         started = time.perf_counter()
         fov = fov_path = None
         if self.config.fov_dir:
-            fov_path = _find_fov(Path(self.config.fov_dir), path.stem)
+            fov_path = mask_of(self.config.fov_dir, path.stem)
+            if fov_path is None:
+                raise ImageReadError(f"{shown(self.config.fov_dir)}: no FOV mask for {shown(path.stem)} (looked for "
+                                     f"<stem> or <stem>_<anything> with an image extension)")
             fov = read_binary_mask(fov_path)
         photo, fov, raw_size = self.segmenter.read(path, fov, fov_path)
         prepared = self.segmenter.prepare(photo, fov, index, raw_size=raw_size)
@@ -546,11 +549,3 @@ def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
 
-
-def _find_fov(folder: Path, stem: str) -> Path:
-    candidates = sorted(p for p in folder.glob(f"{stem}*") if is_image_name(p.name))
-    exact = [p for p in candidates if p.stem in (stem, f"{stem}_mask", f"{stem}_fov")]
-    if not exact:
-        raise ImageReadError(f"{shown(folder)}: no FOV mask for {shown(stem)} (looked for <stem>, <stem>_mask, "
-                             f"<stem>_fov with an image extension)")
-    return exact[0]

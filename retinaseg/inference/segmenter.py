@@ -18,10 +18,9 @@ import torch
 
 from retinaseg import av
 from retinaseg.errors import ImageReadError, RetinasegError, shown
+from retinaseg.fov import estimate_fov, measured_diameter
 from retinaseg.inference.predictor import make_predictor
-from retinaseg.fov import estimate_fov
-from retinaseg.inference.rescale import (Prepared, gate_with_fov, measured_diameter, to_raw_size, to_working_scale,
-                                        vessels_of)
+from retinaseg.inference.rescale import Prepared, gate_with_fov, to_raw_size, to_working_scale, vessels_of
 from retinaseg.inference.sliding_window import SlidingWindow, predict_stream
 from retinaseg.inference.views import PLAIN, View
 from retinaseg.io.images import JPEG_REDUCTIONS, jpeg_size, read_photo

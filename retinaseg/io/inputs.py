@@ -2,9 +2,12 @@
 the name its outputs get."""
 from __future__ import annotations
 
+import bisect
 import glob
+import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -118,3 +121,24 @@ def _is_photo_name(path: Path) -> bool:
 
 def _holds_photos(folder: Path, outside: Callable[[Path], bool]) -> bool:
     return not folder.name.startswith(".") and any(_is_photo_name(p) and outside(p) for p in folder.rglob("*"))
+
+
+def mask_of(folder, stem: str) -> Optional[Path]:
+    """A photo's mask in a folder of masks (FOV or disc): the image file named its stem, or its stem, a character
+    other than a letter or digit, and more (eye1.png, eye1_mask.gif, eye1-od.tif; never eye10's); of several, the
+    one whose name adds least to the stem (eye1_mask, not eye1_b_mask), then the first by name. None if none."""
+    names = _image_names(str(folder), os.stat(folder).st_mtime_ns)
+    at, best = bisect.bisect_left(names, stem), None
+    while at < len(names) and names[at].startswith(stem):
+        rest = Path(names[at]).stem[len(stem):]
+        if (not rest or not rest[0].isalnum()) and (best is None or len(rest) < best[0]):
+            best = (len(rest), names[at])
+        at += 1
+    return Path(folder) / best[1] if best else None
+
+
+@lru_cache(maxsize=4)
+def _image_names(folder: str, modified_ns: int) -> tuple:
+    """The sorted image file names in a folder, listed once while it is unchanged (not once per photo: a study's
+    folder of masks holds thousands)."""
+    return tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_file() and is_image_name(entry.name)))
