@@ -97,6 +97,10 @@ def plugins():
         click.echo()
 
 
+FOV_DIR_HELP = ("Folder of FOV masks, each named as its photo's file, or that and _anything (eye1_mask.gif), with an "
+                "image extension.")
+
+
 def _max_downscale_option(help: str):
     """--max-downscale, the same option (type, check, default None) for run, eval and train."""
     return click.option("--max-downscale", type=float, default=None, callback=check_max_downscale, help=help)
@@ -243,7 +247,7 @@ def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, 
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs already exist (default: skip them, "
               "so an interrupted run resumes).")
 @click.option("--fov-dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder of FOV masks named <stem>, <stem>_mask or <stem>_fov (default: estimated).")
+              help=FOV_DIR_HELP + " Default: the FOV estimated from each photo.")
 @click.option("--raw-fov-diameter", type=click.IntRange(min=8), default=None, metavar="PX",
               help="For photos that show no dark surround (crops inside the retina, close-ups): the diameter the "
               "whole FOV would have, in the photos' own pixels, so they are scaled like the rest. Default: the frame "
@@ -311,6 +315,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
     measuring_workers = cores.measure_workers() if workers is None else workers
     if workers is None:
         workers = cores.CPU_NETWORK_WORKERS if executor == "ray" else cores.run_workers(segmenter.device.type)
+    fov_dir = str(Path(fov_dir).resolve()) if fov_dir else None  # run.json's, for `measure` run from elsewhere
     batch = BatchConfig(save_prob=save_prob, overlay=overlay, overwrite=overwrite, fov_dir=fov_dir, workers=workers,
                         save_graph=save_graph, shard=shard)
     if ray_address and executor != "ray":
@@ -326,7 +331,7 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
             name = "measurements" + (f"-{shard[0]}-of-{shard[1]}" if shard else "")
             rows = measure_run(output_dir, summary.records, name, overlay, notify=_message, progress=not quiet,
                                process=remote.measure if remote else None, workers=measuring_workers,
-                               overwrite=overwrite)
+                               overwrite=overwrite, fov_dir=fov_dir, raw_fov_diameter=raw_fov_diameter)
             measured_ok = not any(row["status"] == "failed" for row in rows)
             click.echo(f"measured {len(rows)} photo(s) into {Path(output_dir) / name}.csv: {measured_line(rows)}")
     sys.exit(0 if summary.success and measured_ok else 1)
@@ -516,6 +521,13 @@ def weights_metric(weights_file, evaluations):
                    "(default), or the photo: the width across each vessel in its green channel, along the map's "
                    "centre line (a vessel without a clear profile there, or a map without its photo, is measured "
                    "on the map).")
+@click.option("--fov-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help=FOV_DIR_HELP + " Default: the run's --fov-dir (run.json), else the FOV estimated from each "
+                   "photo.")
+@click.option("--raw-fov-diameter", type=click.IntRange(min=8), default=None, metavar="PX",
+              help="For photos that show no dark surround (crops inside the retina): the diameter the whole FOV "
+                   "would have, in the photos' own pixels (the fractal dimension's boxes and the FOV columns follow "
+                   "it). Default: the run's --raw-fov-diameter (run.json), else the frame is taken as the FOV.")
 @click.option("--measuring-fov", type=click.IntRange(min=64), default=None, metavar="PX",
               help="Measure every map resampled so that its FOV is PX pixels across (e.g. 1024), with lengths and "
                    "calibres given back in each photo's pixels, so photos of different resolutions are measured on "
@@ -529,7 +541,7 @@ def weights_metric(weights_file, evaluations):
               "measure resumes).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def measure(out_dir, maps_dir, photos_dir, disc_dir, discs_file, pixel_size, disc_diameter_um, overlay, calibres_from,
-            measuring_fov, workers, overwrite, quiet):
+            fov_dir, raw_fov_diameter, measuring_fov, workers, overwrite, quiet):
     """Measure the vessels in OUT_DIR's maps: one row per photo in OUT_DIR/measurements.csv.
 
     OUT_DIR is a `retinaseg run` output folder (its run.json names the photos and maps),
@@ -548,8 +560,8 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, discs_file, pixel_size, dis
       retinaseg measure out/ --measuring-fov 1024 # photos of several cameras on one grid
     """
     from retinaseg.measure import CALIBRES_FROM
-    from retinaseg.measure_batch import (MeasureJob, items_of_folders, items_of_run, measure_items, measured_line,
-                                         read_given_discs)
+    from retinaseg.measure_batch import (MeasureJob, fov_settings_of_run, items_of_folders, items_of_run,
+                                         measure_items, measured_line, read_given_discs)
 
     if (maps_dir is None) != (photos_dir is None) and not (maps_dir and (disc_dir or discs_file)):
         raise click.UsageError("--maps goes with --photos (or --disc-dir or --discs), and --photos with --maps")
@@ -562,10 +574,13 @@ def measure(out_dir, maps_dir, photos_dir, disc_dir, discs_file, pixel_size, dis
     items = items_of_folders(maps_dir, photos_dir) if maps_dir else items_of_run(out_dir)
     if not items:
         raise click.UsageError(f"no maps to measure in {maps_dir or out_dir}")
+    if not maps_dir:  # what is not given, as the runs took it
+        fov_dir, raw_fov_diameter = fov_settings_of_run(out_dir, fov_dir, raw_fov_diameter)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     job = MeasureJob(items, out_dir, disc_dir, pixel_size, disc_diameter_um, overlay, overwrite=overwrite,
                      calibres_from=calibres_from or CALIBRES_FROM, maps_dir=maps_dir, discs_given=discs_given,
-                     discs_file=discs_file, measuring_fov=measuring_fov)
+                     discs_file=discs_file, measuring_fov=measuring_fov, fov_dir=fov_dir,
+                     raw_fov_diameter=raw_fov_diameter)
     rows = measure_items(job, notify=_message, progress=not quiet,
                          workers=cores.measure_workers() if workers is None else workers)
     click.echo(f"{measured_line(rows)}; {Path(out_dir) / 'measurements.csv'}")

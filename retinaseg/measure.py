@@ -225,18 +225,21 @@ def at_measuring_scale(labels: np.ndarray, disc: Disc, fov: np.ndarray, probabil
 
 def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Optional[np.ndarray] = None,
             pixel_size_um: Optional[float] = None, photo: Optional[np.ndarray] = None,
-            calibres_from: Optional[str] = None, measuring_fov: Optional[float] = None) -> Measurements:
+            calibres_from: Optional[str] = None, measuring_fov: Optional[float] = None,
+            raw_fov_diameter: Optional[float] = None) -> Measurements:
     """The row of one photo. labels: HxW bool (a binary vessel map) or uint8 av codes (0 background, 1 artery,
     2 vein, 3 uncertain); probability: the matching probabilities (1xHxW or 4xHxW), when there are some, for
     calibres; disc: from disc.find_disc; fov: HxW bool; pixel_size_um: micrometres per pixel, if known; photo:
     HxWx3 (0-1), which zone B's calibres are measured on when calibres_from is "photo" (default CALIBRES_FROM).
     measuring_fov: measured with the maps resampled to this FOV diameter (default MEASURING_FOV: none, each map at
-    its own size); every length, calibre and centre line is given in the photo's pixels either way."""
-    from retinaseg.fov import fov_diameter
+    its own size); every length, calibre and centre line is given in the photo's pixels either way.
+    raw_fov_diameter: the FOV's diameter where the FOV fills the frame (a crop inside the retina: `run
+    --raw-fov-diameter`), as the runner takes it; otherwise the FOV mask's."""
+    from retinaseg.fov import measured_diameter
 
-    diameter = fov_diameter(fov)
+    diameter = measured_diameter(fov, raw_fov_diameter)
     scaled = at_measuring_scale(labels, disc, fov, probability, photo, diameter, measuring_fov)
-    result = _measured(scaled, calibres_from)
+    result = _measured(scaled, calibres_from, diameter * scaled.scale)
     if scaled.factors != (1.0, 1.0):
         _in_photo_pixels(result, scaled)
     result.values.update(photo_size=f"{labels.shape[1]}x{labels.shape[0]}", disc_x=disc.col, disc_y=disc.row,
@@ -249,8 +252,8 @@ def measure(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Option
     return result
 
 
-def _measured(scaled: Scaled, calibres_from: Optional[str]) -> Measurements:
-    """measure()'s row in the pixels of the maps given, before the units."""
+def _measured(scaled: Scaled, calibres_from: Optional[str], fov_diameter: float) -> Measurements:
+    """measure()'s row in the pixels of the maps given (fov_diameter too), before the units."""
     labels, disc, fov, probability, photo = scaled.labels, scaled.disc, scaled.fov, scaled.probability, scaled.photo
     result = Measurements()
     is_av = labels.dtype != bool
@@ -271,7 +274,7 @@ def _measured(scaled: Scaled, calibres_from: Optional[str]) -> Measurements:
         result.missing(f"no optic disc: {disc.reason}; zone measures and DD units are empty")
     if not is_av and vessels.any():  # a map with no vessels says nothing of its kind: an empty A/V map reads as this
         result.missing(BINARY_MAP)
-    _whole_map_measures(result, graph, vessels, labels if is_av else None, fov)
+    _whole_map_measures(result, graph, vessels, labels if is_av else None, fov, fov_diameter)
     if disc.found and values["density_fov_all"] > 0:
         # the ring's vessel density over the FOV's: above 1 where the vessels converge on the disc, as they do on
         # every training photo's disc (docs/experiments.md)
@@ -319,13 +322,11 @@ def _segments_of(graph: VesselGraph, code: Optional[int]) -> list:
     return [s for s in graph.segments if code is None or s.label == code]
 
 
-def _whole_map_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray, labels, fov) -> None:
-    from retinaseg.fov import fov_diameter
-
+def _whole_map_measures(result: Measurements, graph: VesselGraph, vessels: np.ndarray, labels, fov,
+                        diameter: float) -> None:
     values = result.values
     in_fov = max(int(fov.sum()), 1)
     # box sides relative to the FOV: the same physical scales at any resolution (docs/experiments.md)
-    diameter = fov_diameter(fov)
     values["fov_diameter_px"] = float(diameter)
     for name, code in TYPES.items():
         if code is not None and labels is None:

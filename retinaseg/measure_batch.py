@@ -40,6 +40,8 @@ class MeasureJob:
     discs_file: Optional[str] = None  # the CSV they came from
     measuring_fov: Optional[int] = None  # maps measured resampled to this FOV diameter (--measuring-fov); None: as set
     # in measure.MEASURING_FOV (each map at its own size as shipped)
+    fov_dir: Optional[str] = None  # FOV masks (a run's --fov-dir); None: the FOV estimated from each photo
+    raw_fov_diameter: Optional[int] = None  # the FOV's diameter where it fills the frame (a run's --raw-fov-diameter)
 
 
 # Each photo's row as measured, in OUT_DIR/measured/<stem>.json, so that a measure run that was stopped resumes:
@@ -64,12 +66,38 @@ def items_of_run(run_dir) -> list:
     return items_of_records(run_dir, [done[stem] for stem in sorted(done)])
 
 
+FOV_SETTINGS = ("fov_dir", "raw_fov_diameter")  # how the runs took each photo's FOV, which measuring takes too
+
+
+def fov_settings_of_run(run_dir, fov_dir: Optional[str] = None, raw_fov_diameter: Optional[int] = None) -> tuple:
+    """(fov_dir, raw_fov_diameter): those given, and for each not given the runs' whose maps are in run_dir, so
+    their FOVs are measured as they were segmented; an error where run records differ in one not given."""
+    from retinaseg.inference.runner import run_records
+
+    if fov_dir and raw_fov_diameter:
+        return fov_dir, raw_fov_diameter
+    taken = {tuple((report.get("settings") or {}).get(key) for key in FOV_SETTINGS)
+             for _, report in run_records(run_dir)}
+    if len(taken) > 1:
+        raise RetinasegError(f"{shown(run_dir)}: its run records took the FOV differently (--fov-dir, "
+                             f"--raw-fov-diameter: {', '.join(map(str, sorted(taken, key=str)))}); give "
+                             f"`retinaseg measure` --fov-dir and --raw-fov-diameter")
+    run_fov_dir, run_diameter = taken.pop() if taken else (None, None)
+    if not fov_dir and run_fov_dir and not Path(run_fov_dir).is_dir():
+        raise RetinasegError(f"{shown(run_dir)}: the FOV masks its run took ({shown(run_fov_dir)}) are gone; "
+                             f"give `retinaseg measure` --fov-dir")
+    return fov_dir or run_fov_dir, raw_fov_diameter or run_diameter
+
+
 def measure_run(out_dir, records: list, name: str = "measurements", overlay: bool = False, notify=print,
-                progress: bool = True, process=None, workers: int = 0, overwrite: bool = False) -> list:
+                progress: bool = True, process=None, workers: int = 0, overwrite: bool = False,
+                fov_dir: Optional[str] = None, raw_fov_diameter: Optional[int] = None) -> list:
     """measure_items over the photos of a run that have maps (its ImageRecords ok or skipped): `run --measure`
-    (with its --overlay, measure_overlay/ too; with its --overwrite, every photo measured again)."""
+    (with its --overlay, measure_overlay/ too; with its --overwrite, every photo measured again; the FOV taken as
+    the run took it)."""
     done = [{"stem": r.stem, "input": r.input} for r in records if r.status in ("ok", "skipped")]
-    job = MeasureJob(items_of_records(out_dir, done), str(out_dir), overlay=overlay, name=name, overwrite=overwrite)
+    job = MeasureJob(items_of_records(out_dir, done), str(out_dir), overlay=overlay, name=name, overwrite=overwrite,
+                     fov_dir=fov_dir, raw_fov_diameter=raw_fov_diameter)
     return measure_items(job, notify, progress, process, workers)
 
 
@@ -301,9 +329,10 @@ def _key(job: MeasureJob, item: tuple) -> dict:
     stem, photo_path, map_path, prob_path = item
     disc_mask = mask_of(job.disc_dir, stem) if job.disc_dir else None
     given = job.discs_given.get(stem)
+    fov = {"fov_mask": state(_fov_mask(job, stem, photo_path))} if job.fov_dir else {}  # keys as before without
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
             "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
-            "disc_given": list(given) if given else None, **_settings(job)}
+            "disc_given": list(given) if given else None, **fov, **_settings(job)}
 
 
 def _settings(job: MeasureJob) -> dict:
@@ -320,7 +349,8 @@ def _settings(job: MeasureJob) -> dict:
             "disc_among_rivals": None if job.disc_dir else disc_finding.AMONG_RIVALS,
             "jpeg_decoding": None if job.disc_dir else _jpeg_decoding(),
             "pixel_size_um": job.pixel_size_um, "disc_diameter_um": job.disc_diameter_um,
-            "calibres_from": job.calibres_from, "measuring_fov": job.measuring_fov or measuring.MEASURING_FOV}
+            "calibres_from": job.calibres_from, "measuring_fov": job.measuring_fov or measuring.MEASURING_FOV,
+            **({"raw_fov_diameter": job.raw_fov_diameter} if job.raw_fov_diameter else {})}
 
 
 def made_with(job: MeasureJob) -> dict:
@@ -338,7 +368,8 @@ def made_with(job: MeasureJob) -> dict:
         maps = {"folder": str(job.maps_dir)}
     given = {"file": job.discs_file, "photos": len(job.discs_given)} if job.discs_given else None
     return {"versions": versions("numpy", "scipy", "scikit-image", "torch"), "measures": MEASURED_FORMAT,
-            "maps": maps, "discs_given": given, "disc_masks": job.disc_dir, **_settings(job)}
+            "maps": maps, "discs_given": given, "disc_masks": job.disc_dir, "fov_masks": job.fov_dir,
+            **_settings(job)}
 
 
 def _jpeg_decoding() -> str:
@@ -493,7 +524,6 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
     import tifffile
 
     from retinaseg.disc import find_disc
-    from retinaseg.fov import estimate_fov
     from retinaseg.io.images import read_binary_mask, read_photo
 
     labels = read_map(map_path)
@@ -505,7 +535,7 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
     if prob_path is not None:
         probability = np.asarray(tifffile.imread(prob_path), np.float32)
         probability = probability[None] if probability.ndim == 2 else probability
-    fov = estimate_fov(photo) if photo is not None else np.ones(labels.shape, bool)
+    fov = _fov(job, stem, photo_path, photo, labels.shape)
     disc = given_disc(job, stem, labels.shape)
     if disc is None and job.disc_dir:
         disc_mask = mask_of(job.disc_dir, stem)
@@ -524,8 +554,31 @@ def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, di
     pixel_size = job.pixel_size_um
     if pixel_size is None and job.disc_diameter_um and disc.found:
         pixel_size = job.disc_diameter_um / disc.diameter
-    result = measure(labels, disc, fov, probability, pixel_size, photo, job.calibres_from, job.measuring_fov)
+    result = measure(labels, disc, fov, probability, pixel_size, photo, job.calibres_from, job.measuring_fov,
+                     job.raw_fov_diameter)
     return result, (_overlay(photo, labels, disc, result) if job.overlay else None)
+
+
+def _fov_mask(job: MeasureJob, stem: str, photo_path) -> Optional[Path]:
+    """The FOV mask of a photo in job.fov_dir, found by the photo file's stem as `run --fov-dir` finds it."""
+    return mask_of(job.fov_dir, Path(photo_path).stem if photo_path is not None else stem)
+
+
+def _fov(job: MeasureJob, stem: str, photo_path, photo: Optional[np.ndarray], shape: tuple) -> np.ndarray:
+    """The FOV the map is measured in: its mask in job.fov_dir, else estimated from the photo, else the frame."""
+    from retinaseg.fov import estimate_fov
+    from retinaseg.io.images import read_binary_mask
+
+    if job.fov_dir:
+        path = _fov_mask(job, stem, photo_path)
+        if path is None:
+            raise RetinasegError(f"{shown(job.fov_dir)}: no FOV mask for {shown(stem)}")
+        fov = read_binary_mask(path)
+        if fov.shape != shape:
+            raise RetinasegError(f"{shown(path)}: the FOV mask is {fov.shape[1]}x{fov.shape[0]} but the map is "
+                                 f"{shape[1]}x{shape[0]}")
+        return fov
+    return estimate_fov(photo) if photo is not None else np.ones(shape, bool)
 
 
 def _overlay(photo, labels, disc: Disc, result: Measurements) -> np.ndarray:

@@ -16,7 +16,7 @@ from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.disc import Disc, find_disc
 from retinaseg.measure import (BINARY_MAP, FRACTAL_SOURCES, box_counting_dimension, fractal_dimension, knudtson,
                                measure, tortuosity)
-from retinaseg.synthetic import DrawnVessel, draw_vessels
+from retinaseg.synthetic import DrawnVessel, draw_vessels, synthetic_fundus
 
 CENTRE, DD = (200.0, 200.0), 40.0
 
@@ -584,3 +584,38 @@ def test_label_maps_pair_with_the_photo_whose_stem_they_begin_before_a_separator
               items_of_folders(maps, photos)}
     assert paired == {"01_test_AVmanual.png": ("01_test", "01_test.tif"), "eye1.png": ("eye1", "eye1.png"),
                       "eye1_b_av.png": ("eye1_b", "eye1_b.png"), "eye12.png": ("eye12", None)}
+
+
+def test_measure_takes_the_fov_as_the_run_took_it(cli, tmp_path, fake_models):
+    """FOV masks given to `run` (--fov-dir) and the diameter of crops (--raw-fov-diameter) are measured with too, in
+    `run --measure` and in a later `measure` of the folder: the densities and the fractal dimension's boxes follow
+    the FOV the maps were made in, not one estimated again."""
+    photos, masks, crops = tmp_path / "photos", tmp_path / "masks", tmp_path / "crops"
+    for folder in (photos, masks, crops):
+        folder.mkdir()
+    iio.imwrite(photos / "eye.png", synthetic_fundus(256, seed=3).image_uint8())
+    square = np.zeros((256, 256), np.uint8)
+    square[40:200, 50:210] = 255
+    iio.imwrite(masks / "eye_mask.png", square)
+    out = tmp_path / "out"
+    command = ["run", "-q", "-m", "dark-vessels", "--fov-dir", str(masks), "--measure", str(photos), str(out)]
+    assert cli.invoke(retinaseg_cli, command).exit_code == 0
+    row = next(csv.DictReader(open(out / "measurements.csv")))
+    assert float(row["fov_diameter_px"]) == 160
+    vessels = iio.imread(out / "raw_pre" / "eye.png") > 0
+    assert float(row["density_fov_all"]) == pytest.approx(vessels[square > 0].mean(), abs=1e-4)
+    again = cli.invoke(retinaseg_cli, ["measure", str(out), "-q"])
+    assert again.exit_code == 0 and "measured before" in again.output  # the same FOV: the rows reused
+    masks.rename(tmp_path / "moved")
+    gone = cli.invoke(retinaseg_cli, ["measure", str(out), "-q"])
+    assert gone.exit_code != 0 and "are gone; give `retinaseg measure` --fov-dir" in gone.output
+    moved = cli.invoke(retinaseg_cli, ["measure", str(out), "-q", "--fov-dir", str(tmp_path / "moved")])
+    assert moved.exit_code == 0, moved.output
+    assert float(next(csv.DictReader(open(out / "measurements.csv")))["fov_diameter_px"]) == 160
+    iio.imwrite(crops / "crop.png", synthetic_fundus(512, seed=3).image_uint8()[128:384, 128:384])
+    out = tmp_path / "out-crops"
+    command = ["run", "-q", "-m", "dark-vessels", "--raw-fov-diameter", "470", "--measure", str(crops), str(out)]
+    assert cli.invoke(retinaseg_cli, command).exit_code == 0
+    assert float(next(csv.DictReader(open(out / "measurements.csv")))["fov_diameter_px"]) == 470
+    result = cli.invoke(retinaseg_cli, ["measure", str(out), "-q", "--overwrite"])
+    assert float(next(csv.DictReader(open(out / "measurements.csv")))["fov_diameter_px"]) == 470, result.output
