@@ -311,6 +311,9 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
                            notify=_message, vessel_model=vessel_model, vessel_weights=vessel_weights,
                            raw_fov_diameter=raw_fov_diameter,
                            tile_size=tile_size, overlap=overlap, resize=resize)
+    if also_measure and segmenter.model.spec.task == "disc":
+        raise click.UsageError("--measure measures vessel and artery/vein maps; a disc model's maps are discs (the "
+                               "disc is found on the way when a vessel model's maps are measured)")
     paths = shard_of(find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir), shard)
     measuring_workers = cores.measure_workers() if workers is None else workers
     if workers is None:

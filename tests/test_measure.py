@@ -619,3 +619,16 @@ def test_measure_takes_the_fov_as_the_run_took_it(cli, tmp_path, fake_models):
     assert float(next(csv.DictReader(open(out / "measurements.csv")))["fov_diameter_px"]) == 470
     result = cli.invoke(retinaseg_cli, ["measure", str(out), "-q", "--overwrite"])
     assert float(next(csv.DictReader(open(out / "measurements.csv")))["fov_diameter_px"]) == 470, result.output
+
+
+def test_a_disc_models_maps_are_not_measured_as_vessels(cli, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    iio.imwrite(photos / "eye.png", synthetic_fundus(256, seed=3).image_uint8())
+    out = tmp_path / "out"
+    assert cli.invoke(retinaseg_cli, ["run", "-q", "-m", "disc", str(photos), str(out)]).exit_code == 0
+    result = cli.invoke(retinaseg_cli, ["measure", str(out), "-q"])
+    assert result.exit_code == 1 and "its maps are optic disc masks ('disc'), not vessel maps" in result.output
+    assert not (out / "measurements.csv").exists()
+    result = cli.invoke(retinaseg_cli, ["run", "-q", "-m", "disc", "--measure", str(photos), str(tmp_path / "o2")])
+    assert result.exit_code == 2 and "a disc model's maps are discs" in result.output

@@ -515,6 +515,7 @@ class _BatchJob:
         vessel = segmenter.vessel_segmenter
         return {
             "model": description["model"],
+            "task": segmenter.model.spec.task,  # what the maps mark: vessels, arteries and veins, or the disc
             "model_config": description["model_config"],
             "weights": description["weights"],
             "weights_sha256": description["weights_sha256"],
