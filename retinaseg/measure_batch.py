@@ -54,12 +54,12 @@ MEASURED_FORMAT = "retinaseg-measured/6"
 
 def items_of_run(run_dir) -> list:
     """The photos earlier `retinaseg run`s wrote maps of, from their run records."""
-    from retinaseg.inference.runner import run_records
+    from retinaseg.inference.runner import run_records, task_of
 
     run_dir = Path(run_dir)
     done = {}
     for path, report in run_records(run_dir):  # run.json, and every shard's run-K-of-N.json
-        if _task_of(report) == "disc":
+        if task_of(report) == "disc":
             raise RetinasegError(f"{shown(path)}: its maps are optic disc masks ({report.get('model')!r}), not "
                                  f"vessel maps; measure the folder of a vessel or artery/vein model's run (the disc is "
                                  f"found on the way)")
@@ -68,18 +68,6 @@ def items_of_run(run_dir) -> list:
         raise RetinasegError(f"{run_dir}: no run.json of a `retinaseg run` with photos done; give --maps and "
                              f"--photos for maps no run made")
     return items_of_records(run_dir, [done[stem] for stem in sorted(done)])
-
-
-def _task_of(report: dict) -> Optional[str]:
-    """What a run record's maps mark: as recorded, or for a record from before that was, its model's task (None for
-    a model no installed plugin registers)."""
-    from retinaseg.errors import UnknownNameError
-    from retinaseg.registry import get_model
-
-    try:
-        return report.get("task") or get_model(str(report.get("model"))).task
-    except UnknownNameError:
-        return None
 
 
 FOV_SETTINGS = ("fov_dir", "raw_fov_diameter")  # how the runs took each photo's FOV, which measuring takes too

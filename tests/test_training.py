@@ -57,6 +57,12 @@ def test_train_writes_checkpoints_and_metrics_that_run_and_eval_use(cli, tmp_pat
     assert len(scores["images"]) == 4 and 0 <= scores["mean"]["f1"] <= 1 and "auc_roc" in scores["mean"]
     assert scores["command"].startswith("retinaseg eval -d folder --data-root ") and "--json" in scores["command"]
     assert "mean ± std" in result.output
+    discs = tmp_path / "discs"  # a disc model's masks are not scored as vessels
+    result = cli.invoke(retinaseg_cli, ["run", "-q", "-m", "disc", str(folder_dataset / "images"), str(discs)])
+    assert result.exit_code == 0, result.output
+    result = cli.invoke(retinaseg_cli, ["eval", "-d", "folder", "--data-root", str(folder_dataset), "--split",
+                                        "training", "--dataset-option", "label_suffix=_gt", "--pred", str(discs)])
+    assert result.exit_code == 1 and "which segments disc, but dataset folder labels vessel" in result.output
 
 
 def test_resume_continues_from_last_checkpoint(cli, tmp_path, folder_dataset):

@@ -81,6 +81,17 @@ def _read_prediction(folder: Path, sample: Sample, task: str):
     return labels, prob
 
 
+def _check_prediction_task(folder: Path, dataset: str, task: str) -> None:
+    """A run's disc masks are not scored against vessel labels, nor its vessel maps against disc labels."""
+    from retinaseg.inference.runner import run_records, task_of
+
+    for path, report in run_records(folder):
+        made = task_of(report)
+        if made is not None and (made == "disc") != (task == "disc"):
+            raise RetinasegError(f"{path}: its maps are of model {report.get('model')!r}, which segments {made}, but "
+                                 f"dataset {dataset} labels {task}")
+
+
 def evaluate(dataset: str, data_root, split: str = "test", segmenter: Optional[Segmenter] = None,
              pred_dir=None, use_fov: bool = True, source: str = "", dataset_options: Optional[dict] = None,
              progress: bool = False,
@@ -99,6 +110,8 @@ def evaluate(dataset: str, data_root, split: str = "test", segmenter: Optional[S
     if segmenter is not None and (segmenter.model.spec.task == "disc") != (task == "disc"):
         raise RetinasegError(f"model {segmenter.model.spec.name} segments {segmenter.model.spec.task}, but dataset "
                              f"{dataset} labels {task}")
+    if pred_dir is not None:
+        _check_prediction_task(Path(pred_dir), dataset, task)
     result = Evaluation(dataset, split, task, source)
     for sample in tqdm(samples, desc=f"evaluating {dataset} {split}", unit="img", disable=not progress):
         photo = read_photo(sample.image)

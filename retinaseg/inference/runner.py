@@ -152,6 +152,18 @@ def run_records(out_dir) -> list[tuple[Path, dict]]:
     return records
 
 
+def task_of(report: dict) -> Optional[str]:
+    """What a run record's maps mark (vessel, av or disc): as recorded, or for a record from before that was, its
+    model's task (None for a model no installed plugin registers)."""
+    from retinaseg.errors import UnknownNameError
+    from retinaseg.registry import get_model
+
+    try:
+        return report.get("task") or get_model(str(report.get("model"))).task
+    except UnknownNameError:
+        return None
+
+
 def combined_records(records: list[tuple[Path, dict]]) -> RunSummary:
     """One summary of several run records (a sharded run's): each photo once, a photo in several records (a
     shard run again) counting as done if any record did it."""
