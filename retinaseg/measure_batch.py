@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -23,9 +23,17 @@ DISC_SIZE_TOLERANCE = 0.3  # relative: over twice the ~13% spread of disc diamet
 MIN_DISC_PEERS = 5  # photos of one size with a disc, for a median to compare a disc with
 
 
+class MapItem(NamedTuple):
+    """A map to measure, with what it belongs to."""
+    stem: str  # the output name: the row's stem, and the name of its measured/ and measure_overlay/ files
+    photo: Optional[Path]  # the photo (for the disc and the FOV); None for a label map without one
+    map: Path
+    probabilities: Optional[Path]  # prob/<stem>.tif of a run with --save-prob, for sub-pixel calibres
+
+
 @dataclass(frozen=True)
 class MeasureJob:
-    """What `retinaseg measure` measures: (stem, photo path, map path, probability path or None) items."""
+    """What `retinaseg measure` measures (MapItems), and how."""
     items: list
     out_dir: str
     disc_dir: Optional[str] = None
@@ -106,15 +114,15 @@ def measure_run(out_dir, records: list, name: str = "measurements", overlay: boo
 
 
 def items_of_records(run_dir, records: list) -> list:
-    """(stem, photo, map, probabilities or None) of run records' photos (dicts with stem and input)."""
+    """MapItems of run records' photos (dicts with stem and input)."""
     from retinaseg.inference.outputs import OUTPUT_FOLDERS
 
     items = []
     for record in records:
         stem = record["stem"]
         prob = Path(run_dir) / OUTPUT_FOLDERS["prob"] / f"{stem}.tif"
-        items.append((stem, Path(record["input"]), Path(run_dir) / OUTPUT_FOLDERS["raw"] / f"{stem}.png",
-                      prob if prob.is_file() else None))
+        items.append(MapItem(stem, Path(record["input"]), Path(run_dir) / OUTPUT_FOLDERS["raw"] / f"{stem}.png",
+                             prob if prob.is_file() else None))
     return items
 
 
@@ -129,7 +137,7 @@ def items_of_folders(maps_dir, photos_dir) -> list:
         if not is_image_name(map_path.name):
             continue
         stem = _photo_stem_of(map_path.stem, photos) or map_path.stem
-        items.append((stem, photos.get(stem), map_path, None))
+        items.append(MapItem(stem, photos.get(stem), map_path, None))
     return items
 
 
@@ -213,7 +221,7 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
     process(job, notify, progress), when given, measures the items elsewhere (the Ray executor) and returns
     measure_item's results in their order; by default they are measured here, in `workers` processes side by
     side when more than one (the graph and the measures run on one core each)."""
-    unmatched = sorted(set(job.discs_given) - {item[0] for item in job.items})
+    unmatched = sorted(set(job.discs_given) - {item.stem for item in job.items})
     if unmatched:
         notify(f"note: {shown(job.discs_file)} gives discs for {len(unmatched)} photo(s) not measured here: "
                f"{', '.join(shown(stem) for stem in unmatched[:5])}{', ...' if len(unmatched) > 5 else ''}")
@@ -302,12 +310,12 @@ def _measured_before(job: MeasureJob) -> dict:
 
     found = {}
     for index, item in enumerate(job.items):
-        path = _measured_path(job, item[0])
+        path = _measured_path(job, item.stem)
         try:
             saved = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        overlay = _overlay_path(job, item[0])
+        overlay = _overlay_path(job, item.stem)
         if saved.get("key") == _key(job, item) and (overlay.is_file() or not job.overlay):
             found[index] = (saved["row"], saved["detail"])
     return found
@@ -321,7 +329,7 @@ def _overlay_path(job: MeasureJob, stem: str) -> Path:
     return Path(job.out_dir) / OVERLAY_FOLDER / f"{stem}.png"
 
 
-def _key(job: MeasureJob, item: tuple) -> dict:
+def _key(job: MeasureJob, item: MapItem) -> dict:
     """What a photo's row follows from: its files (path, size, modification time) and the settings."""
     def state(path) -> Optional[list]:  # the absolute path: OUT_DIR may be named another way the next time
         try:
@@ -489,17 +497,17 @@ class DiscFinder:
         return self._segmenter
 
 
-def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tuple[dict, dict]:
-    """(the table row, the JSON detail) of one (stem, photo, map, probabilities) item; writes its overlay and keeps
-    the row in measured/ for a later run to reuse."""
+def measure_item(job: MeasureJob, item: MapItem, disc: DiscFinder, notify) -> tuple[dict, dict]:
+    """(the table row, the JSON detail) of one MapItem; writes its overlay and keeps the row in measured/ for a later
+    run to reuse."""
     from retinaseg.io.atomic import write_json, write_png
 
-    stem, photo_path, map_path, prob_path = item
+    stem = item.stem
     try:
-        result, overlay_image = _measure_one(job, stem, photo_path, map_path, prob_path, disc)
+        result, overlay_image = _measure_one(job, item, disc)
     except Exception as exc:  # one bad map must not stop the folder
         reason = str(exc) if isinstance(exc, RetinasegError) \
-            else f"{shown(map_path)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            else f"{shown(item.map)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         notify(f"failed: {reason}")
         return _failed(item, reason)
     row = _row_of(item)
@@ -514,22 +522,22 @@ def measure_item(job: MeasureJob, item: tuple, disc: DiscFinder, notify) -> tupl
     return row, detail
 
 
-def _row_of(item: tuple) -> dict:
-    stem, photo_path, map_path, _ = item
-    return {"stem": stem, "input": str(photo_path) if photo_path else "", "map": str(map_path)}
+def _row_of(item: MapItem) -> dict:
+    return {"stem": item.stem, "input": str(item.photo) if item.photo else "", "map": str(item.map)}
 
 
-def _failed(item: tuple, reason: str) -> tuple[dict, dict]:
+def _failed(item: MapItem, reason: str) -> tuple[dict, dict]:
     row = {**_row_of(item), "status": "failed", "reason": reason}
     return row, {**row, "zone_b": []}
 
 
-def _measure_one(job: MeasureJob, stem: str, photo_path, map_path, prob_path, disc_finder: DiscFinder):
+def _measure_one(job: MeasureJob, item: MapItem, disc_finder: DiscFinder):
     import tifffile
 
     from retinaseg.disc import find_disc
     from retinaseg.io.images import read_binary_mask, read_photo
 
+    stem, photo_path, map_path, prob_path = item
     labels = read_map(map_path)
     photo = read_photo(photo_path) if photo_path is not None and Path(photo_path).exists() else None
     if photo is not None and photo.shape[:2] != labels.shape:

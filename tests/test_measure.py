@@ -467,10 +467,10 @@ def test_a_photo_that_kills_its_measuring_process_fails_alone(cli, tmp_path, mon
     maps, discs = _label_maps_with_discs(tmp_path, stems)
     measure_one = measuring._measure_one
 
-    def dies_on_crash(job, stem, *args):
-        if stem == "crash":
+    def dies_on_crash(job, item, *args):
+        if item.stem == "crash":
             os._exit(9)  # as the out-of-memory killer would end it
-        return measure_one(job, stem, *args)
+        return measure_one(job, item, *args)
 
     monkeypatch.setattr(measuring, "_measure_one", dies_on_crash)  # forked workers inherit it
     out = tmp_path / "out"
@@ -496,10 +496,10 @@ def test_measuring_again_reuses_the_rows_of_unchanged_maps_and_measures_changed_
     rows_before = {row["stem"]: row for row in csv.DictReader(open(out / "measurements.csv"))}
     measure_one = measuring._measure_one
 
-    def only_e2(job, stem, *args):  # any other photo measured again would fail here
-        if stem != "e2":
+    def only_e2(job, item, *args):  # any other photo measured again would fail here
+        if item.stem != "e2":
             raise RuntimeError("measured again")
-        return measure_one(job, stem, *args)
+        return measure_one(job, item, *args)
 
     monkeypatch.setattr(measuring, "_measure_one", only_e2)
     labels, _ = radial_map([3.0] * 6, [5.0] * 6)  # e2's map redrawn, with other widths
