@@ -98,7 +98,7 @@ def plugins():
 
 
 FOV_DIR_HELP = ("Folder of FOV masks, each named as its photo's file, or that and _anything (eye1_mask.gif), with an "
-                "image extension.")
+                "image extension; for a recursive run, in the sub-folders the photos are in.")
 
 
 def _max_downscale_option(help: str):
@@ -506,8 +506,8 @@ def weights_metric(weights_file, evaluations):
 @click.option("--photos", "photos_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="With --maps: the photos the maps belong to (for the disc and the FOV).")
 @click.option("--disc-dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Optic disc masks named <stem>.<ext> or <stem>_<anything> (e.g. eye1_disc.png) instead of "
-                   "finding the disc with the disc model.")
+              help="Optic disc masks named <stem>.<ext> or <stem>_<anything> (e.g. eye1_disc.png; for a recursive "
+                   "run, in the sub-folders the photos are in) instead of finding the disc with the disc model.")
 @click.option("--discs", "discs_file", type=click.Path(exists=True, dir_okay=False), default=None, metavar="CSV",
               help="Discs set by hand: a CSV with columns stem, disc_x, disc_y and disc_diameter_px in the photo's "
                    "pixels (e.g. the rows of measurements.csv whose disc you set or corrected). A photo listed with "

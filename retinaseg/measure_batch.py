@@ -341,7 +341,7 @@ def _key(job: MeasureJob, item: MapItem) -> dict:
     stem, photo_path, map_path, prob_path = item
     disc_mask = mask_of(job.disc_dir, stem) if job.disc_dir else None
     given = job.discs_given.get(stem)
-    fov = {"fov_mask": state(_fov_mask(job, stem, photo_path))} if job.fov_dir else {}  # keys as before without
+    fov = {"fov_mask": state(mask_of(job.fov_dir, stem))} if job.fov_dir else {}  # keys as before without
     return {"format": MEASURED_FORMAT, "map": state(map_path), "probabilities": state(prob_path),
             "photo": state(photo_path), "disc_mask": state(disc_mask) if disc_mask else None,
             "disc_given": list(given) if given else None, **fov, **_settings(job)}
@@ -547,7 +547,7 @@ def _measure_one(job: MeasureJob, item: MapItem, disc_finder: DiscFinder):
     if prob_path is not None:
         probability = np.asarray(tifffile.imread(prob_path), np.float32)
         probability = probability[None] if probability.ndim == 2 else probability
-    fov = _fov(job, stem, photo_path, photo, labels.shape)
+    fov = _fov(job, stem, photo, labels.shape)
     disc = given_disc(job, stem, labels.shape)
     if disc is None and job.disc_dir:
         disc_mask = mask_of(job.disc_dir, stem)
@@ -571,18 +571,13 @@ def _measure_one(job: MeasureJob, item: MapItem, disc_finder: DiscFinder):
     return result, (_overlay(photo, labels, disc, result) if job.overlay else None)
 
 
-def _fov_mask(job: MeasureJob, stem: str, photo_path) -> Optional[Path]:
-    """The FOV mask of a photo in job.fov_dir, found by the photo file's stem as `run --fov-dir` finds it."""
-    return mask_of(job.fov_dir, Path(photo_path).stem if photo_path is not None else stem)
-
-
-def _fov(job: MeasureJob, stem: str, photo_path, photo: Optional[np.ndarray], shape: tuple) -> np.ndarray:
+def _fov(job: MeasureJob, stem: str, photo: Optional[np.ndarray], shape: tuple) -> np.ndarray:
     """The FOV the map is measured in: its mask in job.fov_dir, else estimated from the photo, else the frame."""
     from retinaseg.fov import estimate_fov
     from retinaseg.io.images import read_binary_mask
 
     if job.fov_dir:
-        path = _fov_mask(job, stem, photo_path)
+        path = mask_of(job.fov_dir, stem)
         if path is None:
             raise RetinasegError(f"{shown(job.fov_dir)}: no FOV mask for {shown(stem)}")
         fov = read_binary_mask(path)

@@ -502,6 +502,31 @@ def test_a_glob_names_outputs_by_their_paths_below_its_fixed_folder(cli, tmp_pat
     assert result.exit_code == 0 and "/" not in "".join(names)
 
 
+def test_fov_masks_of_a_study_in_sub_folders_are_looked_for_in_the_same_sub_folders(cli, tmp_path, fake_models):
+    sample = synthetic_fundus((120, 140), seed=4)
+    squares = {"p1": (slice(20, 100), slice(30, 110)), "p2": (slice(10, 60), slice(10, 60))}
+    for patient, square in squares.items():
+        (tmp_path / "study" / patient).mkdir(parents=True)
+        (tmp_path / "fov" / patient).mkdir(parents=True)
+        iio.imwrite(tmp_path / "study" / patient / "left.png", sample.image_uint8())
+        mask = np.zeros((120, 140), np.uint8)
+        mask[square] = 255
+        iio.imwrite(tmp_path / "fov" / patient / "left_mask.png", mask)
+    out = tmp_path / "out"
+    result = run(cli, "-m", "dark-vessels", "-r", "--fov-dir", tmp_path / "fov", tmp_path / "study", out)
+    assert result.exit_code == 0, result.output
+    for patient, square in squares.items():  # each photo gated by its own mask, not by the other's of that name
+        inside = np.zeros((120, 140), bool)
+        inside[square] = True
+        mask = iio.imread(out / "raw_pre" / patient / "left.png")
+        assert not mask[~inside].any() and mask[inside].any()
+    iio.imwrite(tmp_path / "flat_mask.png", np.full((120, 140), 255, np.uint8))
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat_mask.png").rename(tmp_path / "flat" / "left_mask.png")  # one mask for two photos named left
+    result = run(cli, "-m", "dark-vessels", "-r", "--fov-dir", tmp_path / "flat", tmp_path / "study", tmp_path / "o2")
+    assert result.exit_code == 1 and "no FOV mask for p1/left" in result.output
+
+
 def test_without_recursive_sub_folders_with_photos_are_named_not_silently_skipped(cli, tmp_path, photo_folder,
                                                                                  fake_models):
     (photo_folder / "patient7").mkdir()

@@ -421,10 +421,11 @@ class _BatchJob:
         started = time.perf_counter()
         fov = fov_path = None
         if self.config.fov_dir:
-            fov_path = mask_of(self.config.fov_dir, path.stem)
+            name = self.records[index].stem
+            fov_path = mask_of(self.config.fov_dir, name)
             if fov_path is None:
-                raise ImageReadError(f"{shown(self.config.fov_dir)}: no FOV mask for {shown(path.stem)} (looked for "
-                                     f"<stem> or <stem>_<anything> with an image extension)")
+                raise ImageReadError(f"{shown(self.config.fov_dir)}: no FOV mask for {shown(name)} (looked for "
+                                     f"{shown(name)} or {shown(name)}_<anything> with an image extension)")
             fov = read_binary_mask(fov_path)
         photo, fov, raw_size = self.segmenter.read(path, fov, fov_path)
         prepared = self.segmenter.prepare(photo, fov, index, raw_size=raw_size)

@@ -123,11 +123,20 @@ def _holds_photos(folder: Path, outside: Callable[[Path], bool]) -> bool:
     return not folder.name.startswith(".") and any(_is_photo_name(p) and outside(p) for p in folder.rglob("*"))
 
 
-def mask_of(folder, stem: str) -> Optional[Path]:
-    """A photo's mask in a folder of masks (FOV or disc): the image file named its stem, or its stem, a character
-    other than a letter or digit, and more (eye1.png, eye1_mask.gif, eye1-od.tif; never eye10's); of several, the
-    one whose name adds least to the stem (eye1_mask, not eye1_b_mask), then the first by name. None if none."""
-    names = _image_names(str(folder), os.stat(folder).st_mtime_ns)
+def mask_of(folder, name: str) -> Optional[Path]:
+    """A photo's mask in a folder of masks (FOV or disc), by the photo's output name; a name in a sub-folder (p1/left,
+    from a recursive run) in the same sub-folder of the masks, as the outputs mirror it (p1/left and p2/left may
+    share a file name). None if none is found."""
+    parent, stem = os.path.split(name)
+    folder = os.path.join(folder, parent)
+    return _mask_in(folder, stem) if os.path.isdir(folder) else None
+
+
+def _mask_in(folder: str, stem: str) -> Optional[Path]:
+    """The image file in folder named the stem, or the stem, a character other than a letter or digit, and more
+    (eye1.png, eye1_mask.gif, eye1-od.tif; never eye10's); of several, the one whose name adds least to the stem
+    (eye1_mask, not eye1_b_mask), then the first by name."""
+    names = _image_names(folder, os.stat(folder).st_mtime_ns)
     at, best = bisect.bisect_left(names, stem), None
     while at < len(names) and names[at].startswith(stem):
         rest = Path(names[at]).stem[len(stem):]
