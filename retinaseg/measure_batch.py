@@ -482,18 +482,20 @@ def _measure_in_process(index: int) -> tuple:
 
 class DiscFinder:
     """The disc model, loaded at the first photo whose disc it finds (none with job.disc_dir, and none whose disc is
-    given by hand)."""
+    given by hand); it scales crops by the job's raw FOV diameter, as the maps' run did."""
 
     def __init__(self, job: MeasureJob, notify):
         self.needed, self.notify, self._segmenter = not job.disc_dir, notify, None
+        self.raw_fov_diameter = job.raw_fov_diameter
 
     @property
     def segmenter(self):
         if self.needed and self._segmenter is None:
-            from retinaseg.inference.segmenter import Segmenter
+            from retinaseg.inference.segmenter import SegmentConfig, Segmenter
             from retinaseg.models import load_model
 
-            self._segmenter = Segmenter(load_model("disc"), notify=self.notify)
+            self._segmenter = Segmenter(load_model("disc"), SegmentConfig(raw_fov_diameter=self.raw_fov_diameter),
+                                        notify=self.notify)
         return self._segmenter
 
 
@@ -558,7 +560,7 @@ def _measure_one(job: MeasureJob, item: MapItem, disc_finder: DiscFinder):
         # found in the disc model's map before the others are dropped: its rivals counted and, where there are
         # some, the one the map's vessels converge on kept (not always the largest, which `run -m disc` keeps)
         segmenter = disc_finder.segmenter
-        prob = segmenter.predict_file(photo_path, finished=False, whole=photo)[0]
+        prob = segmenter.predict_file(photo_path, fov if job.fov_dir else None, finished=False, whole=photo)[0]
         disc = replace(segmenter.find_disc(prob, labels > 0, fov), source="model")
     elif disc is None:
         raise RetinasegError(f"{shown(map_path)}: no photo to find the optic disc in (give --photos, --disc-dir "
