@@ -576,6 +576,10 @@ def test_fov_masks_can_be_supplied(cli, tmp_path, fake_models):
     assert run(cli, "-m", "dark-vessels", "--fov-dir", tmp_path / "fov", tmp_path / "in", out).exit_code == 0
     mask = iio.imread(out / "raw_pre" / "eye.png")
     assert not mask[square == 0].any() and mask[square > 0].any()
+    # outputs made without the masks are not skipped as done by a run with them
+    assert run(cli, "-m", "dark-vessels", tmp_path / "in", tmp_path / "plain").exit_code == 0
+    result = run(cli, "-m", "dark-vessels", "--fov-dir", tmp_path / "fov", tmp_path / "in", tmp_path / "plain")
+    assert result.exit_code == 1 and "made otherwise (other fov masks" in result.output
     (tmp_path / "fov" / "eye_mask.gif").unlink()
     result = run(cli, "-m", "dark-vessels", "--overwrite", "--fov-dir", tmp_path / "fov", tmp_path / "in", out)
     assert result.exit_code == 1 and "no FOV mask for eye" in result.output

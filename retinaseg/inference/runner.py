@@ -373,9 +373,13 @@ class _BatchJob:
                 continue
         return {"made_with": made or None, "images": images}
 
+    def _made_with(self, description: dict) -> dict:
+        """made_with(), and the FOV masks the photos were read with (they set each photo's scale and gate its map)."""
+        return {**made_with(description), "fov_masks": self.config.fov_dir}
+
     def _check_made_alike(self, earlier: list) -> None:
         """Outputs about to be skipped as done must have been made as this run makes them."""
-        ours = made_with(self.segmenter.describe())
+        ours = self._made_with(self.segmenter.describe())
         differs = sorted({key.replace("_", " ") for record in earlier for key in record
                           if record[key] != ours.get(key)})
         if differs:
@@ -536,7 +540,7 @@ class _BatchJob:
                 **{key: description["vessel_model"][key] for key in ("model", "weights", "weights_sha256")},
                 "settings": {k: v for k, v in asdict(vessel.config).items()
                              if k in ("tta", "max_downscale", "batch_size")}},
-            "made_with": made_with(description),
+            "made_with": self._made_with(description),
             "settings": {**segmenter.settings(), **asdict(self.config)},
             "device": device,
             "versions": versions("torch", "torchvision", "numpy", "segmentation-models-pytorch"),
