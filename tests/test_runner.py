@@ -524,7 +524,8 @@ def test_fov_masks_of_a_study_in_sub_folders_are_looked_for_in_the_same_sub_fold
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat_mask.png").rename(tmp_path / "flat" / "left_mask.png")  # one mask for two photos named left
     result = run(cli, "-m", "dark-vessels", "-r", "--fov-dir", tmp_path / "flat", tmp_path / "study", tmp_path / "o2")
-    assert result.exit_code == 1 and "no FOV mask for p1/left" in result.output
+    assert result.exit_code == 1 and "p1/left.png: no FOV mask in" in result.output
+    assert "(looked for p1/left or p1/left_<anything>" in result.output
 
 
 def test_without_recursive_sub_folders_with_photos_are_named_not_silently_skipped(cli, tmp_path, photo_folder,
@@ -582,7 +583,7 @@ def test_fov_masks_can_be_supplied(cli, tmp_path, fake_models):
     assert result.exit_code == 1 and "made otherwise (other fov masks" in result.output
     (tmp_path / "fov" / "eye_mask.gif").unlink()
     result = run(cli, "-m", "dark-vessels", "--overwrite", "--fov-dir", tmp_path / "fov", tmp_path / "in", out)
-    assert result.exit_code == 1 and "no FOV mask for eye" in result.output
+    assert result.exit_code == 1 and "eye.png: no FOV mask in" in result.output
     iio.imwrite(tmp_path / "fov" / "eye_mask.png", square[:100])
     result = run(cli, "-m", "dark-vessels", "--overwrite", "--fov-dir", tmp_path / "fov", tmp_path / "in", out)
     assert result.exit_code == 1 and "eye_mask.png: FOV mask is 140x100 but eye.png is 140x120" in result.output

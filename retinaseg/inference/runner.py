@@ -323,6 +323,7 @@ class _BatchJob:
         """One photo read, segmented and written, as _process_here does it (an executor's unit of work); the
         record says how it went."""
         held: dict = {}
+        self.records = [record]  # index 0 of the tasks below: where _read finds the photo's name (for its masks)
         _, _, prepared, error = perform(self, ("read", 0, Path(record.input)), held)
         if error is not None:
             self._fail(record, error)
@@ -428,7 +429,7 @@ class _BatchJob:
             name = self.records[index].stem
             fov_path = mask_of(self.config.fov_dir, name)
             if fov_path is None:
-                raise ImageReadError(f"{shown(self.config.fov_dir)}: no FOV mask for {shown(name)} (looked for "
+                raise ImageReadError(f"{shown(path)}: no FOV mask in {shown(self.config.fov_dir)} (looked for "
                                      f"{shown(name)} or {shown(name)}_<anything> with an image extension)")
             fov = read_binary_mask(fov_path)
         photo, fov, raw_size = self.segmenter.read(path, fov, fov_path)
