@@ -625,7 +625,9 @@ def report(out_dir):
 
     Prints the photos ok, skipped and failed, each failure's line, the photos flagged
     "check the photo", and whether every record was made by the same model, weights
-    and settings. The exit status is 0 only if no photo failed and the records agree.
+    and settings; then each measurements table's rows counted, and the photos done that
+    measurements.csv lacks. The exit status is 0 only if no photo failed and the
+    records agree (the tables do not change it).
 
     \b
     Examples:
@@ -636,6 +638,7 @@ def report(out_dir):
 
     from retinaseg.errors import shown
     from retinaseg.inference.runner import combined_records, run_records
+    from retinaseg.measure_batch import measured_line, measurement_tables
 
     records = run_records(out_dir)
     if not records:
@@ -651,6 +654,16 @@ def report(out_dir):
                    "each)")
     flagged = f"; {summary.flag_counts()}" if summary.flagged() else ""
     click.echo(f"{summary.ok} ok, {summary.skipped} skipped, {summary.failed} failed{flagged}")
+    done = {image.stem for image in summary.records if image.status in ("ok", "skipped")}
+    tables = measurement_tables(out_dir)
+    for path, rows in tables:
+        click.echo(f"{path.name}: {len(rows)} row(s), {measured_line(rows)}")
+    whole = [rows for path, rows in tables if path.name == "measurements.csv"]
+    missing = len(done - {row.get("stem") for row in whole[0]}) if whole else len(done)
+    if tables and missing:
+        click.echo(f"note: measurements.csv {'lacks' if whole else 'is not made yet for'} {missing} of the "
+                   f"{len(done)} photos done; `retinaseg measure {shown(out_dir)}` measures them into it (reusing "
+                   f"the rows measured before)")
     sys.exit(0 if summary.success and len(makers) == 1 else 1)
 
 

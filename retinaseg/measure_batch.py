@@ -295,6 +295,23 @@ def measured_line(rows: list) -> str:
             + (f", {checks} disc(s) to check (disc_check)" if checks else ""))
 
 
+def measurement_tables(out_dir) -> list[tuple[Path, list]]:
+    """(path, rows) of each measurements table in out_dir (measurements.csv, and a shard's measurements-K-of-N.csv)
+    that can be read."""
+    import csv
+    import re
+
+    tables = []
+    for path in sorted(Path(out_dir).glob("measurements*.csv")):
+        if re.fullmatch(r"measurements(-\d+-of-\d+)?\.csv", path.name):
+            try:
+                with open(path, newline="") as f:
+                    tables.append((path, list(csv.DictReader(f))))
+            except (OSError, csv.Error, UnicodeDecodeError):
+                continue
+    return tables
+
+
 def _measure_here(job: MeasureJob, notify, progress: bool) -> list:
     from tqdm import tqdm
 

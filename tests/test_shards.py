@@ -70,8 +70,13 @@ def test_measure_after_the_shards_joins_their_rows_into_one_table_without_measur
     for k in (1, 2):
         assert run(cli, "--shard", f"{k}/2", "--measure", photo_folder, out).exit_code == 0
     shards = [(out / f"measurements-{k}-of-2.csv").read_text().splitlines() for k in (1, 2)]
+    report = cli.invoke(retinaseg_cli, ["report", str(out)])
+    assert report.exit_code == 0 and "measurements-1-of-2.csv: 2 row(s), " in report.output, report.output
+    assert "measurements.csv is not made yet for 3 of the 3 photos done" in report.output
     result = cli.invoke(retinaseg_cli, ["measure", str(out)])
     assert result.exit_code == 0, result.output
     assert "3 of 3 photo(s) measured before with the same files and settings: their rows are reused" in result.output
     joined = (out / "measurements.csv").read_text().splitlines()
     assert joined[0] == shards[0][0] and sorted(joined[1:]) == sorted(shards[0][1:] + shards[1][1:])
+    report = cli.invoke(retinaseg_cli, ["report", str(out)])
+    assert "measurements.csv: 3 row(s), " in report.output and "note: measurements.csv" not in report.output
