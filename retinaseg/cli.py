@@ -236,8 +236,8 @@ def _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, 
               help="Process only shard K of N of the sorted inputs (every N-th photo from the K-th), recorded in "
                    "run-K-of-N.json, so N processes (a SLURM array, one per GPU) share one output folder; "
                    "`retinaseg report OUTPUT_DIR` adds them up.")
-@click.option("--save-prob", is_flag=True, help="Also write prob/<stem>.tif: float32 probabilities at raw size "
-              "(HxW vessel, or CxHxW background/artery/vein/uncertain).")
+@click.option("--save-prob", is_flag=True, help="Also write prob/<stem>.tif: probabilities at raw size as 16-bit "
+              "integers, value / 65535 (HxW vessel, or CxHxW background/artery/vein/uncertain).")
 @click.option("--overlay", is_flag=True, help="Also write overlay/<stem>.png: the prediction drawn over the photo.")
 @click.option("--measure", "also_measure", is_flag=True,
               help="Then measure the maps written, as `retinaseg measure OUTPUT_DIR` does: measurements.csv (with "

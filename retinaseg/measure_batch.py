@@ -551,10 +551,8 @@ def _failed(item: MapItem, reason: str) -> tuple[dict, dict]:
 
 
 def _measure_one(job: MeasureJob, item: MapItem, disc_finder: DiscFinder):
-    import tifffile
-
     from retinaseg.disc import find_disc
-    from retinaseg.io.images import read_binary_mask, read_photo
+    from retinaseg.io.images import read_binary_mask, read_photo, read_probabilities
 
     stem, photo_path, map_path, prob_path = item
     labels = read_map(map_path)
@@ -564,8 +562,7 @@ def _measure_one(job: MeasureJob, item: MapItem, disc_finder: DiscFinder):
                              f"{shown(photo_path)} is {photo.shape[1]}x{photo.shape[0]}")
     probability = None
     if prob_path is not None:
-        probability = np.asarray(tifffile.imread(prob_path), np.float32)
-        probability = probability[None] if probability.ndim == 2 else probability
+        probability = read_probabilities(prob_path)
     fov = _fov(job, stem, photo, labels.shape)
     disc = given_disc(job, stem, labels.shape)
     if disc is None and job.disc_dir:

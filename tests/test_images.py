@@ -13,8 +13,9 @@ from PIL import Image
 
 from retinaseg.cli import cli as retinaseg_cli
 from retinaseg.errors import ImageReadError
-from retinaseg.io.atomic import write_float_tiff, write_png
-from retinaseg.io.images import is_image_name, jpeg_size, read_binary_mask, read_mask, read_photo, reduction_of
+from retinaseg.io.atomic import write_png, write_probabilities
+from retinaseg.io.images import (is_image_name, jpeg_size, read_binary_mask, read_mask, read_photo, read_probabilities,
+                                 reduction_of)
 
 
 @pytest.fixture
@@ -188,9 +189,14 @@ def test_writers_produce_8bit_png_and_float32_tiff(tmp_path):
     back = iio.imread(tmp_path / "m.png")
     assert back.dtype == np.uint8 and np.array_equal(back, mask)
     prob = np.random.default_rng(0).random((4, 30, 40)).astype(np.float32)
-    write_float_tiff(tmp_path / "p.tif", prob)
-    back = tifffile.imread(tmp_path / "p.tif")
-    assert back.dtype == np.float32 and np.array_equal(back, prob)
+    prob[0, 0, :3] = [0.5, np.nextafter(np.float32(0.5), np.float32(0)), 1.0]  # the threshold falls as it did
+    write_probabilities(tmp_path / "p.tif", prob)
+    assert tifffile.imread(tmp_path / "p.tif").dtype == np.uint16  # a fifth of float32's size, any tool reads it
+    back = read_probabilities(tmp_path / "p.tif")
+    assert back.dtype == np.float32 and back.shape == prob.shape and np.abs(back - prob).max() <= 0.5 / 65535
+    assert np.array_equal(back >= 0.5, prob >= 0.5)
+    tifffile.imwrite(tmp_path / "f.tif", prob[1])  # float probabilities, as written before, read as they are
+    assert np.array_equal(read_probabilities(tmp_path / "f.tif"), prob[1:2])
     with pytest.raises(TypeError):
         write_png(tmp_path / "bad.png", prob[0])
 

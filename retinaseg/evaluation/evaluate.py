@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import tifffile
 
 from retinaseg import av
 from retinaseg.datasets import Sample, check_same_size, load_samples, read_fov, read_label
@@ -20,7 +19,7 @@ from retinaseg.evaluation.metrics import av_metrics, binary_metrics, disc_metric
 from retinaseg.inference import VESSEL_THRESHOLD
 from retinaseg.inference.outputs import OUTPUT_FOLDERS
 from retinaseg.inference.segmenter import Segmenter
-from retinaseg.io.images import read_binary_mask, read_mask, read_photo
+from retinaseg.io.images import read_binary_mask, read_mask, read_photo, read_probabilities
 
 VESSEL_COLUMNS = ("se", "sp", "acc", "precision", "f1", "iou", "mcc", "mse", "auc_roc", "auc_pr")
 DISC_COLUMNS = ("dice", "iou", "se", "precision", "found", "centre_error_dd", "diameter_ratio")
@@ -65,9 +64,7 @@ def _read_prediction(folder: Path, sample: Sample, task: str):
         raise RetinasegError(f"{png}: no prediction for {sample.image.name} (run `retinaseg run` on the "
                              f"dataset's images into {folder} first)")
     tif = folder / OUTPUT_FOLDERS["prob"] / f"{sample.id}.tif"
-    prob = tifffile.imread(tif).astype(np.float32) if tif.is_file() else None
-    if prob is not None and prob.ndim == 2:
-        prob = prob[None]
+    prob = read_probabilities(tif) if tif.is_file() else None
     stored = read_mask(png)
     if stored.ndim == 3:  # A/V colour map
         labels = av.decode_colours(stored)

@@ -29,7 +29,7 @@ from retinaseg.inference.outputs import OUTPUT_FOLDERS, labels_of, overlay, rend
 from retinaseg.inference.rescale import Prepared, to_raw_size, to_work_size
 from retinaseg.inference.segmenter import Segmenter
 from retinaseg.inference.workers import Workers, perform, single_threaded
-from retinaseg.io.atomic import TEMP_SUFFIX, remove_stale_temp_files, write_float_tiff, write_json, write_png
+from retinaseg.io.atomic import TEMP_SUFFIX, remove_stale_temp_files, write_json, write_png, write_probabilities
 from retinaseg.io.images import read_binary_mask, read_photo
 from retinaseg.io.inputs import InputPhoto, mask_of
 from retinaseg.provenance import versions
@@ -477,7 +477,7 @@ class _BatchJob:
                 graph = graph_of(prob)[0]
             write_json(paths["graph"], graph.to_json(), indent=None)
         if "prob" in paths:
-            write_float_tiff(paths["prob"], prob[0] if prob.shape[0] == 1 else prob)
+            write_probabilities(paths["prob"], prob[0] if prob.shape[0] == 1 else prob)
         if "overlay" in paths:
             photo = prepared.photo  # on the photo decoded whole: decoded again if it was read reduced
             whole = photo is not None and photo.shape[:2] == prepared.raw_size

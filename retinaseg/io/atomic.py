@@ -52,10 +52,15 @@ def encode_png(path, image: np.ndarray) -> None:
     Image.fromarray(image).save(path, format="PNG", compress_level=1)
 
 
-def write_float_tiff(path, array: np.ndarray) -> None:
-    """float32 TIFF (HxW, or CxHxW for class probabilities), deflate-compressed."""
+def write_probabilities(path, array: np.ndarray) -> None:
+    """Probabilities (HxW, or CxHxW per class) as a 16-bit TIFF of each times PROBABILITY_SCALE, deflate-compressed
+    after horizontal differencing (images.read_probabilities reads it back)."""
+    from retinaseg.io.images import PROBABILITY_SCALE
+
+    stored = np.round(np.clip(array, 0, 1) * PROBABILITY_SCALE).astype(np.uint16)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, np.asarray(array, dtype=np.float32), compression="zlib", photometric="minisblack")
+        tifffile.imwrite(tmp, stored, compression="zlib", predictor=2, photometric="minisblack",
+                         metadata={"values": f"probability x {PROBABILITY_SCALE}"})
 
 
 def write_json(path, data, indent: int | None = 2) -> None:

@@ -373,6 +373,26 @@ def read_mask(path) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+# prob/<stem>.tif holds each probability times this, as 16-bit integers: steps of 1.5e-5 (AUCs unchanged to 1e-5), a
+# fifth of float32's size, and read by every image tool
+PROBABILITY_SCALE = 65535
+
+
+def read_probabilities(path) -> np.ndarray:
+    """float32 CxHxW probabilities of a `--save-prob` file: 16-bit integers over PROBABILITY_SCALE, or floats as
+    written by retinaseg before them (and by other tools)."""
+    try:
+        stored = tifffile.imread(path)
+    except Exception as exc:  # tifffile raises many kinds for a damaged file
+        raise _fail(path, f"not a readable probability TIFF ({_describe(exc)})") from None
+    probabilities = stored.astype(np.float32)
+    if stored.dtype == np.uint16:
+        probabilities /= PROBABILITY_SCALE
+    elif stored.dtype.kind != "f":
+        raise _fail(path, f"probabilities stored as {stored.dtype}, not 16-bit integers or floats")
+    return probabilities[None] if probabilities.ndim == 2 else probabilities
+
+
 def read_binary_mask(path) -> np.ndarray:
     """A 0/non-0 mask (FOV, vessel label) as bool HxW."""
     mask = read_mask(path)

@@ -172,16 +172,15 @@ def _named(line: str, inputs: Path, out: Path) -> str:
 
 def _view(record, name: str, out: Path, views: Path) -> PhotoView:
     """PNGs of the photo (it may be a TIFF no browser shows) and of its probabilities, beside the runner's overlay."""
-    import tifffile
-
     from retinaseg.inference.outputs import OUTPUT_FOLDERS
     from retinaseg.io.atomic import write_png
-    from retinaseg.io.images import read_photo
+    from retinaseg.io.images import read_photo, read_probabilities
 
     views.mkdir(parents=True, exist_ok=True)
     photo, probability = views / f"{record.stem}-photo.png", views / f"{record.stem}-probability.png"
     write_png(photo, np.clip(read_photo(record.input) * 255 + 0.5, 0, 255).astype(np.uint8))
-    write_png(probability, probability_picture(tifffile.imread(out / OUTPUT_FOLDERS["prob"] / f"{record.stem}.tif")))
+    prob = read_probabilities(out / OUTPUT_FOLDERS["prob"] / f"{record.stem}.tif")
+    write_png(probability, probability_picture(prob[0] if len(prob) == 1 else prob))
     from retinaseg.measure_batch import OVERLAY_FOLDER
 
     zones = out / OVERLAY_FOLDER / f"{record.stem}.png"
