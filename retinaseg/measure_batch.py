@@ -235,6 +235,11 @@ def measure_items(job: MeasureJob, notify=print, progress: bool = True, process=
         process = partial(_measure_in_processes, workers=workers) if side_by_side else _measure_here
     measured = iter(process(todo, notify, progress) if todo.items else [])
     results = [before[index] if index in before else next(measured) for index in range(len(job.items))]
+    without = sum(item.probabilities is None for item in job.items) if job.maps_dir is None else 0
+    if without:  # a run's maps, measured as validated only with their probabilities
+        notify(f"note: {without} of {len(job.items)} map(s) have no probabilities (`retinaseg run --save-prob`), so "
+               f"their calibres are read on the binary map (within about half a pixel) rather than on the "
+               f"probabilities (0.2 px), as validated (docs/measurements.md)")
     binary = sum(BINARY_MAP in row["reason"] for row, _ in results)
     if binary:
         notify(f"note: {binary} of {len(results)} map(s) are binary vessel maps, so their artery and vein measures "

@@ -599,7 +599,9 @@ def test_measure_takes_the_fov_as_the_run_took_it(cli, tmp_path, fake_models):
     iio.imwrite(masks / "eye_mask.png", square)
     out = tmp_path / "out"
     command = ["run", "-q", "-m", "dark-vessels", "--fov-dir", str(masks), "--measure", str(photos), str(out)]
-    assert cli.invoke(retinaseg_cli, command).exit_code == 0
+    result = cli.invoke(retinaseg_cli, command)
+    assert result.exit_code == 0 and "1 of 1 map(s) have no probabilities (`retinaseg run --save-prob`)" \
+        in result.output
     row = next(csv.DictReader(open(out / "measurements.csv")))
     assert float(row["fov_diameter_px"]) == 160
     vessels = iio.imread(out / "raw_pre" / "eye.png") > 0
