@@ -518,7 +518,8 @@ def weights_metric(weights_file, evaluations):
               help="Instead of --pixel-size: take every disc to be this many micrometres across (e.g. 1800) and "
                    "derive each photo's pixel size from its disc.")
 @click.option("--overlay", is_flag=True, help="Also write measure_overlay/<stem>.png: the disc, the zone B and C "
-              "rings and the zone-B vessels measured, over the photo.")
+              "rings and the zone-B vessels measured, over the photo, with CRAE, CRVE, AVR and the fractal dimension "
+              "written in its corner.")
 @click.option("--calibres-from", type=click.Choice(["photo", "map"]), default=None,
               help="What zone B's vessel calibres (CRAE, CRVE, AVR, mean calibre) are measured on: the map "
                    "(default), or the photo: the width across each vessel in its green channel, along the map's "

@@ -611,13 +611,43 @@ def _fov(job: MeasureJob, stem: str, photo: Optional[np.ndarray], shape: tuple) 
 
 def _overlay(photo, labels, disc: Disc, result: Measurements) -> np.ndarray:
     """The photo (or the map) with the disc, the zone B and zone C rings, and the zone-B vessels that CRAE and
-    CRVE were computed from drawn over it."""
+    CRVE were computed from drawn over it, and the row's main measures written in a corner."""
     base = (photo * 255).astype(np.uint8) if photo is not None else av.encode_colours(labels.astype(np.uint8))
     image = base.copy()
-    if not disc.found:
-        return image
+    if disc.found:
+        _draw_zones(image, disc, result)
+    return _captioned(image, result)
+
+
+def _captioned(image: np.ndarray, result: Measurements) -> np.ndarray:
+    """The image with CRAE, CRVE, AVR and the fractal dimension (and the row's status, if not ok) in its top left
+    corner, white on black, so a look through a study's overlays shows the numbers beside the vessels they came
+    from."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    values = result.values
+
+    def value(key: str, digits: int) -> str:
+        return f"{values[key]:.{digits}f}" if _number(values.get(key)) else "-"
+
+    text = (f"CRAE {value('crae_px', 1)} px  CRVE {value('crve_px', 1)} px  AVR {value('avr', 3)}  "
+            f"FD {value('fractal_dimension_all', 3)}" + ("" if result.status == "ok" else f"  ({result.status})"))
+    size = max(12, round(image.shape[0] / 45))
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=size)
+    corner = (size // 2, size // 2)
+    left, top, right, bottom = draw.textbbox(corner, text, font=font)
+    margin = max(2, size // 4)
+    draw.rectangle((left - margin, top - margin, right + margin, bottom + margin), fill=(0, 0, 0))
+    draw.text(corner, text, fill=(255, 255, 255), font=font)
+    return np.asarray(picture)
+
+
+def _draw_zones(image: np.ndarray, disc: Disc, result: Measurements) -> None:
+    """The disc's margin, the zone B and zone C rings, and the zone-B vessels of CRAE and CRVE, as wide as measured."""
     line = 1.5 / disc.diameter
-    window, radius = around(disc, ZONE_C[1] + line, labels.shape)
+    window, radius = around(disc, ZONE_C[1] + line, image.shape[:2])
     for ring, colour in ((0.5, (255, 255, 255)), (ZONE_B[0], (255, 255, 0)), (ZONE_B[1], (255, 255, 0)),
                          (ZONE_C[1], (0, 255, 255))):
         image[window][np.abs(radius - ring) < line] = colour
@@ -630,7 +660,6 @@ def _overlay(photo, labels, disc: Disc, result: Measurements) -> np.ndarray:
                         max(col - reach, 0):min(col + reach + 1, image.shape[1])]
             rows, cols = np.ogrid[box]
             image[box][np.hypot(rows - row, cols - col) <= half] = colours[code]
-    return image
 
 
 def _write_tables(job: MeasureJob, rows: list, details: list) -> None:

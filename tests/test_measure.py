@@ -238,6 +238,8 @@ def test_measure_command_on_label_maps_with_disc_masks(cli, tmp_path):
     assert float(rows["eye1"]["crae_um"]) == pytest.approx(float(rows["eye1"]["crae_dd"]) * 1800, rel=1e-4)
     detail = json.loads((out / "measurements.json").read_text())
     assert len(detail["photos"][1]["zone_b"]) == 12 and (out / "measure_overlay" / "eye1.png").is_file()
+    corner = iio.imread(out / "measure_overlay" / "eye1.png")[:30, :300]  # the measures written, white on black
+    assert (corner > 150).all(axis=-1).sum() > 50 and (corner == 0).all(axis=-1).sum() > 1000
     made = detail["made_with"]  # what a methods section names: the maps, the discs, the scale, the versions
     assert made["maps"] == {"folder": str(maps)} and made["disc_masks"] == str(discs)
     assert made["disc_weights"] is None and made["disc_diameter_um"] == 1800 and made["versions"]["scipy"]
