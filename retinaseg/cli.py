@@ -307,13 +307,17 @@ def run(inputs, output_dir, model, weights, vessel_model, vessel_weights, backen
     from retinaseg.io.inputs import find_inputs
 
     max_pixels()  # a malformed RETINASEG_MAX_PIXELS is said once, not once per photo
+    if also_measure:  # before any model is loaded
+        from retinaseg.models import DEFAULT_MODEL
+        from retinaseg.registry import get_model
+
+        if get_model(model or DEFAULT_MODEL).task == "disc":
+            raise click.UsageError("--measure measures vessel and artery/vein maps; a disc model's maps are discs "
+                                   "(the disc is found on the way when a vessel model's maps are measured)")
     segmenter = _segmenter(model, weights, device, backend, batch_size, tta, max_downscale, av_graph,
                            notify=_message, vessel_model=vessel_model, vessel_weights=vessel_weights,
                            raw_fov_diameter=raw_fov_diameter,
                            tile_size=tile_size, overlap=overlap, resize=resize)
-    if also_measure and segmenter.model.spec.task == "disc":
-        raise click.UsageError("--measure measures vessel and artery/vein maps; a disc model's maps are discs (the "
-                               "disc is found on the way when a vessel model's maps are measured)")
     paths = shard_of(find_inputs(inputs, recursive=recursive, notify=_message, output_dir=output_dir), shard)
     measuring_workers = cores.measure_workers() if workers is None else workers
     if workers is None:

@@ -187,19 +187,17 @@ class Scaled:
         return math.sqrt(self.factors[0] * self.factors[1])
 
 
-def at_measuring_scale(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Optional[np.ndarray] = None,
-                       photo: Optional[np.ndarray] = None, fov_diameter_px: Optional[float] = None,
+def at_measuring_scale(labels: np.ndarray, disc: Disc, fov: np.ndarray, probability: Optional[np.ndarray],
+                       photo: Optional[np.ndarray], fov_diameter_px: float,
                        measuring_fov: Optional[float] = None) -> Scaled:
-    """The maps resampled so that the FOV is measuring_fov (default MEASURING_FOV) pixels across, antialiased where
-    they shrink; a label map through the share of each class in a pixel: vessel where the vessel classes hold at
-    least half, then the likeliest of them. As they are without a measuring FOV."""
-    from retinaseg.fov import fov_diameter
-
+    """The maps resampled so that the FOV (fov_diameter_px across) is measuring_fov (default MEASURING_FOV) pixels
+    across, antialiased where they shrink; a label map through the share of each class in a pixel: vessel where the
+    vessel classes hold at least half, then the likeliest of them. As they are without a measuring FOV."""
     unchanged = Scaled(labels, disc, fov, probability, photo)
     measuring_fov = measuring_fov or MEASURING_FOV
     if not measuring_fov:
         return unchanged
-    factor = measuring_fov / (fov_diameter_px or fov_diameter(fov))
+    factor = measuring_fov / fov_diameter_px
     shape = (max(round(labels.shape[0] * factor), 1), max(round(labels.shape[1] * factor), 1))
     if shape == labels.shape:
         return unchanged

@@ -565,9 +565,7 @@ def _measure_one(job: MeasureJob, item: MapItem, disc_finder: DiscFinder):
     if photo is not None and photo.shape[:2] != labels.shape:
         raise RetinasegError(f"{shown(map_path)}: the map is {labels.shape[1]}x{labels.shape[0]} but its photo "
                              f"{shown(photo_path)} is {photo.shape[1]}x{photo.shape[0]}")
-    probability = None
-    if prob_path is not None:
-        probability = read_probabilities(prob_path)
+    probability = read_probabilities(prob_path) if prob_path is not None else None
     fov = _fov(job, stem, photo, labels.shape)
     disc = given_disc(job, stem, labels.shape)
     if disc is None and job.disc_dir:

@@ -14,6 +14,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from retinaseg.io.images import PROBABILITY_SCALE
+
 TEMP_SUFFIX = ".partial"
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 _TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)" + re.escape(TEMP_SUFFIX) + "$")
@@ -55,8 +57,6 @@ def encode_png(path, image: np.ndarray) -> None:
 def write_probabilities(path, array: np.ndarray) -> None:
     """Probabilities (HxW, or CxHxW per class) as a 16-bit TIFF of each times PROBABILITY_SCALE, deflate-compressed
     after horizontal differencing (images.read_probabilities reads it back)."""
-    from retinaseg.io.images import PROBABILITY_SCALE
-
     stored = np.round(np.clip(array, 0, 1) * PROBABILITY_SCALE).astype(np.uint16)
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, stored, compression="zlib", predictor=2, photometric="minisblack",
